@@ -1,0 +1,38 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Both create .venv if it is missing and install the project with the pinned constraints
+# (torch==2.13.0 is the CPU wheel on this machine's disk: no CUDA build is downloaded).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SFTRL  := $(VENV)/bin/sftrl
+STAMP  := $(VENV)/.installed-stamp
+RUN    ?= runs/main
+
+.PHONY: run test test-slow install lock clean
+
+run: $(STAMP)
+	$(SFTRL) data --out $(RUN)/data
+	$(SFTRL) tokenizer --data $(RUN)/data/sft.train.jsonl $(RUN)/data/prompt.train.jsonl $(RUN)/data/text.train.jsonl --out $(RUN)/tokenizer.json
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[dev]"
+	touch $@
+
+# Re-pin every package after a change of dependencies in pyproject.toml.
+lock: $(STAMP)
+	{ sed -n '1,/^# Regenerate/p' constraints.txt; \
+	  $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis *.egg-info

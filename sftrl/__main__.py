@@ -1,0 +1,3 @@
+from sftrl.cli import main
+
+raise SystemExit(main())

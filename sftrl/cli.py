@@ -1,0 +1,127 @@
+"""The `sftrl` command line.
+
+Every user-caused error ends as one line `error: ...` on stderr and exit code 2. PyTorch and
+TensorFlow are imported only inside the commands that need them, so `--help`, `data` and
+argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shared import __version__
+from shared.errors import SftrlError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line `error: ...` (exit 2) instead of usage + message."""
+
+    def error(self, message):
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_USAGE)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_data(args) -> int:
+    """Write the built-in task data as JSONL files."""
+    from shared.tasks import write_builtin_data
+
+    paths = write_builtin_data(args.out, seed=args.seed)
+    for name, path in paths.items():
+        count = sum(1 for _ in open(path, encoding="utf-8"))
+        print(f"wrote {path}  ({count} records)")
+    return 0
+
+
+def cmd_tokenizer(args) -> int:
+    """Train a byte-level BPE tokenizer on the text fields of data files and save it."""
+    from shared.data import load_any, record_texts
+    from shared.tokenizer import MIN_VOCAB_SIZE, Tokenizer
+
+    if args.vocab_size < MIN_VOCAB_SIZE:
+        raise SftrlError(f"--vocab-size: must be >= {MIN_VOCAB_SIZE} "
+                         f"(256 bytes + 5 special tokens), got {args.vocab_size}")
+    texts = []
+    for path in args.data:
+        kind, records = load_any(path)
+        texts.extend(t for r in records for t in record_texts(r))
+    tokenizer = Tokenizer.train(texts, vocab_size=args.vocab_size)
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith("/"):
+        out = out / "tokenizer.json"
+    tokenizer.save(out)
+    print(f"wrote {out}  (vocab_size={tokenizer.vocab_size}, trained on {len(texts)} texts)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sftrl",
+        description="Supervised fine-tuning (PyTorch) and PPO (TensorFlow) of one BERT-style "
+                    "model family, with parity tests, evaluation and benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"sftrl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = commands.add_parser("data", help="write the built-in task data (JSONL)",
+                            description=cmd_data.__doc__)
+    p.add_argument("--out", required=True, help="directory for the *.jsonl files")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="generator seed (default 0)")
+    p.set_defaults(func=cmd_data)
+
+    p = commands.add_parser("tokenizer", help="train and save a tokenizer",
+                            description=cmd_tokenizer.__doc__)
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE",
+                   help="JSONL files of any record kind, or plain .txt files")
+    p.add_argument("--vocab-size", type=positive_int, default=512, help="tokens, special ones "
+                   "included (default 512)")
+    p.add_argument("--out", required=True, help="tokenizer.json path (or a directory for it)")
+    p.set_defaults(func=cmd_tokenizer)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except SftrlError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

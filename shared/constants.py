@@ -1,0 +1,20 @@
+"""Numbers that both frameworks must agree on. They live here and nowhere else."""
+
+# Label id that every loss skips (PyTorch's CrossEntropyLoss default; Hugging Face's convention).
+IGNORE_INDEX = -100
+
+# Score given to a masked-out attention position before the softmax. Large enough that
+# exp(fill - max) is exactly 0 in float32 and float64, small enough to stay finite in bf16.
+ATTENTION_MASK_FILL = -1e9
+
+# LayerNorm epsilon and weight-init standard deviation of BERT (config.json defaults).
+LAYER_NORM_EPS = 1e-12
+INIT_STD = 0.02
+
+# Special tokens, in id order: a tokenizer trained by sftrl gives them ids 0..4.
+PAD_TOKEN = "[PAD]"
+UNK_TOKEN = "[UNK]"
+CLS_TOKEN = "[CLS]"
+SEP_TOKEN = "[SEP]"
+MASK_TOKEN = "[MASK]"
+SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)

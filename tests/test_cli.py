@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli
+from shared.tokenizer import Tokenizer
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_lists_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("data", "tokenizer"):
+        assert command in result.stdout
+
+
+def test_console_script_is_installed():
+    script = REPO / ".venv" / "bin" / "sftrl"
+    if not script.exists():
+        pytest.skip("no .venv console script (tests run outside make)")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("sftrl ")
+
+
+def test_data_and_tokenizer_commands(tmp_path):
+    result = run_cli("data", "--out", tmp_path / "data", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    expected = [f"{kind}.{split}.jsonl" for kind in ("sft", "prompt", "preference", "text")
+                for split in ("train", "eval")]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(expected)
+    first = json.loads((tmp_path / "data" / "sft.train.jsonl").read_text().splitlines()[0])
+    assert set(first) == {"prompt", "completion", "task"}
+
+    result = run_cli("tokenizer", "--data", tmp_path / "data" / "sft.train.jsonl",
+                     tmp_path / "data" / "preference.train.jsonl", "--vocab-size", "300",
+                     "--out", tmp_path / "tok.json")
+    assert result.returncode == 0, result.stderr
+    tokenizer = Tokenizer.load(tmp_path / "tok.json")
+    assert tokenizer.vocab_size == 300
+    assert tokenizer.decode(tokenizer.encode(first["prompt"])) == first["prompt"]
+
+
+def test_light_commands_import_no_framework(tmp_path):
+    code = ("import sys; from sftrl.cli import main\n"
+            f"main(['data', '--out', {str(tmp_path)!r}])\n"
+            "print([m for m in ('torch', 'tensorflow') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("make_args,fragments", [
+    (lambda d: ["tokenizer", "--data", d / "missing.jsonl", "--out", d / "t.json"],
+     ["missing.jsonl: no such file"]),
+    (lambda d: ["tokenizer", "--data", d, "--out", d / "t.json"], ["is a directory"]),
+    (lambda d: ["tokenizer", "--data", d / "bad.jsonl", "--out", d / "t.json"],
+     ["bad.jsonl:2: invalid JSON"]),
+    (lambda d: ["tokenizer", "--data", d / "bad.jsonl", "--vocab-size", "10", "--out", d / "t.json"],
+     ["--vocab-size: must be >= 261"]),
+    (lambda d: ["tokenizer", "--data", d / "bad.jsonl", "--vocab-size", "many", "--out", d / "t"],
+     ["--vocab-size", "'many'"]),
+    (lambda d: ["tokenizer", "--data", d / "bad.jsonl"], ["--out"]),
+    (lambda d: ["data", "--out", d / "x", "--seed", "-1"], ["--seed", "must be >= 0"]),
+    (lambda d: ["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    (lambda d: ["data", "--out", d / "bad.jsonl"], ["bad.jsonl: exists and is not a directory"]),
+])
+def test_user_errors_are_one_line_exit_2(tmp_path, make_args, fragments):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": \n')
+    result = run_cli(*make_args(tmp_path))
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "t.json").exists()

@@ -1,0 +1,1 @@
+"""PyTorch side: the model family, the SFT trainer, the torch losses and generation."""
