@@ -235,21 +235,24 @@ def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, special_ids, 
 
 
 def build_attention_mask(attention_mask: np.ndarray, causal: bool,
-                         query_length: int | None = None) -> np.ndarray:
+                         query_length: int | None = None,
+                         query_offset: int | None = None) -> np.ndarray:
     """The boolean mask every attention layer uses: True where query i may attend to key j.
 
     attention_mask: (B, Tk) with 1 on real tokens. Returns (B, 1, Tq, Tk): padding keys are
-    hidden from every query and, if `causal`, keys after the query are hidden too. The queries
-    are the last Tq positions of the keys (Tq = Tk unless decoding with a cache). Built once
-    here, the same array goes to NumPy, PyTorch and TensorFlow.
+    hidden from every query and, if `causal`, keys after the query are hidden too. Query i sits
+    at key position query_offset + i; by default the queries are the last Tq positions of the
+    keys (Tq = Tk unless decoding with a cache). Built once here, the same array goes to NumPy,
+    PyTorch and TensorFlow.
     """
     attention_mask = np.asarray(attention_mask)
     batch, key_length = attention_mask.shape
     query_length = key_length if query_length is None else query_length
+    query_offset = key_length - query_length if query_offset is None else query_offset
     allowed = np.broadcast_to(attention_mask[:, None, None, :].astype(bool),
                               (batch, 1, query_length, key_length))  # (B, 1, Tq, Tk)
     if causal:
-        query_pos = np.arange(key_length - query_length, key_length)[:, None]  # (Tq, 1)
+        query_pos = query_offset + np.arange(query_length)[:, None]            # (Tq, 1)
         key_pos = np.arange(key_length)[None, :]                                 # (1, Tk)
         allowed = allowed & (key_pos <= query_pos)
     return np.ascontiguousarray(allowed)

@@ -1,0 +1,115 @@
+"""Autoregressive generation with a fixed-size key/value cache. Mirrored by `torch_impl/generate.py`.
+
+Prompts come left-padded (every prompt ends in the last column), so the new token of step t is
+written at the same position P + t for the whole batch. Position ids count real tokens only
+(cumsum of the attention mask - 1), so a padded prompt is read as its unpadded self -- the rule
+`transformers`' `generate()` uses too.
+
+The decoding step runs inside one `tf.function` whose inputs keep their shapes from step to
+step (the cache is fixed-size, the step index is a tensor), so it is traced once per batch
+shape, not once per step.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from shared.errors import ConfigError
+
+_STEP_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def check_generation_inputs(config, input_ids_shape, attention_mask_last_column, max_new_tokens,
+                            temperature, top_k):
+    """Argument checks shared by both code paths (the torch file has the same function)."""
+    if max_new_tokens < 1:
+        raise ConfigError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
+    if temperature <= 0:
+        raise ConfigError("temperature", f"must be > 0, got {temperature}")
+    if top_k < 0:
+        raise ConfigError("top_k", f"must be >= 0, got {top_k}")
+    if input_ids_shape[1] + max_new_tokens > config.max_position_embeddings:
+        raise ConfigError("max_new_tokens", f"prompt length {input_ids_shape[1]} + {max_new_tokens} new "
+                          f"tokens exceeds max_position_embeddings ({config.max_position_embeddings})")
+    if not attention_mask_last_column:
+        raise ValueError("prompts must be left-padded: the last column of attention_mask must be all 1")
+
+
+def next_token(logits, do_sample, temperature, top_k, seed=None):
+    """Pick one token per row from logits (B, V): argmax, or a sample of softmax(logits / T)
+    restricted to the top_k most likely tokens (top_k = 0: all). `seed` is a stateless-RNG
+    seed pair, so the same seed gives the same tokens."""
+    if not do_sample:
+        return tf.argmax(logits, -1, output_type=tf.int32)                 # (B,)
+    logits = logits / temperature
+    if top_k:
+        kth = tf.math.top_k(logits, top_k).values[:, -1:]                   # (B, 1)
+        logits = tf.where(logits < kth, tf.cast(-np.inf, logits.dtype), logits)
+    return tf.squeeze(tf.random.stateless_categorical(tf.cast(logits, tf.float32), 1, seed,
+                                                      dtype=tf.int32), 1)
+
+
+def _step_function(model):
+    """The model's decoding step as a tf.function (one per model, kept while the model lives)."""
+    if model not in _STEP_FUNCTIONS:
+        @tf.function(reduce_retracing=True)
+        def step(input_ids, mask, cache, cache_index, position_ids):
+            logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, cache_index, position_ids)
+            return logits[:, -1], cache
+        _STEP_FUNCTIONS[model] = step
+    return _STEP_FUNCTIONS[model]
+
+
+def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
+             top_k=0, seed=None, eos_id=None, use_cache=True):
+    """New tokens (B, max_new_tokens) continuing left-padded prompts (B, P).
+
+    A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
+    use_cache=False recomputes the whole sequence at every step (the slow reference path).
+    """
+    config = model.config
+    input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
+    attention_mask = tf.cast(tf.convert_to_tensor(attention_mask), tf.int32)
+    check_generation_inputs(config, tuple(input_ids.shape), bool(tf.reduce_all(attention_mask[:, -1] == 1)),
+                            max_new_tokens, temperature, top_k)
+    B, P = input_ids.shape
+    Tmax = P + max_new_tokens
+    pad_id = config.pad_token_id
+    seed_base = 0 if seed is None else int(seed)
+
+    mask = tf.concat([attention_mask, tf.zeros([B, max_new_tokens], tf.int32)], 1)  # (B, Tmax)
+    position_ids = tf.maximum(tf.cumsum(mask, -1) - 1, 0)                  # (B, Tmax) for the prompt part
+    finished = tf.zeros([B], tf.bool)
+    step = _step_function(model)
+    cache = model.bert.init_cache(B, Tmax) if use_cache else None
+    new_tokens = []
+
+    # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
+    if use_cache:
+        scores, cache = step(input_ids, mask, cache, tf.constant(0), position_ids[:, :P])
+    else:
+        scores = model(input_ids, attention_mask, position_ids=position_ids[:, :P])[:, -1]
+    for t in range(max_new_tokens):
+        token = next_token(scores, do_sample, temperature, top_k, seed=[seed_base, t])  # (B,)
+        token = tf.where(finished, tf.fill([B], pad_id), token)
+        new_tokens.append(token)
+        if eos_id is not None:
+            finished = finished | (token == eos_id)
+        if t == max_new_tokens - 1 or bool(tf.reduce_all(finished)):
+            break
+        # Decode: one new token at position P + t, attending to everything written so far.
+        written = tf.one_hot(P + t, Tmax, dtype=tf.int32)[None, :]          # (1, Tmax)
+        mask = tf.maximum(mask, written)
+        position = position_ids[:, P - 1:P] + t + 1                         # (B, 1)
+        if use_cache:
+            scores, cache = step(token[:, None], mask, cache, tf.constant(P + t), position)
+        else:
+            so_far = tf.concat([input_ids, tf.stack(new_tokens, 1)], 1)    # (B, P + t + 1)
+            positions = tf.concat([position_ids[:, :P], position_ids[:, P - 1:P] + tf.range(1, t + 2)[None]], 1)
+            scores = model(so_far, mask[:, :P + t + 1], position_ids=positions)[:, -1]
+    out = tf.stack(new_tokens, 1)                                           # (B, steps)
+    out = tf.pad(out, [[0, 0], [0, max_new_tokens - out.shape[1]]], constant_values=pad_id)
+    return out

@@ -1,0 +1,435 @@
+"""The BERT-style model family in TensorFlow/Keras. Mirrored name for name by `torch_impl/model.py`.
+
+Every Keras sub-layer gets `name=` equal to the PyTorch attribute name, so the Hugging Face
+parameter name of a weight is its path of layer names (`tf_impl.convert` walks it) and
+converting weights is a name rewrite plus the Dense-kernel transpose. Post-LayerNorm blocks:
+
+    x = LayerNorm(x + Dropout(SelfAttention(x)))
+    x = LayerNorm(x + Dropout(W_2 GELU(W_1 x)))
+
+Every `call` takes `training=False` and passes it to each Dropout.
+
+Shape legend (the same in both files):
+    B batch, T time (= Tq query length), Tk key length, C hidden size, H heads,
+    hs head size (C / H), V vocabulary, I intermediate (feed-forward) size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the CLI
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from shared.config import ModelConfig  # noqa: E402
+from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX  # noqa: E402
+
+
+def _normal(config: ModelConfig):
+    return keras.initializers.RandomNormal(mean=0.0, stddev=config.initializer_range)
+
+
+def _dense(units: int, name: str, config: ModelConfig, dtype):
+    return keras.layers.Dense(units, name=name, dtype=dtype, kernel_initializer=_normal(config),
+                              bias_initializer="zeros")
+
+
+def _layer_norm(config: ModelConfig, dtype):
+    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="LayerNorm", dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- masks and attention
+
+def build_attention_mask(attention_mask, causal: bool, query_length=None, query_offset=None):
+    """Boolean (B, 1, Tq, Tk) mask, True where query i may attend to key j.
+
+    The TensorFlow twin of `shared.data.build_attention_mask` (used when a (B, Tk) padding mask
+    is passed instead of the prebuilt 4-D one). Query i sits at key position query_offset + i;
+    by default the queries are the last Tq of the Tk positions.
+    """
+    batch, key_length = tf.shape(attention_mask)[0], tf.shape(attention_mask)[1]
+    query_length = key_length if query_length is None else query_length
+    query_offset = key_length - query_length if query_offset is None else query_offset
+    allowed = tf.cast(attention_mask, tf.bool)[:, None, None, :]           # (B, 1, 1, Tk)
+    if causal:
+        query_pos = query_offset + tf.range(query_length)[:, None]          # (Tq, 1)
+        key_pos = tf.range(key_length)[None, :]                             # (1, Tk)
+        allowed = allowed & (key_pos <= query_pos)                          # (B, 1, Tq, Tk)
+    return tf.broadcast_to(allowed, [batch, 1, query_length, key_length])
+
+
+def write_cache(cache, new, index):
+    """Cache (B, H, Tmax, hs) with positions index .. index+T-1 replaced by new (B, H, T, hs).
+
+    A fixed-size cache: shapes never change while decoding (TensorFlow needs that to trace the
+    decoding step once; PyTorch uses the same scheme so the two read alike).
+    """
+    T, Tmax = tf.shape(new)[2], cache.shape[2]
+    spread = tf.pad(new, [[0, 0], [0, 0], [index, Tmax - index - T], [0, 0]])  # (B, H, Tmax, hs)
+    position = tf.range(Tmax)[None, None, :, None]                          # (1, 1, Tmax, 1)
+    written = (position >= index) & (position < index + T)
+    return tf.ensure_shape(tf.where(written, spread, cache), cache.shape)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, dropout=None, training=False):
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
+
+    q: (B, H, Tq, hs), k and v: (B, H, Tk, hs), mask: bool, broadcastable to (B, H, Tq, Tk),
+    True where attending is allowed. Returns (output (B, H, Tq, hs), weights (B, H, Tq, Tk)).
+    """
+    d_k = q.shape[-1]
+    scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(d_k)            # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = tf.where(mask, scores, tf.cast(ATTENTION_MASK_FILL, scores.dtype))
+    weights = tf.nn.softmax(scores, axis=-1)                                # (B, H, Tq, Tk)
+    if dropout is not None:
+        weights = dropout(weights, training=training)
+    return tf.matmul(weights, v), weights                                   # (B, H, Tq, hs)
+
+
+# ----------------------------------------------------------------------------- layers
+
+class Embeddings(keras.layers.Layer):
+    """word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.pad_token_id = config.pad_token_id
+        self.word_embeddings = keras.layers.Embedding(
+            config.vocab_size, config.hidden_size, embeddings_initializer=_normal(config),
+            name="word_embeddings", dtype=dtype)
+        self.position_embeddings = keras.layers.Embedding(
+            config.max_position_embeddings, config.hidden_size, embeddings_initializer=_normal(config),
+            name="position_embeddings", dtype=dtype)
+        self.token_type_embeddings = keras.layers.Embedding(
+            config.type_vocab_size, config.hidden_size, embeddings_initializer=_normal(config),
+            name="token_type_embeddings", dtype=dtype)
+        self.LayerNorm = _layer_norm(config, dtype)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
+
+    def build(self, input_shape=None):
+        for layer in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
+            layer.build((None, None))
+        self.LayerNorm.build((None, None, self.word_embeddings.output_dim))
+        # The [PAD] row starts at zero, as torch's nn.Embedding(padding_idx=...).
+        table = self.word_embeddings.embeddings
+        table.assign(tf.tensor_scatter_nd_update(
+            table, [[self.pad_token_id]], tf.zeros([1, table.shape[1]], table.dtype)))
+        self.built = True
+
+    def call(self, input_ids, position_ids, token_type_ids, training=False):
+        inputs_embeds = self.word_embeddings(input_ids)                     # (B, T, C)
+        # torch's padding_idx also stops the lookup's gradient into the [PAD] row; so here.
+        is_pad = (input_ids == self.pad_token_id)[..., None]
+        inputs_embeds = tf.where(is_pad, tf.stop_gradient(inputs_embeds), inputs_embeds)
+        x = (inputs_embeds
+             + self.position_embeddings(position_ids)
+             + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.LayerNorm(x), training=training)
+
+
+class SelfAttention(keras.layers.Layer):
+    """Multi-head attention: Concat(head_1, ..., head_h), head_i = Attention(X W_i^Q, X W_i^K, X W_i^V).
+
+    The output projection W^O is `SelfOutput.dense` (BERT keeps it in the next module).
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.head_size
+        self.query = _dense(config.hidden_size, "query", config, dtype)
+        self.key = _dense(config.hidden_size, "key", config, dtype)
+        self.value = _dense(config.hidden_size, "value", config, dtype)
+        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, name="dropout", dtype=dtype)
+
+    def split_heads(self, x):
+        B, T = tf.shape(x)[0], tf.shape(x)[1]
+        x = tf.reshape(x, [B, T, self.num_attention_heads, self.attention_head_size])
+        return tf.transpose(x, [0, 2, 1, 3])                                # (B, H, T, hs)
+
+    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
+        q = self.split_heads(self.query(hidden_states))                     # (B, H, Tq, hs)
+        k = self.split_heads(self.key(hidden_states))                       # (B, H, Tq, hs)
+        v = self.split_heads(self.value(hidden_states))                     # (B, H, Tq, hs)
+        if cache is not None:  # attend over every cached position; the mask hides unwritten ones
+            k = write_cache(cache[0], k, cache_index)                       # (B, H, Tk, hs)
+            v = write_cache(cache[1], v, cache_index)                       # (B, H, Tk, hs)
+        context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout, training)
+        B, T = tf.shape(context)[0], tf.shape(context)[2]
+        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
+                             [B, T, self.num_attention_heads * self.attention_head_size])  # (B, T, C)
+        return context, weights, (k, v)
+
+
+class SelfOutput(keras.layers.Layer):
+    """W^O, dropout, residual connection and LayerNorm (post-LN)."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.dense = _dense(config.hidden_size, "dense", config, dtype)
+        self.LayerNorm = _layer_norm(config, dtype)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
+
+    def call(self, hidden_states, input_tensor, training=False):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + input_tensor)
+
+
+class Attention(keras.layers.Layer):
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.self = SelfAttention(config, name="self", dtype=dtype)
+        self.output_ = SelfOutput(config, name="output", dtype=dtype)  # `output` is taken in Keras
+
+    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
+        context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index, training=training)
+        return self.output_(context, hidden_states, training=training), weights, present
+
+
+class Intermediate(keras.layers.Layer):
+    """First feed-forward layer: GELU(x W_1 + b_1)."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = _dense(config.intermediate_size, "dense", config, kwargs.get("dtype"))
+
+    def call(self, hidden_states):
+        return tf.nn.gelu(self.dense(hidden_states), approximate=False)    # (B, T, I)
+
+
+class Output(keras.layers.Layer):
+    """Second feed-forward layer, dropout, residual connection and LayerNorm."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.dense = _dense(config.hidden_size, "dense", config, dtype)
+        self.LayerNorm = _layer_norm(config, dtype)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
+
+    def call(self, hidden_states, input_tensor, training=False):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + input_tensor)
+
+
+class TransformerBlock(keras.layers.Layer):
+    """One post-LN encoder layer: attention sub-layer, then feed-forward sub-layer."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.attention = Attention(config, name="attention", dtype=dtype)
+        self.intermediate = Intermediate(config, name="intermediate", dtype=dtype)
+        self.output_ = Output(config, name="output", dtype=dtype)
+
+    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
+        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache,
+                                                            cache_index=cache_index, training=training)
+        layer_output = self.output_(self.intermediate(attention_output), attention_output,
+                                    training=training)
+        return layer_output, weights, present
+
+
+class Encoder(keras.layers.Layer):
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        # Named "layer.i" so the variable path reads as the Hugging Face name `encoder.layer.i`.
+        self.layer = [TransformerBlock(config, name=f"layer.{i}", dtype=kwargs.get("dtype"))
+                      for i in range(config.num_hidden_layers)]
+
+    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
+        presents, attentions = [], []
+        for i, block in enumerate(self.layer):
+            layer_cache = cache[i] if cache is not None else None
+            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache,
+                                                    cache_index=cache_index, training=training)
+            presents.append(present)
+            attentions.append(weights)
+        return hidden_states, presents, attentions
+
+
+class Backbone(keras.layers.Layer):
+    """Embeddings and the encoder stack (Hugging Face's `BertModel` without the pooler)."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.config = config
+        self.embeddings = Embeddings(config, name="embeddings", dtype=dtype)
+        self.encoder = Encoder(config, name="encoder", dtype=dtype)
+
+    def call(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None,
+             cache=None, cache_index=0, training=False):
+        """Returns (hidden_states (B, T, C), presents, attentions).
+
+        attention_mask: (B, Tk) with 1 on real tokens, or a prebuilt boolean (B, 1, T, Tk)
+        mask from `shared.data.build_attention_mask`; None means every token is real.
+        With a cache (a (key, value) pair of (B, H, Tmax, hs) per layer, from `init_cache`),
+        the T new tokens sit at positions cache_index .. cache_index+T-1 and attention_mask
+        covers all Tmax positions (0 on padding and on positions not written yet).
+        """
+        input_ids = tf.convert_to_tensor(input_ids)
+        B, T = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
+        if position_ids is None:
+            position_ids = tf.broadcast_to(tf.range(cache_index, cache_index + T)[None, :], [B, T])  # (B, T)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros_like(input_ids)                       # (B, T)
+        if attention_mask is None:
+            key_length = cache[0][0].shape[2] if cache is not None else T
+            attention_mask = tf.ones([B, key_length], dtype=tf.int32)
+        attention_mask = tf.convert_to_tensor(attention_mask)
+        if attention_mask.shape.rank == 2:
+            offset = cache_index if cache is not None else None
+            mask = build_attention_mask(attention_mask, self.config.is_causal, T, offset)  # (B, 1, T, Tk)
+        else:
+            mask = tf.cast(attention_mask, tf.bool)
+        hidden_states = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids,
+                                        training=training)
+        return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index, training=training)
+
+    def init_cache(self, batch_size: int, max_length: int):
+        """An empty fixed-size key/value cache: per layer a (key, value) pair of zeros."""
+        config = self.config
+        shape = (batch_size, config.num_attention_heads, max_length, config.head_size)  # (B, H, Tmax, hs)
+        dtype = self.embeddings.word_embeddings.embeddings.dtype
+        return [(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in range(config.num_hidden_layers)]
+
+
+class PredictionHeadTransform(keras.layers.Layer):
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.dense = _dense(config.hidden_size, "dense", config, dtype)
+        self.LayerNorm = _layer_norm(config, dtype)
+
+    def call(self, hidden_states):
+        return self.LayerNorm(tf.nn.gelu(self.dense(hidden_states), approximate=False))  # (B, T, C)
+
+
+class LMPredictionHead(keras.layers.Layer):
+    """transform, then scores = h E^T + b with E the word-embedding matrix (tied weights).
+
+    PyTorch ties by sharing one Parameter between `decoder` and the embedding; Keras ties by
+    passing the embedding matrix in, so no `decoder` layer (and no duplicate weight) exists here.
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = config.vocab_size
+        self.transform = PredictionHeadTransform(config, name="transform", dtype=kwargs.get("dtype"))
+
+    def build(self, input_shape=None):
+        self.bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, hidden_states, word_embeddings):
+        hidden_states = self.transform(hidden_states)                       # (B, T, C)
+        return tf.matmul(hidden_states, word_embeddings, transpose_b=True) + self.bias  # (B, T, V)
+
+
+class LMHead(keras.layers.Layer):
+    """The MLM / LM head (`cls` in Hugging Face names: `cls.predictions.*`)."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.predictions = LMPredictionHead(config, name="predictions", dtype=kwargs.get("dtype"))
+
+    def call(self, hidden_states, word_embeddings):
+        return self.predictions(hidden_states, word_embeddings)
+
+
+class ScalarHead(keras.layers.Layer):
+    """A scalar per position: the PPO value head or the reward head. Zero-initialised."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(1, name="dense", kernel_initializer="zeros",
+                                        bias_initializer="zeros", dtype=kwargs.get("dtype"))
+
+    def call(self, hidden_states):
+        return tf.squeeze(self.dense(hidden_states), -1)                    # (B, T)
+
+
+# ----------------------------------------------------------------------------- models
+
+class PolicyModel(keras.Model):
+    """Backbone + tied LM head (+ optional value head): the Keras twin of `SFTModel`.
+
+    `model(input_ids, attention_mask=None, training=False)` returns the logits (B, T, V).
+    """
+
+    def __init__(self, config: ModelConfig, with_value_head: bool = False, dtype=None, **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+        self.config = config
+        self.bert = Backbone(config, name="bert", dtype=dtype)
+        self.cls = LMHead(config, name="cls", dtype=dtype)
+        self.value_head = ScalarHead(config, name="value_head", dtype=dtype) if with_value_head else None
+        self.build_weights()
+
+    def build_weights(self):
+        """Create every variable now (Keras would wait for the first call)."""
+        ids = tf.zeros([1, 1], tf.int32)
+        hidden_states, _, _ = self.bert(ids)
+        self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)
+        if self.value_head is not None:
+            self.value_head(hidden_states)
+
+    def call(self, input_ids, attention_mask=None, training=False, position_ids=None,
+             token_type_ids=None):
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                        token_type_ids=token_type_ids, training=training)
+        return self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)  # (B, T, V)
+
+    def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
+        """Logits of T new tokens written into the cache at cache_index.
+
+        Returns (logits (B, T, V), new cache, hidden_states (B, T, C)).
+        """
+        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                               cache=cache, cache_index=cache_index)
+        logits = self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)
+        return logits, presents, hidden_states
+
+    def values(self, input_ids, attention_mask=None, training=False):
+        """Value-head output per position (B, T); needs `with_value_head=True`."""
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, training=training)
+        return self.value_head(hidden_states)
+
+
+class RewardModel(keras.Model):
+    """Backbone + scalar reward head; the reward of a sequence is read at its last real token."""
+
+    def __init__(self, config: ModelConfig, dtype=None, **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+        self.config = config
+        self.bert = Backbone(config, name="bert", dtype=dtype)
+        self.reward_head = ScalarHead(config, name="reward_head", dtype=dtype)
+        self(tf.zeros([1, 1], tf.int32), tf.ones([1, 1], tf.int32))
+
+    def call(self, input_ids, attention_mask, training=False):
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, training=training)
+        rewards = self.reward_head(hidden_states)                           # (B, T)
+        last = tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1) - 1    # (B,)
+        return tf.gather(rewards, last, batch_dims=1)                       # (B,)
+
+
+def lm_loss(logits, labels, causal: bool):
+    """Mean cross-entropy over labelled positions (labels == IGNORE_INDEX are skipped).
+
+    causal: position t predicts token t + 1, so logits drop their last step and labels their
+    first (the shift of `BertLMHeadModel`).
+    """
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    labels = tf.convert_to_tensor(labels)
+    keep = labels != IGNORE_INDEX
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(keep, labels, tf.zeros_like(labels)), logits=logits)
+    keep = tf.cast(keep, nll.dtype)
+    return tf.reduce_sum(nll * keep) / tf.reduce_sum(keep)

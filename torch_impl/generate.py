@@ -1,0 +1,94 @@
+"""Autoregressive generation with a fixed-size key/value cache. Mirrored by `tf_impl/generate.py`.
+
+Prompts come left-padded (every prompt ends in the last column), so the new token of step t is
+written at the same position P + t for the whole batch. Position ids count real tokens only
+(cumsum of the attention mask - 1), so a padded prompt is read as its unpadded self -- the rule
+`transformers`' `generate()` uses too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shared.errors import ConfigError
+
+
+def check_generation_inputs(config, input_ids_shape, attention_mask_last_column, max_new_tokens,
+                            temperature, top_k):
+    """Argument checks shared by both code paths (the TF file has the same function)."""
+    if max_new_tokens < 1:
+        raise ConfigError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
+    if temperature <= 0:
+        raise ConfigError("temperature", f"must be > 0, got {temperature}")
+    if top_k < 0:
+        raise ConfigError("top_k", f"must be >= 0, got {top_k}")
+    if input_ids_shape[1] + max_new_tokens > config.max_position_embeddings:
+        raise ConfigError("max_new_tokens", f"prompt length {input_ids_shape[1]} + {max_new_tokens} new "
+                          f"tokens exceeds max_position_embeddings ({config.max_position_embeddings})")
+    if not attention_mask_last_column:
+        raise ValueError("prompts must be left-padded: the last column of attention_mask must be all 1")
+
+
+def next_token(logits, do_sample, temperature, top_k, generator=None):
+    """Pick one token per row from logits (B, V): argmax, or a sample of softmax(logits / T)
+    restricted to the top_k most likely tokens (top_k = 0: all)."""
+    if not do_sample:
+        return logits.argmax(-1)                                            # (B,)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]              # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)                           # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
+             top_k=0, seed=None, eos_id=None, use_cache=True):
+    """New tokens (B, max_new_tokens) continuing left-padded prompts (B, P).
+
+    A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
+    use_cache=False recomputes the whole sequence at every step (the slow reference path).
+    """
+    config = model.config
+    input_ids = torch.as_tensor(input_ids)
+    attention_mask = torch.as_tensor(attention_mask).long()
+    check_generation_inputs(config, tuple(input_ids.shape), bool(attention_mask[:, -1].all()),
+                            max_new_tokens, temperature, top_k)
+    was_training = model.training
+    model.eval()
+    B, P = input_ids.shape
+    Tmax = P + max_new_tokens
+    pad_id = config.pad_token_id
+    generator = torch.Generator(device=input_ids.device).manual_seed(seed) if seed is not None else None
+
+    ids = torch.cat([input_ids, torch.full((B, max_new_tokens), pad_id, dtype=input_ids.dtype)], 1)  # (B, Tmax)
+    mask = torch.cat([attention_mask, torch.zeros(B, max_new_tokens, dtype=torch.long)], 1)          # (B, Tmax)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)                      # (B, Tmax) for the prompt part
+    finished = torch.zeros(B, dtype=torch.bool)
+    cache = model.bert.init_cache(B, Tmax) if use_cache else None
+
+    # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
+    if use_cache:
+        scores, cache, _ = model.forward_with_cache(input_ids, mask, cache, 0, position_ids[:, :P])
+    else:
+        scores = model(input_ids, attention_mask, position_ids=position_ids[:, :P])
+    for t in range(max_new_tokens):
+        token = next_token(scores[:, -1], do_sample, temperature, top_k, generator)  # (B,)
+        token = torch.where(finished, torch.full_like(token, pad_id), token)
+        ids[:, P + t] = token
+        if eos_id is not None:
+            finished |= token == eos_id
+        if t == max_new_tokens - 1 or bool(finished.all()):
+            break
+        # Decode: one new token at position P + t, attending to everything written so far.
+        mask[:, P + t] = 1
+        position = position_ids[:, P - 1:P] + t + 1                         # (B, 1)
+        if use_cache:
+            scores, cache, _ = model.forward_with_cache(token[:, None], mask, cache, P + t, position)
+        else:
+            positions = torch.cat([position_ids[:, :P], position_ids[:, P - 1:P] + torch.arange(1, t + 2)], 1)
+            scores = model(ids[:, :P + t + 1], mask[:, :P + t + 1], position_ids=positions)
+    if was_training:
+        model.train()
+    return ids[:, P:]

@@ -1,0 +1,390 @@
+"""The BERT-style model family in PyTorch. Mirrored name for name by `tf_impl/model.py`.
+
+Attribute names are Hugging Face BERT's, so `SFTModel(config).state_dict()` loads into
+`transformers.BertForMaskedLM` / `BertLMHeadModel` with `strict=True`, and the other way round.
+Post-LayerNorm blocks, as in the original Transformer and BERT:
+
+    x = LayerNorm(x + Dropout(SelfAttention(x)))
+    x = LayerNorm(x + Dropout(W_2 GELU(W_1 x)))
+
+Shape legend (the same in both files):
+    B batch, T time (= Tq query length), Tk key length, C hidden size, H heads,
+    hs head size (C / H), V vocabulary, I intermediate (feed-forward) size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.config import ModelConfig
+from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX
+
+
+# ----------------------------------------------------------------------------- masks and attention
+
+def build_attention_mask(attention_mask, causal: bool, query_length=None, query_offset=None):
+    """Boolean (B, 1, Tq, Tk) mask, True where query i may attend to key j.
+
+    The torch twin of `shared.data.build_attention_mask` (used when a (B, Tk) padding mask is
+    passed instead of the prebuilt 4-D one). Query i sits at key position query_offset + i;
+    by default the queries are the last Tq of the Tk positions.
+    """
+    batch, key_length = attention_mask.shape
+    query_length = key_length if query_length is None else query_length
+    query_offset = key_length - query_length if query_offset is None else query_offset
+    allowed = attention_mask[:, None, None, :].bool()                      # (B, 1, 1, Tk)
+    if causal:
+        query_pos = query_offset + torch.arange(query_length, device=attention_mask.device)[:, None]  # (Tq, 1)
+        key_pos = torch.arange(key_length, device=attention_mask.device)[None, :]  # (1, Tk)
+        allowed = allowed & (key_pos <= query_pos)                          # (B, 1, Tq, Tk)
+    return allowed.expand(batch, 1, query_length, key_length)
+
+
+def write_cache(cache, new, index):
+    """Cache (B, H, Tmax, hs) with positions index .. index+T-1 replaced by new (B, H, T, hs).
+
+    A fixed-size cache: shapes never change while decoding (TensorFlow needs that to trace the
+    decoding step once; PyTorch uses the same scheme so the two read alike).
+    """
+    T, Tmax = new.shape[2], cache.shape[2]
+    spread = F.pad(new, (0, 0, index, Tmax - index - T))                   # (B, H, Tmax, hs)
+    position = torch.arange(Tmax, device=cache.device)[None, None, :, None]  # (1, 1, Tmax, 1)
+    written = (position >= index) & (position < index + T)
+    return torch.where(written, spread, cache)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
+
+    q: (B, H, Tq, hs), k and v: (B, H, Tk, hs), mask: bool, broadcastable to (B, H, Tq, Tk),
+    True where attending is allowed. Returns (output (B, H, Tq, hs), weights (B, H, Tq, Tk)).
+    """
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)                      # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, ATTENTION_MASK_FILL)
+    weights = F.softmax(scores, dim=-1)                                     # (B, H, Tq, Tk)
+    if dropout is not None:
+        weights = dropout(weights)
+    return weights @ v, weights                                             # (B, H, Tq, hs)
+
+
+# ----------------------------------------------------------------------------- layers
+
+class Embeddings(nn.Module):
+    """word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, position_ids, token_type_ids):
+        x = (self.word_embeddings(input_ids)                                # (B, T, C)
+             + self.position_embeddings(position_ids)
+             + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.LayerNorm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention: Concat(head_1, ..., head_h), head_i = Attention(X W_i^Q, X W_i^K, X W_i^V).
+
+    The output projection W^O is `SelfOutput.dense` (BERT keeps it in the next module).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.head_size
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def split_heads(self, x):
+        B, T, C = x.shape
+        return x.view(B, T, self.num_attention_heads, self.attention_head_size).transpose(1, 2)  # (B, H, T, hs)
+
+    def forward(self, hidden_states, mask, cache=None, cache_index=0):
+        q = self.split_heads(self.query(hidden_states))                     # (B, H, Tq, hs)
+        k = self.split_heads(self.key(hidden_states))                       # (B, H, Tq, hs)
+        v = self.split_heads(self.value(hidden_states))                     # (B, H, Tq, hs)
+        if cache is not None:  # attend over every cached position; the mask hides unwritten ones
+            k = write_cache(cache[0], k, cache_index)                       # (B, H, Tk, hs)
+            v = write_cache(cache[1], v, cache_index)                       # (B, H, Tk, hs)
+        context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)
+        B, H, T, hs = context.shape
+        context = context.transpose(1, 2).reshape(B, T, H * hs)             # (B, T, C)
+        return context, weights, (k, v)
+
+
+class SelfOutput(nn.Module):
+    """W^O, dropout, residual connection and LayerNorm (post-LN)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)  # (B, T, C)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self = SelfAttention(config)
+        self.output = SelfOutput(config)
+
+    def forward(self, hidden_states, mask, cache=None, cache_index=0):
+        context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index)
+        return self.output(context, hidden_states), weights, present
+
+
+class Intermediate(nn.Module):
+    """First feed-forward layer: GELU(x W_1 + b_1)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, hidden_states):
+        return F.gelu(self.dense(hidden_states))                            # (B, T, I)
+
+
+class Output(nn.Module):
+    """Second feed-forward layer, dropout, residual connection and LayerNorm."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)  # (B, T, C)
+
+
+class TransformerBlock(nn.Module):
+    """One post-LN encoder layer: attention sub-layer, then feed-forward sub-layer."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attention = Attention(config)
+        self.intermediate = Intermediate(config)
+        self.output = Output(config)
+
+    def forward(self, hidden_states, mask, cache=None, cache_index=0):
+        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache, cache_index=cache_index)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)
+        return layer_output, weights, present
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([TransformerBlock(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, mask, cache=None, cache_index=0):
+        presents, attentions = [], []
+        for i, block in enumerate(self.layer):
+            layer_cache = cache[i] if cache is not None else None
+            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache, cache_index=cache_index)
+            presents.append(present)
+            attentions.append(weights)
+        return hidden_states, presents, attentions
+
+
+class Backbone(nn.Module):
+    """Embeddings and the encoder stack (Hugging Face's `BertModel` without the pooler)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None,
+                cache=None, cache_index=0):
+        """Returns (hidden_states (B, T, C), presents, attentions).
+
+        attention_mask: (B, Tk) with 1 on real tokens, or a prebuilt boolean (B, 1, T, Tk)
+        mask from `shared.data.build_attention_mask`; None means every token is real.
+        With a cache (a (key, value) pair of (B, H, Tmax, hs) per layer, from `init_cache`),
+        the T new tokens sit at positions cache_index .. cache_index+T-1 and attention_mask
+        covers all Tmax positions (0 on padding and on positions not written yet).
+        """
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(cache_index, cache_index + T, device=input_ids.device)
+            position_ids = position_ids.expand(B, T)                        # (B, T)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)                    # (B, T)
+        if attention_mask is None:
+            key_length = cache[0][0].shape[2] if cache is not None else T
+            attention_mask = torch.ones(B, key_length, dtype=torch.long, device=input_ids.device)
+        if attention_mask.dim() == 2:
+            offset = cache_index if cache is not None else None
+            mask = build_attention_mask(attention_mask, self.config.is_causal, T, offset)  # (B, 1, T, Tk)
+        else:
+            mask = attention_mask.bool()
+        hidden_states = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
+        return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index)
+
+    def init_cache(self, batch_size: int, max_length: int, dtype=None):
+        """An empty fixed-size key/value cache: per layer a (key, value) pair of zeros."""
+        config = self.config
+        dtype = dtype or self.embeddings.word_embeddings.weight.dtype
+        device = self.embeddings.word_embeddings.weight.device
+        shape = (batch_size, config.num_attention_heads, max_length, config.head_size)  # (B, H, Tmax, hs)
+        return [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+                for _ in range(config.num_hidden_layers)]
+
+
+class PredictionHeadTransform(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states):
+        return self.LayerNorm(F.gelu(self.dense(hidden_states)))            # (B, T, C)
+
+
+class LMPredictionHead(nn.Module):
+    """transform, then scores = h E^T + b with E the word-embedding matrix (tied weights)."""
+
+    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = PredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        # Tie as Hugging Face does: decoder.weight is E itself and decoder.bias is self.bias.
+        self.decoder.weight = word_embeddings.weight
+        self.decoder.bias = self.bias
+
+    def forward(self, hidden_states):
+        return self.decoder(self.transform(hidden_states))                  # (B, T, V)
+
+
+class LMHead(nn.Module):
+    """The MLM / LM head (`cls` in Hugging Face names: `cls.predictions.*`)."""
+
+    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = LMPredictionHead(config, word_embeddings)
+
+    def forward(self, hidden_states):
+        return self.predictions(hidden_states)
+
+
+class ScalarHead(nn.Module):
+    """A scalar per position: the PPO value head or the reward head. Zero-initialised."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, 1)
+        nn.init.zeros_(self.dense.weight)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, hidden_states):
+        return self.dense(hidden_states).squeeze(-1)                         # (B, T)
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's init: normal(0, std) weights, zero biases, unit LayerNorm, zero [PAD] row."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------- models
+
+class SFTModel(nn.Module):
+    """Backbone + tied LM head (+ optional value head): `BertForMaskedLM` / `BertLMHeadModel`.
+
+    forward(input_ids, attention_mask, labels=None) returns the loss when labels are given and
+    the prediction scores (B, T, V) otherwise. In causal mode the loss is the next-token loss:
+    scores at t are compared with labels at t + 1 (the shift happens here, as in
+    `BertLMHeadModel`); in bidirectional mode it is the masked-LM loss on labelled positions.
+    """
+
+    def __init__(self, config: ModelConfig, with_value_head: bool = False):
+        super().__init__()
+        self.config = config
+        self.bert = Backbone(config)
+        self.cls = LMHead(config, self.bert.embeddings.word_embeddings)
+        self.value_head = ScalarHead(config) if with_value_head else None
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+        if self.value_head is not None:
+            nn.init.zeros_(self.value_head.dense.weight)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None,
+                token_type_ids=None):
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                        token_type_ids=token_type_ids)
+        scores = self.cls(hidden_states)                                    # (B, T, V)
+        if labels is None:
+            return scores
+        return lm_loss(scores, labels, self.config.is_causal)
+
+    def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
+        """Scores of T new tokens written into the cache at cache_index.
+
+        Returns (scores (B, T, V), new cache, hidden_states (B, T, C)).
+        """
+        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                               cache=cache, cache_index=cache_index)
+        return self.cls(hidden_states), presents, hidden_states
+
+    def values(self, input_ids, attention_mask=None):
+        """Value-head output per position (B, T); needs `with_value_head=True`."""
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask)
+        return self.value_head(hidden_states)
+
+
+class RewardModel(nn.Module):
+    """Backbone + scalar reward head; the reward of a sequence is read at its last real token."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.bert = Backbone(config)
+        self.reward_head = ScalarHead(config)
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, input_ids, attention_mask):
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask)
+        rewards = self.reward_head(hidden_states)                           # (B, T)
+        last = attention_mask.long().sum(-1) - 1                            # (B,)
+        return rewards.gather(1, last[:, None]).squeeze(1)                  # (B,)
+
+
+def lm_loss(scores, labels, causal: bool):
+    """Mean cross-entropy over labelled positions (labels == IGNORE_INDEX are skipped).
+
+    causal: position t predicts token t + 1, so scores drop their last step and labels their
+    first (the shift of `BertLMHeadModel`).
+    """
+    if causal:
+        scores, labels = scores[:, :-1], labels[:, 1:]
+    return F.cross_entropy(scores.reshape(-1, scores.size(-1)).float(), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX)
