@@ -32,9 +32,16 @@ _LEAF_NAMES = {
 TIED_NAMES = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
-def hf_name(variable) -> tuple[str, bool]:
-    """(Hugging Face name, transpose?) of a Keras variable, from its path."""
-    *layers, leaf = variable.path.split("/")
+def hf_name(variable, model=None) -> tuple[str, bool]:
+    """(Hugging Face name, transpose?) of a Keras variable, from its path.
+
+    A variable created while the model itself was being called has the model's name in
+    front of its path (`policy_model/bert/...`); that prefix is not part of the name.
+    """
+    path = variable.path
+    if model is not None and path.startswith(model.name + "/"):
+        path = path[len(model.name) + 1:]
+    *layers, leaf = path.split("/")
     if leaf not in _LEAF_NAMES:
         raise ValueError(f"no Hugging Face name for Keras variable {variable.path!r}")
     torch_leaf, transpose = _LEAF_NAMES[leaf]
@@ -45,7 +52,7 @@ def to_numpy_state_dict(model) -> dict[str, np.ndarray]:
     """Every weight of a Keras model as {Hugging Face name: array in torch layout}."""
     state = {}
     for variable in model.weights:
-        name, transpose = hf_name(variable)
+        name, transpose = hf_name(variable, model)
         value = np.asarray(variable.numpy())
         state[name] = np.ascontiguousarray(value.T if transpose else value)
     return state
@@ -60,7 +67,7 @@ def assign_numpy_state_dict(model, state: dict[str, np.ndarray], source: str = "
     """
     expected = {}
     for variable in model.weights:
-        name, transpose = hf_name(variable)
+        name, transpose = hf_name(variable, model)
         expected[name] = (variable, transpose)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected) - set(TIED_NAMES))

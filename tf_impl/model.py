@@ -41,6 +41,15 @@ def _layer_norm(config: ModelConfig, dtype):
     return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="LayerNorm", dtype=dtype)
 
 
+def gelu(x):
+    """GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), the exact (erf) form BERT uses.
+
+    Written out rather than `tf.nn.gelu`: that one computes 0.5 x erfc(-x / sqrt(2)), and
+    TensorFlow's float64 erfc is off by up to ~5e-9, which breaks float64 parity; erf is exact.
+    """
+    return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+
 # ----------------------------------------------------------------------------- masks and attention
 
 def build_attention_mask(attention_mask, causal: bool, query_length=None, query_offset=None):
@@ -201,7 +210,7 @@ class Intermediate(keras.layers.Layer):
         self.dense = _dense(config.intermediate_size, "dense", config, kwargs.get("dtype"))
 
     def call(self, hidden_states):
-        return tf.nn.gelu(self.dense(hidden_states), approximate=False)    # (B, T, I)
+        return gelu(self.dense(hidden_states))    # (B, T, I)
 
 
 class Output(keras.layers.Layer):
@@ -309,7 +318,7 @@ class PredictionHeadTransform(keras.layers.Layer):
         self.LayerNorm = _layer_norm(config, dtype)
 
     def call(self, hidden_states):
-        return self.LayerNorm(tf.nn.gelu(self.dense(hidden_states), approximate=False))  # (B, T, C)
+        return self.LayerNorm(gelu(self.dense(hidden_states)))  # (B, T, C)
 
 
 class LMPredictionHead(keras.layers.Layer):
@@ -410,7 +419,12 @@ class RewardModel(keras.Model):
         self.config = config
         self.bert = Backbone(config, name="bert", dtype=dtype)
         self.reward_head = ScalarHead(config, name="reward_head", dtype=dtype)
-        self(tf.zeros([1, 1], tf.int32), tf.ones([1, 1], tf.int32))
+        self.build_weights()
+
+    def build_weights(self):
+        """Create every variable now (Keras would wait for the first call)."""
+        hidden_states, _, _ = self.bert(tf.zeros([1, 1], tf.int32))
+        self.reward_head(hidden_states)
 
     def call(self, input_ids, attention_mask, training=False):
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, training=training)

@@ -24,6 +24,14 @@ from shared.config import ModelConfig
 from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX
 
 
+def gelu(x):
+    """GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), the exact (erf) form BERT uses.
+
+    torch's fused kernel computes this form (the TF file writes it out; see its note).
+    """
+    return F.gelu(x)
+
+
 # ----------------------------------------------------------------------------- masks and attention
 
 def build_attention_mask(attention_mask, causal: bool, query_length=None, query_offset=None):
@@ -158,7 +166,7 @@ class Intermediate(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
 
     def forward(self, hidden_states):
-        return F.gelu(self.dense(hidden_states))                            # (B, T, I)
+        return gelu(self.dense(hidden_states))                            # (B, T, I)
 
 
 class Output(nn.Module):
@@ -257,7 +265,7 @@ class PredictionHeadTransform(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states):
-        return self.LayerNorm(F.gelu(self.dense(hidden_states)))            # (B, T, C)
+        return self.LayerNorm(gelu(self.dense(hidden_states)))            # (B, T, C)
 
 
 class LMPredictionHead(nn.Module):

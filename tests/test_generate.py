@@ -1,0 +1,132 @@
+"""Generation: PyTorch, TensorFlow and transformers give the same greedy tokens; the KV cache
+changes speed, not tokens."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from shared.config import ModelConfig
+from shared.data import collate
+from shared.errors import ConfigError
+from tf_impl import generate as tf_generate
+from tf_impl.convert import load_safetensors
+from tf_impl.model import PolicyModel
+from torch_impl import generate as torch_generate
+from torch_impl.checkpoint import save_pretrained
+from torch_impl.model import SFTModel
+
+NEW = 12
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A causal model in torch, the same weights in Keras, and the folder they came from.
+
+    A wide init (std 0.2) spreads the logits, so greedy choices are not near-ties that float32
+    rounding could flip.
+    """
+    config = ModelConfig(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=40, attention_type="causal",
+                         initializer_range=0.2)
+    torch.manual_seed(0)
+    model = SFTModel(config).eval()
+    folder = tmp_path_factory.mktemp("causal")
+    save_pretrained(model, folder)
+    keras_model = PolicyModel(config)
+    load_safetensors(keras_model, folder / "model.safetensors")
+    return model, keras_model, folder
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    """60 left-padded prompts of 2 to 11 tokens."""
+    rng = np.random.default_rng(0)
+    sequences = [list(rng.integers(5, 61, size=n)) for n in rng.integers(2, 12, size=60)]
+    batch = collate(sequences, pad_id=0, side="left")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def test_greedy_tokens_identical_everywhere(models, prompts):
+    model, keras_model, folder = models
+    input_ids, attention_mask = prompts
+    cached = torch_generate.generate(model, input_ids, attention_mask, NEW).numpy()
+    recomputed = torch_generate.generate(model, input_ids, attention_mask, NEW, use_cache=False).numpy()
+    tf_cached = tf_generate.generate(keras_model, input_ids, attention_mask, NEW).numpy()
+    tf_recomputed = tf_generate.generate(keras_model, input_ids, attention_mask, NEW, use_cache=False).numpy()
+    assert cached.shape == (60, NEW)
+    np.testing.assert_array_equal(cached, recomputed)
+    np.testing.assert_array_equal(cached, tf_cached)
+    np.testing.assert_array_equal(tf_cached, tf_recomputed)
+    assert len(np.unique(cached)) > 5  # not one token repeated: the comparison means something
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    out = hf.generate(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention_mask),
+                      max_new_tokens=NEW, do_sample=False, pad_token_id=0)
+    np.testing.assert_array_equal(out[:, input_ids.shape[1]:].numpy(), cached)
+
+
+def test_generation_stops_at_eos_and_pads_after(models, prompts):
+    model, keras_model, folder = models
+    input_ids, attention_mask = prompts
+    free = torch_generate.generate(model, input_ids, attention_mask, NEW).numpy()
+    values, counts = np.unique(free[:, 1:], return_counts=True)
+    eos = int(values[np.argmax(counts)])  # a token that does occur, so rows really stop
+    stopped = torch_generate.generate(model, input_ids, attention_mask, NEW, eos_id=eos).numpy()
+    tf_stopped = tf_generate.generate(keras_model, input_ids, attention_mask, NEW, eos_id=eos).numpy()
+    np.testing.assert_array_equal(stopped, tf_stopped)
+    rows_that_stop = 0
+    for row_free, row in zip(free, stopped):
+        hits = np.flatnonzero(row_free == eos)
+        if len(hits):
+            k = hits[0]
+            rows_that_stop += 1
+            np.testing.assert_array_equal(row[:k + 1], row_free[:k + 1])
+            assert np.all(row[k + 1:] == 0)
+        else:
+            np.testing.assert_array_equal(row, row_free)
+    assert rows_that_stop >= 10
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    out = hf.generate(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention_mask),
+                      max_new_tokens=NEW, do_sample=False, pad_token_id=0, eos_token_id=eos)
+    hf_new = out[:, input_ids.shape[1]:].numpy()
+    hf_new = np.pad(hf_new, ((0, 0), (0, NEW - hf_new.shape[1])))
+    np.testing.assert_array_equal(hf_new, stopped)
+
+
+def test_sampling_is_seeded(models, prompts):
+    model, keras_model, _ = models
+    input_ids, attention_mask = prompts
+    for generate, m in ((torch_generate.generate, model), (tf_generate.generate, keras_model)):
+        a = np.asarray(generate(m, input_ids, attention_mask, NEW, do_sample=True, seed=1))
+        b = np.asarray(generate(m, input_ids, attention_mask, NEW, do_sample=True, seed=1))
+        c = np.asarray(generate(m, input_ids, attention_mask, NEW, do_sample=True, seed=2))
+        greedy = np.asarray(generate(m, input_ids, attention_mask, NEW))
+        top1 = np.asarray(generate(m, input_ids, attention_mask, NEW, do_sample=True, top_k=1, seed=3))
+        np.testing.assert_array_equal(a, b)
+        assert (a != c).mean() > 0.2
+        np.testing.assert_array_equal(top1, greedy)
+
+
+def test_tf_decoding_step_is_traced_once_not_per_step(models, prompts):
+    _, keras_model, _ = models
+    input_ids, attention_mask = prompts
+    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW)
+    step = tf_generate._step_function(keras_model)
+    traces = step.experimental_get_tracing_count()
+    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW)
+    assert step.experimental_get_tracing_count() == traces  # same shapes: no new trace
+    assert traces <= 4  # prefill and decode step (per batch shape), not one per token
+
+
+@pytest.mark.parametrize("module", [torch_generate, tf_generate])
+def test_generation_argument_errors(models, prompts, module):
+    model, keras_model, _ = models
+    m = model if module is torch_generate else keras_model
+    input_ids, attention_mask = prompts
+    with pytest.raises(ValueError, match="left-padded"):
+        module.generate(m, input_ids, np.fliplr(attention_mask).copy(), 4)
+    with pytest.raises(ConfigError, match="max_new_tokens: prompt length 11 \\+ 30 new tokens exceeds"):
+        module.generate(m, input_ids, attention_mask, 30)
+    with pytest.raises(ConfigError, match="temperature"):
+        module.generate(m, input_ids, attention_mask, 4, do_sample=True, temperature=0)
