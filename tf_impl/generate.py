@@ -17,25 +17,9 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from shared.errors import ConfigError
+from shared.generation import check_generation_inputs
 
 _STEP_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def check_generation_inputs(config, input_ids_shape, attention_mask_last_column, max_new_tokens,
-                            temperature, top_k):
-    """Argument checks shared by both code paths (the torch file has the same function)."""
-    if max_new_tokens < 1:
-        raise ConfigError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
-    if temperature <= 0:
-        raise ConfigError("temperature", f"must be > 0, got {temperature}")
-    if top_k < 0:
-        raise ConfigError("top_k", f"must be >= 0, got {top_k}")
-    if input_ids_shape[1] + max_new_tokens > config.max_position_embeddings:
-        raise ConfigError("max_new_tokens", f"prompt length {input_ids_shape[1]} + {max_new_tokens} new "
-                          f"tokens exceeds max_position_embeddings ({config.max_position_embeddings})")
-    if not attention_mask_last_column:
-        raise ValueError("prompts must be left-padded: the last column of attention_mask must be all 1")
 
 
 def next_token(logits, do_sample, temperature, top_k, seed=None):

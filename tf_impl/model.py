@@ -155,11 +155,12 @@ class SelfAttention(keras.layers.Layer):
         self.query = _dense(config.hidden_size, "query", config, dtype)
         self.key = _dense(config.hidden_size, "key", config, dtype)
         self.value = _dense(config.hidden_size, "value", config, dtype)
-        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, name="dropout", dtype=dtype)
+        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, name="dropout",
+                                            dtype=dtype)
 
     def split_heads(self, x):
         B, T = tf.shape(x)[0], tf.shape(x)[1]
-        x = tf.reshape(x, [B, T, self.num_attention_heads, self.attention_head_size])
+        x = tf.reshape(x, [B, T, self.num_attention_heads, self.attention_head_size])  # (B, T, H, hs)
         return tf.transpose(x, [0, 2, 1, 3])                                # (B, H, T, hs)
 
     def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
@@ -198,7 +199,8 @@ class Attention(keras.layers.Layer):
         self.output_ = SelfOutput(config, name="output", dtype=dtype)  # `output` is taken in Keras
 
     def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
-        context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index, training=training)
+        context, weights, present = self.self(hidden_states, mask, cache=cache,
+                                              cache_index=cache_index, training=training)
         return self.output_(context, hidden_states, training=training), weights, present
 
 
@@ -286,7 +288,8 @@ class Backbone(keras.layers.Layer):
         input_ids = tf.convert_to_tensor(input_ids)
         B, T = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
         if position_ids is None:
-            position_ids = tf.broadcast_to(tf.range(cache_index, cache_index + T)[None, :], [B, T])  # (B, T)
+            position_ids = tf.range(cache_index, cache_index + T)[None, :]
+            position_ids = tf.broadcast_to(position_ids, [B, T])            # (B, T)
         if token_type_ids is None:
             token_type_ids = tf.zeros_like(input_ids)                       # (B, T)
         if attention_mask is None:
@@ -305,9 +308,12 @@ class Backbone(keras.layers.Layer):
     def init_cache(self, batch_size: int, max_length: int):
         """An empty fixed-size key/value cache: per layer a (key, value) pair of zeros."""
         config = self.config
-        shape = (batch_size, config.num_attention_heads, max_length, config.head_size)  # (B, H, Tmax, hs)
         dtype = self.embeddings.word_embeddings.embeddings.dtype
-        return [(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in range(config.num_hidden_layers)]
+        shape = (batch_size, config.num_attention_heads, max_length, config.head_size)  # (B, H, Tmax, hs)
+
+        def zeros():
+            return tf.zeros(shape, dtype)
+        return [(zeros(), zeros()) for _ in range(config.num_hidden_layers)]
 
 
 class PredictionHeadTransform(keras.layers.Layer):
@@ -391,8 +397,9 @@ class PolicyModel(keras.Model):
 
     def call(self, input_ids, attention_mask=None, training=False, position_ids=None,
              token_type_ids=None):
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                        token_type_ids=token_type_ids, training=training)
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids, token_type_ids=token_type_ids,
+                                        training=training)
         return self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)  # (B, T, V)
 
     def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
@@ -400,8 +407,9 @@ class PolicyModel(keras.Model):
 
         Returns (logits (B, T, V), new cache, hidden_states (B, T, C)).
         """
-        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                               cache=cache, cache_index=cache_index)
+        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask,
+                                               position_ids=position_ids, cache=cache,
+                                               cache_index=cache_index)
         logits = self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)
         return logits, presents, hidden_states
 

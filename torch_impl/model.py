@@ -46,8 +46,9 @@ def build_attention_mask(attention_mask, causal: bool, query_length=None, query_
     query_offset = key_length - query_length if query_offset is None else query_offset
     allowed = attention_mask[:, None, None, :].bool()                      # (B, 1, 1, Tk)
     if causal:
-        query_pos = query_offset + torch.arange(query_length, device=attention_mask.device)[:, None]  # (Tq, 1)
-        key_pos = torch.arange(key_length, device=attention_mask.device)[None, :]  # (1, Tk)
+        device = attention_mask.device
+        query_pos = query_offset + torch.arange(query_length, device=device)[:, None]  # (Tq, 1)
+        key_pos = torch.arange(key_length, device=device)[None, :]                     # (1, Tk)
         allowed = allowed & (key_pos <= query_pos)                          # (B, 1, Tq, Tk)
     return allowed.expand(batch, 1, query_length, key_length)
 
@@ -119,7 +120,8 @@ class SelfAttention(nn.Module):
 
     def split_heads(self, x):
         B, T, C = x.shape
-        return x.view(B, T, self.num_attention_heads, self.attention_head_size).transpose(1, 2)  # (B, H, T, hs)
+        x = x.view(B, T, self.num_attention_heads, self.attention_head_size)  # (B, T, H, hs)
+        return x.transpose(1, 2)                                            # (B, H, T, hs)
 
     def forward(self, hidden_states, mask, cache=None, cache_index=0):
         q = self.split_heads(self.query(hidden_states))                     # (B, H, Tq, hs)
@@ -192,7 +194,8 @@ class TransformerBlock(nn.Module):
         self.output = Output(config)
 
     def forward(self, hidden_states, mask, cache=None, cache_index=0):
-        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache, cache_index=cache_index)
+        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache,
+                                                            cache_index=cache_index)
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, weights, present
 
@@ -206,7 +209,8 @@ class Encoder(nn.Module):
         presents, attentions = [], []
         for i, block in enumerate(self.layer):
             layer_cache = cache[i] if cache is not None else None
-            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache, cache_index=cache_index)
+            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache,
+                                                    cache_index=cache_index)
             presents.append(present)
             attentions.append(weights)
         return hidden_states, presents, attentions
@@ -248,14 +252,16 @@ class Backbone(nn.Module):
         hidden_states = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
         return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index)
 
-    def init_cache(self, batch_size: int, max_length: int, dtype=None):
+    def init_cache(self, batch_size: int, max_length: int):
         """An empty fixed-size key/value cache: per layer a (key, value) pair of zeros."""
         config = self.config
-        dtype = dtype or self.embeddings.word_embeddings.weight.dtype
+        dtype = self.embeddings.word_embeddings.weight.dtype
         device = self.embeddings.word_embeddings.weight.device
         shape = (batch_size, config.num_attention_heads, max_length, config.head_size)  # (B, H, Tmax, hs)
-        return [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-                for _ in range(config.num_hidden_layers)]
+
+        def zeros():
+            return torch.zeros(shape, dtype=dtype, device=device)
+        return [(zeros(), zeros()) for _ in range(config.num_hidden_layers)]
 
 
 class PredictionHeadTransform(nn.Module):
@@ -347,8 +353,8 @@ class SFTModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None,
                 token_type_ids=None):
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                        token_type_ids=token_type_ids)
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids, token_type_ids=token_type_ids)
         scores = self.cls(hidden_states)                                    # (B, T, V)
         if labels is None:
             return scores
@@ -359,8 +365,9 @@ class SFTModel(nn.Module):
 
         Returns (scores (B, T, V), new cache, hidden_states (B, T, C)).
         """
-        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                               cache=cache, cache_index=cache_index)
+        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask,
+                                               position_ids=position_ids, cache=cache,
+                                               cache_index=cache_index)
         return self.cls(hidden_states), presents, hidden_states
 
     def values(self, input_ids, attention_mask=None):

@@ -1,0 +1,23 @@
+"""Framework-free parts of generation, used by `torch_impl.generate` and `tf_impl.generate`."""
+
+from shared.errors import ConfigError
+
+
+def check_generation_inputs(config, input_ids_shape, attention_mask_last_column, max_new_tokens,
+                            temperature, top_k):
+    """Checks of `generate`'s arguments, the same for PyTorch and TensorFlow.
+
+    The prompt plus the new tokens must fit the position table, and prompts must be
+    left-padded so that every row's next token goes to the same position.
+    """
+    if max_new_tokens < 1:
+        raise ConfigError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
+    if temperature <= 0:
+        raise ConfigError("temperature", f"must be > 0, got {temperature}")
+    if top_k < 0:
+        raise ConfigError("top_k", f"must be >= 0, got {top_k}")
+    if input_ids_shape[1] + max_new_tokens > config.max_position_embeddings:
+        raise ConfigError("max_new_tokens", f"prompt length {input_ids_shape[1]} + {max_new_tokens} new "
+                          f"tokens exceeds max_position_embeddings ({config.max_position_embeddings})")
+    if not attention_mask_last_column:
+        raise ValueError("prompts must be left-padded: the last column of attention_mask must be all 1")
