@@ -78,3 +78,22 @@ def test_user_errors_are_one_line_exit_2(tmp_path, make_args, fragments):
     result = run_cli(*make_args(tmp_path))
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "t.json").exists()
+
+
+def test_parity_command_prints_table_and_json(tmp_path):
+    result = run_cli("parity", "--level", "losses", "--dtype", "float64", "--json", tmp_path / "p.json",
+                     "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| loss.ppo_clip_loss | losses | float64 |" in result.stdout
+    records = json.loads((tmp_path / "p.json").read_text())
+    assert {r["level"] for r in records} == {"losses"} and all(r["dtype"] == "float64" for r in records)
+    assert all(r["passed"] for r in records) and len(records) >= 14
+    assert result.stdout.strip().endswith(f"{len(records)} passed, 0 failed")
+
+
+def test_parity_show_and_unknown_case():
+    result = run_cli("parity", "--show", "loss.gae")
+    assert result.returncode == 0
+    assert result.stdout.count("def gae(") == 3
+    assert_one_line_error(run_cli("parity", "--case", "no.such.case"), "--case: unknown case 'no.such.case'")
+    assert_one_line_error(run_cli("parity", "--level", "everything"), "--level", "invalid choice")

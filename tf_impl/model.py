@@ -25,7 +25,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from shared.config import ModelConfig  # noqa: E402
-from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX  # noqa: E402
+from shared.constants import ATTENTION_MASK_FILL  # noqa: E402
+from tf_impl.losses import completion_only_loss, cross_entropy  # noqa: E402
 
 
 def _normal(config: ModelConfig):
@@ -441,17 +442,9 @@ class RewardModel(keras.Model):
         return tf.gather(rewards, last, batch_dims=1)                       # (B,)
 
 
-def lm_loss(logits, labels, causal: bool):
+def lm_loss(scores, labels, causal: bool):
     """Mean cross-entropy over labelled positions (labels == IGNORE_INDEX are skipped).
 
-    causal: position t predicts token t + 1, so logits drop their last step and labels their
-    first (the shift of `BertLMHeadModel`).
+    causal: position t predicts token t + 1 (the shift of `BertLMHeadModel`).
     """
-    if causal:
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    labels = tf.convert_to_tensor(labels)
-    keep = labels != IGNORE_INDEX
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.where(keep, labels, tf.zeros_like(labels)), logits=logits)
-    keep = tf.cast(keep, nll.dtype)
-    return tf.reduce_sum(nll * keep) / tf.reduce_sum(keep)
+    return completion_only_loss(scores, labels) if causal else cross_entropy(scores, labels)

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.config import ModelConfig
-from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX
+from shared.constants import ATTENTION_MASK_FILL
+from torch_impl.losses import completion_only_loss, cross_entropy
 
 
 def gelu(x):
@@ -396,10 +397,6 @@ class RewardModel(nn.Module):
 def lm_loss(scores, labels, causal: bool):
     """Mean cross-entropy over labelled positions (labels == IGNORE_INDEX are skipped).
 
-    causal: position t predicts token t + 1, so scores drop their last step and labels their
-    first (the shift of `BertLMHeadModel`).
+    causal: position t predicts token t + 1 (the shift of `BertLMHeadModel`).
     """
-    if causal:
-        scores, labels = scores[:, :-1], labels[:, 1:]
-    return F.cross_entropy(scores.reshape(-1, scores.size(-1)).float(), labels.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+    return completion_only_loss(scores, labels) if causal else cross_entropy(scores, labels)

@@ -1,0 +1,284 @@
+"""NumPy reference math: the numbers PyTorch and TensorFlow are checked against.
+
+Each function states its formula in the notation of the seed documents and is written for
+clarity, not speed. Shapes: B batch, T time, V vocabulary, C hidden, H heads, hs head size.
+Masks are 1 (or True) on positions that count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX, LAYER_NORM_EPS, WHITEN_EPS
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+# ----------------------------------------------------------------------------- ops
+
+def softmax(x, axis=-1):
+    """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x)."""
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return z / np.sum(z, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """log softmax(x)_i = x_i - max x - log sum_j exp(x_j - max x)."""
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def gelu(x):
+    """GELU(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))."""
+    return 0.5 * x * (1.0 + _erf(np.asarray(x, dtype=np.float64) / math.sqrt(2.0))).astype(np.asarray(x).dtype)
+
+
+def layer_norm(x, weight, bias, eps=LAYER_NORM_EPS):
+    """LayerNorm(x) = (x - mean) / sqrt(var + eps) * weight + bias, biased var over the last axis."""
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def linear(x, weight, bias=None):
+    """y = x W^T + b, with W stored (out, in) as in PyTorch and Hugging Face."""
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+# ----------------------------------------------------------------------------- attention
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
+
+    q (..., Tq, hs), k and v (..., Tk, hs), mask broadcastable to (..., Tq, Tk), True = attend.
+    Returns (output (..., Tq, hs), weights (..., Tq, Tk)).
+    """
+    d_k = q.shape[-1]
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(d_k)
+    if mask is not None:
+        scores = np.where(mask, scores, ATTENTION_MASK_FILL)
+    weights = softmax(scores, -1)
+    return weights @ v, weights
+
+
+def multi_head_attention(x, w_q, b_q, w_k, b_k, w_v, b_v, w_o, b_o, num_heads, mask=None):
+    """MultiHead(X) = Concat(head_1, ..., head_h) W^O, head_i = Attention(X W_i^Q, X W_i^K, X W_i^V).
+
+    x (B, T, C); weights (out, in). Returns (output (B, T, C), weights (B, H, T, T)).
+    """
+    B, T, C = x.shape
+    hs = C // num_heads
+
+    def split(y):  # (B, T, C) -> (B, H, T, hs)
+        return y.reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3)
+
+    q, k, v = split(linear(x, w_q, b_q)), split(linear(x, w_k, b_k)), split(linear(x, w_v, b_v))
+    context, weights = scaled_dot_product_attention(q, k, v, mask)
+    concat = context.transpose(0, 2, 1, 3).reshape(B, T, C)
+    return linear(concat, w_o, b_o), weights
+
+
+def transformer_block(x, p, prefix, num_heads, mask=None, eps=LAYER_NORM_EPS):
+    """Post-LN block: h = LN(x + MHA(x)); out = LN(h + W_2 GELU(W_1 h)). `p` maps HF names to arrays."""
+    a = prefix + "attention."
+    attn, _ = multi_head_attention(
+        x, p[a + "self.query.weight"], p[a + "self.query.bias"], p[a + "self.key.weight"],
+        p[a + "self.key.bias"], p[a + "self.value.weight"], p[a + "self.value.bias"],
+        p[a + "output.dense.weight"], p[a + "output.dense.bias"], num_heads, mask)
+    h = layer_norm(x + attn, p[a + "output.LayerNorm.weight"], p[a + "output.LayerNorm.bias"], eps)
+    ff = linear(gelu(linear(h, p[prefix + "intermediate.dense.weight"], p[prefix + "intermediate.dense.bias"])),
+                p[prefix + "output.dense.weight"], p[prefix + "output.dense.bias"])
+    return layer_norm(h + ff, p[prefix + "output.LayerNorm.weight"], p[prefix + "output.LayerNorm.bias"], eps)
+
+
+def model_logits(p, input_ids, mask, config, position_ids=None):
+    """The whole model: embeddings -> N post-LN blocks -> tied LM head. Returns (B, T, V).
+
+    mask: the boolean (B, 1, T, T) attention mask of `shared.data.build_attention_mask`.
+    """
+    B, T = input_ids.shape
+    position_ids = np.broadcast_to(np.arange(T), (B, T)) if position_ids is None else position_ids
+    e = "bert.embeddings."
+    x = (p[e + "word_embeddings.weight"][input_ids] + p[e + "position_embeddings.weight"][position_ids]
+         + p[e + "token_type_embeddings.weight"][np.zeros_like(input_ids)])
+    x = layer_norm(x, p[e + "LayerNorm.weight"], p[e + "LayerNorm.bias"], config.layer_norm_eps)
+    for i in range(config.num_hidden_layers):
+        x = transformer_block(x, p, f"bert.encoder.layer.{i}.", config.num_attention_heads, mask,
+                              config.layer_norm_eps)
+    t = "cls.predictions.transform."
+    h = layer_norm(gelu(linear(x, p[t + "dense.weight"], p[t + "dense.bias"])),
+                   p[t + "LayerNorm.weight"], p[t + "LayerNorm.bias"], config.layer_norm_eps)
+    return linear(h, p[e + "word_embeddings.weight"], p["cls.predictions.bias"])
+
+
+# ----------------------------------------------------------------------------- language-model losses
+
+def masked_mean(x, mask=None):
+    """sum(x * m) / sum(m); the plain mean without a mask."""
+    if mask is None:
+        return np.mean(x)
+    mask = np.asarray(mask, dtype=x.dtype)
+    return np.sum(x * mask) / np.sum(mask)
+
+
+def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX):
+    """CE = -(1/N) sum_{i: y_i != ignore} log softmax(z_i)[y_i], N = number of labelled positions."""
+    logp = log_softmax(logits.reshape(-1, logits.shape[-1]))
+    labels = labels.reshape(-1)
+    keep = labels != ignore_index
+    picked = logp[np.arange(len(labels)), np.where(keep, labels, 0)]
+    return -np.sum(np.where(keep, picked, 0.0)) / np.sum(keep)
+
+
+def completion_only_loss(logits, labels, ignore_index=IGNORE_INDEX):
+    """Next-token CE: logits at t predict labels at t + 1; prompt positions carry ignore_index."""
+    return cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index)
+
+
+def categorical_log_prob(logits, actions):
+    """log pi(a | s) = log softmax(z)[a], per position: logits (B, T, V), actions (B, T) -> (B, T)."""
+    return np.take_along_axis(log_softmax(logits), actions[..., None], -1)[..., 0]
+
+
+def sequence_log_prob(logits, tokens, mask=None):
+    """Chain rule: log P(w_1..w_m) = sum_i log P(w_i | w_<i). logits[:, i] scores tokens[:, i]. -> (B,)"""
+    logp = categorical_log_prob(logits, tokens)
+    if mask is not None:
+        logp = logp * mask
+    return logp.sum(-1)
+
+
+def entropy_from_logits(logits):
+    """H(pi) = -sum_a pi(a) log pi(a), per position: (B, T, V) -> (B, T)."""
+    logp = log_softmax(logits)
+    return -np.sum(np.exp(logp) * logp, -1)
+
+
+def approx_kl(logprobs, ref_logprobs, estimator="k1", mask=None):
+    """Monte-Carlo KL(pi || ref) from samples of pi (Schulman, "Approximating KL divergence").
+
+    With log r = log ref(a) - log pi(a):  k1 = -log r,  k3 = (r - 1) - log r  (>= 0, lower variance).
+    """
+    log_r = ref_logprobs - logprobs
+    if estimator == "k1":
+        kl = -log_r
+    elif estimator == "k3":
+        kl = np.expm1(log_r) - log_r
+    else:
+        raise ValueError(f"estimator must be 'k1' or 'k3', got {estimator!r}")
+    return masked_mean(kl, mask)
+
+
+def whiten(x, mask=None, shift_mean=True, eps=WHITEN_EPS):
+    """(x - mean) / sqrt(var + eps) over the masked entries, var biased (as tf.nn.moments).
+
+    shift_mean=False adds the mean back (used for rewards: rescale, keep the sign).
+    """
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) / np.sqrt(var + eps)
+    return out if shift_mean else out + mean
+
+
+# ----------------------------------------------------------------------------- RL
+
+def gae(rewards, values, gamma, lam, mask=None):
+    """Generalised advantage estimation (Schulman et al. 2016) for episodes (B, T).
+
+    delta_t = r_t + gamma V_{t+1} - V_t,   A_t = delta_t + gamma lam A_{t+1},
+    an episode ending at its last unmasked step (V and A after it are 0). Returns (A, A + V).
+    """
+    B, T = rewards.shape
+    mask = np.ones_like(rewards) if mask is None else np.asarray(mask, dtype=rewards.dtype)
+    advantages = np.zeros_like(rewards)
+    next_value = np.zeros(B, dtype=rewards.dtype)
+    next_advantage = np.zeros(B, dtype=rewards.dtype)
+    for t in reversed(range(T)):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantages[:, t] = (delta + gamma * lam * next_advantage) * mask[:, t]
+        next_value = values[:, t] * mask[:, t]
+        next_advantage = advantages[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def ppo_clip_loss(logprobs, old_logprobs, advantages, clip_range, mask=None):
+    """L^CLIP = mean_t max(-A_t r_t, -A_t clip(r_t, 1 - eps, 1 + eps)),  r_t = exp(logp - logp_old).
+
+    Returns (loss, clipfrac, approx_kl): the share of tokens where the clipped term is taken,
+    and the k3 estimate of KL(old || new).
+    """
+    logratio = logprobs - old_logprobs
+    ratio = np.exp(logratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * np.clip(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(np.maximum(pg_loss1, pg_loss2), mask)
+    clipfrac = masked_mean((pg_loss2 > pg_loss1).astype(logprobs.dtype), mask)
+    approxkl = masked_mean((ratio - 1.0) - logratio, mask)
+    return loss, clipfrac, approxkl
+
+
+def value_loss(values, old_values, returns, clip_range_value, mask=None):
+    """PPO2's clipped value loss: 0.5 mean max((V - R)^2, (V_clip - R)^2),
+    V_clip = V_old + clip(V - V_old, -c, c). Returns (loss, clipfrac)."""
+    v_clipped = old_values + np.clip(values - old_values, -clip_range_value, clip_range_value)
+    v_loss_unclipped = (values - returns) ** 2
+    v_loss_clipped = (v_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(np.maximum(v_loss_unclipped, v_loss_clipped), mask)
+    clipfrac = masked_mean((v_loss_clipped > v_loss_unclipped).astype(values.dtype), mask)
+    return loss, clipfrac
+
+
+def kl_penalty_rewards(scores, logprobs, ref_logprobs, kl_coef, mask):
+    """Per-token reward r_t = -beta (log pi(a_t) - log ref(a_t)), plus the score at the last
+    unmasked token (as lm-human-preferences and TRL). Returns (rewards (B, T), kl (B, T))."""
+    mask = np.asarray(mask, dtype=logprobs.dtype)
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = mask.sum(-1).astype(int) - 1
+    rewards[np.arange(len(scores)), last] += scores
+    return rewards, kl
+
+
+def bradley_terry_loss(chosen_scores, rejected_scores):
+    """-mean log sigmoid(s_chosen - s_rejected) = mean softplus(s_rejected - s_chosen)."""
+    return np.mean(np.logaddexp(0.0, rejected_scores - chosen_scores))
+
+
+def adamw_step(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    """One AdamW step (Loshchilov & Hutter), as torch.optim.AdamW:
+
+    theta <- theta (1 - lr wd);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    theta <- theta - lr m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).
+    Returns (param, m, v).
+    """
+    param = param * (1.0 - lr * weight_decay)
+    m = beta1 * m + (1.0 - beta1) * grad
+    v = beta2 * v + (1.0 - beta2) * grad ** 2
+    m_hat = m / (1.0 - beta1 ** step)
+    v_hat = v / (1.0 - beta2 ** step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def policy_evaluation(P, R, pi, gamma, method="solve", tol=1e-13, max_iterations=100_000):
+    """V^pi from the Bellman equation V(s) = sum_a pi(a|s) sum_s' P(s'|s,a) [R(s,a,s') + gamma V(s')].
+
+    P (S, A, S) transition probabilities, R (S, A, S) rewards, pi (S, A). With
+    P_pi = sum_a pi P and r_pi = sum_a pi sum_s' P R, V = r_pi + gamma P_pi V, so either
+    'solve': V = (I - gamma P_pi)^-1 r_pi, or 'iterate': repeat V <- r_pi + gamma P_pi V.
+    """
+    P_pi = np.einsum("sa,sat->st", pi, P)
+    r_pi = np.einsum("sa,sat,sat->s", pi, P, R)
+    if method == "solve":
+        return np.linalg.solve(np.eye(len(r_pi)) - gamma * P_pi, r_pi)
+    if method != "iterate":
+        raise ValueError(f"method must be 'solve' or 'iterate', got {method!r}")
+    V = np.zeros_like(r_pi)
+    for _ in range(max_iterations):
+        V_new = r_pi + gamma * P_pi @ V
+        if np.max(np.abs(V_new - V)) < tol:
+            return V_new
+        V = V_new
+    raise RuntimeError("policy evaluation did not converge")

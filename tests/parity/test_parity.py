@@ -1,0 +1,81 @@
+"""Every case of the parity registry, in float32 and float64 (the same table `sftrl parity` prints)."""
+
+import numpy as np
+import pytest
+
+from sftrl.parity import DTYPES, LEVELS, run_case, show
+from sftrl.parity_cases import CASES
+from shared import reference as ref
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(case, dtype):
+    result = run_case(case, dtype)
+    bound = f"<= {result.tol:g}" if result.min_error is None else f"in [{result.min_error:g}, {result.tol:g}]"
+    assert result.passed, (f"parity case {case.name} (level {case.level}, {dtype}): max abs error "
+                           f"{result.max_abs:.3e} at {result.worst}, expected {bound}")
+
+
+def test_registry_covers_every_level_and_documents_differences():
+    assert {c.level for c in CASES} == set(LEVELS)
+    for case in CASES:
+        if case.min_error:
+            assert case.note.startswith("Known difference"), case.name
+            assert "matched" in case.note or "case `" in case.note, case.name
+        for dtype in DTYPES:
+            assert case.tol[dtype] <= (1e-4 if dtype == "float32" else 1e-10) or case.min_error, case.name
+
+
+def test_show_prints_formula_and_sources():
+    text = show(next(c for c in CASES if c.name == "attention.causal"))
+    assert "softmax(Q K^T / sqrt(d_k)) V" in text
+    assert "def scaled_dot_product_attention" in text
+    assert text.count("def scaled_dot_product_attention") == 3  # NumPy, PyTorch, TensorFlow
+
+
+def random_mdp(seed, states=7, actions=3):
+    rng = np.random.default_rng(seed)
+    P = rng.random((states, actions, states))
+    pi = rng.random((states, actions))
+    return P / P.sum(-1, keepdims=True), rng.normal(size=P.shape), pi / pi.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.9, 0.99])
+def test_policy_evaluation_iterative_equals_linear_solve(gamma):
+    P, R, pi = random_mdp(int(gamma * 100))
+    V_solve = ref.policy_evaluation(P, R, pi, gamma, method="solve")
+    V_iterate = ref.policy_evaluation(P, R, pi, gamma, method="iterate")
+    assert np.max(np.abs(V_solve - V_iterate)) <= 1e-10
+
+
+def test_policy_evaluation_by_hand():
+    # One state, one action, reward 1 forever: V = 1 / (1 - gamma).
+    P, R, pi = np.ones((1, 1, 1)), np.ones((1, 1, 1)), np.ones((1, 1))
+    assert ref.policy_evaluation(P, R, pi, 0.9)[0] == pytest.approx(10.0, abs=1e-12)
+
+
+def test_gae_with_lambda_one_is_discounted_return_minus_value():
+    rng = np.random.default_rng(0)
+    rewards, values = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+    mask = np.array([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5], dtype=float)
+    gamma = 0.9
+    advantages, returns = ref.gae(rewards, values, gamma, 1.0, mask)
+    discounted = np.zeros_like(rewards)
+    for b in range(3):
+        running = 0.0
+        for t in reversed(range(6)):
+            running = (rewards[b, t] + gamma * running) * mask[b, t]
+            discounted[b, t] = running
+    np.testing.assert_allclose(advantages, (discounted - values) * mask, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(returns, discounted, atol=1e-12, rtol=0)
+
+
+def test_ppo_clip_loss_by_hand():
+    # r = 1.5 with A = +1 is clipped to 1.2 (loss -1.2); r = 0.5 with A = -1 is clipped to 0.8
+    # (loss max(0.5, 0.8) = 0.8); r = 1 with A = 2 is unclipped (loss -2).
+    logp = np.log(np.array([1.5, 0.5, 1.0]))
+    loss, clipfrac, approxkl = ref.ppo_clip_loss(logp, np.zeros(3), np.array([1.0, -1.0, 2.0]), 0.2)
+    assert loss == pytest.approx((-1.2 + 0.8 - 2.0) / 3)
+    assert clipfrac == pytest.approx(2 / 3)
+    assert approxkl == pytest.approx(np.mean([0.5 - np.log(1.5), -0.5 - np.log(0.5), 0.0]))

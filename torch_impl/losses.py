@@ -1,0 +1,125 @@
+"""Losses and RL quantities in PyTorch. Mirrored name for name by `tf_impl/losses.py`; the
+NumPy reference of each is the function of the same name in `shared/reference.py`.
+
+Shapes: B batch, T time, V vocabulary. Masks are 1 on positions that count.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from shared.constants import IGNORE_INDEX, WHITEN_EPS
+
+
+def masked_mean(x, mask=None):
+    """sum(x * m) / sum(m); the plain mean without a mask."""
+    if mask is None:
+        return x.mean()
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum()
+
+
+def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX):
+    """CE = -(1/N) sum_{i: y_i != ignore} log softmax(z_i)[y_i]."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                           ignore_index=ignore_index)
+
+
+def completion_only_loss(logits, labels, ignore_index=IGNORE_INDEX):
+    """Next-token CE: logits at t predict labels at t + 1; prompt positions carry ignore_index."""
+    return cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index)
+
+
+def categorical_log_prob(logits, actions):
+    """log pi(a | s) = log softmax(z)[a]: (B, T, V), (B, T) -> (B, T)."""
+    return torch.distributions.Categorical(logits=logits).log_prob(actions)
+
+
+def sequence_log_prob(logits, tokens, mask=None):
+    """Chain rule: log P(w_1..w_m) = sum_i log P(w_i | w_<i). -> (B,)"""
+    logp = categorical_log_prob(logits, tokens)                              # (B, T)
+    if mask is not None:
+        logp = logp * mask.to(logp.dtype)
+    return logp.sum(-1)
+
+
+def entropy_from_logits(logits):
+    """H(pi) = -sum_a pi(a) log pi(a): (B, T, V) -> (B, T)."""
+    return torch.distributions.Categorical(logits=logits).entropy()
+
+
+def approx_kl(logprobs, ref_logprobs, estimator="k1", mask=None):
+    """KL(pi || ref) from samples of pi: k1 = -log r, k3 = (r - 1) - log r, log r = log ref - log pi."""
+    log_r = ref_logprobs - logprobs
+    if estimator == "k1":
+        kl = -log_r
+    elif estimator == "k3":
+        kl = torch.expm1(log_r) - log_r
+    else:
+        raise ValueError(f"estimator must be 'k1' or 'k3', got {estimator!r}")
+    return masked_mean(kl, mask)
+
+
+def whiten(x, mask=None, shift_mean=True, eps=WHITEN_EPS):
+    """(x - mean) / sqrt(var + eps) over the masked entries, var biased (as tf.nn.moments).
+
+    Note: torch.var's default is the unbiased estimate (divides by n - 1); the biased one is
+    written out here so both frameworks agree (the parity suite shows the difference).
+    """
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    return out if shift_mean else out + mean
+
+
+def gae(rewards, values, gamma, lam, mask=None):
+    """A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t. Returns (A, A + V)."""
+    B, T = rewards.shape
+    mask = torch.ones_like(rewards) if mask is None else mask.to(rewards.dtype)
+    advantages = []
+    next_value = torch.zeros(B, dtype=rewards.dtype)
+    next_advantage = torch.zeros(B, dtype=rewards.dtype)
+    for t in reversed(range(T)):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        next_value = values[:, t] * mask[:, t]
+        advantages.append(next_advantage)
+    advantages = torch.stack(advantages[::-1], 1)                           # (B, T)
+    return advantages, (advantages + values) * mask
+
+
+def ppo_clip_loss(logprobs, old_logprobs, advantages, clip_range, mask=None):
+    """L^CLIP = mean_t max(-A_t r_t, -A_t clip(r_t, 1 - eps, 1 + eps)). Returns (loss, clipfrac, approx_kl)."""
+    logratio = logprobs - old_logprobs
+    ratio = torch.exp(logratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(pg_loss1, pg_loss2), mask)
+    clipfrac = masked_mean((pg_loss2 > pg_loss1).to(logprobs.dtype), mask)
+    approxkl = masked_mean((ratio - 1.0) - logratio, mask)
+    return loss, clipfrac.detach(), approxkl.detach()
+
+
+def value_loss(values, old_values, returns, clip_range_value, mask=None):
+    """0.5 mean max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old, -c, c). Returns (loss, clipfrac)."""
+    v_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    v_loss_unclipped = (values - returns) ** 2
+    v_loss_clipped = (v_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(v_loss_unclipped, v_loss_clipped), mask)
+    clipfrac = masked_mean((v_loss_clipped > v_loss_unclipped).to(values.dtype), mask)
+    return loss, clipfrac.detach()
+
+
+def kl_penalty_rewards(scores, logprobs, ref_logprobs, kl_coef, mask):
+    """r_t = -beta (log pi - log ref), plus the score at the last unmasked token. Returns (rewards, kl)."""
+    mask = mask.to(logprobs.dtype)
+    kl = (logprobs - ref_logprobs) * mask
+    last = mask.sum(-1).long() - 1                                          # (B,)
+    score_at_last = F.one_hot(last, kl.shape[1]).to(kl.dtype) * scores[:, None]
+    return -kl_coef * kl + score_at_last, kl
+
+
+def bradley_terry_loss(chosen_scores, rejected_scores):
+    """-mean log sigmoid(s_chosen - s_rejected)."""
+    return F.softplus(rejected_scores - chosen_scores).mean()
