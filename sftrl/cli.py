@@ -79,6 +79,18 @@ def cmd_tokenizer(args) -> int:
     return 0
 
 
+def cmd_sft(args) -> int:
+    """Supervised fine-tuning in PyTorch on (prompt, completion) records."""
+    from sftrl import sft_command
+    return sft_command.run(args, pretrain=False)
+
+
+def cmd_pretrain(args) -> int:
+    """Pretraining in PyTorch on text records (masked LM by default, or causal LM)."""
+    from sftrl import sft_command
+    return sft_command.run(args, pretrain=True)
+
+
 def cmd_parity(args) -> int:
     """Run the parity registry: the same math in NumPy, PyTorch and TensorFlow, case by case."""
     from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
@@ -147,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "included (default 512)")
     p.add_argument("--out", required=True, help="tokenizer.json path (or a directory for it)")
     p.set_defaults(func=cmd_tokenizer)
+
+    from sftrl import sft_command  # argparse definitions only: cheap
+
+    p = commands.add_parser("pretrain", help="pretrain a model on text (PyTorch)",
+                            description=cmd_pretrain.__doc__)
+    sft_command.add_arguments(p, pretrain=True)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = commands.add_parser("sft", help="supervised fine-tuning on prompt/completion data (PyTorch)",
+                            description=cmd_sft.__doc__)
+    sft_command.add_arguments(p, pretrain=False)
+    p.set_defaults(func=cmd_sft)
 
     from sftrl.parity import LEVELS  # numpy only: cheap
 

@@ -292,3 +292,35 @@ def load_any(path) -> tuple[str, list[dict]]:
 def record_texts(record: dict) -> list[str]:
     """Every non-empty string field of a record (what a tokenizer is trained on)."""
     return [v for k, v in record.items() if isinstance(v, str) and v and k != "task"]
+
+
+def plan_epoch(lengths: Sequence[int], tasks: Sequence[str | None], batch_size: int, seed: int,
+               epoch: int, task_weights: dict[str, float] | None = None,
+               bucket_factor: int = 50) -> list[np.ndarray]:
+    """Index batches of one epoch: a pure function of (seed, epoch), so training can resume
+    mid-epoch by remembering only the batch number.
+
+    Without tasks (or with one), every example once, length-bucketed. With several tasks the
+    epoch draws len(lengths) examples by task -- equally often per task, or by `task_weights`
+    -- each task cycling through its own shuffled examples, then buckets them by length.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    lengths = np.asarray(lengths)
+    names = sorted({t for t in tasks if t is not None})
+    if len(names) <= 1 or any(t is None for t in tasks):
+        return length_bucketed_batches(lengths, batch_size, rng, bucket_factor)
+    weights = np.array([(task_weights or {}).get(name, 1.0 if not task_weights else 0.0)
+                        for name in names], dtype=np.float64)
+    if weights.sum() <= 0:
+        raise ValueError("task weights must give at least one task a positive weight")
+    by_task = {name: rng.permutation([i for i, t in enumerate(tasks) if t == name]) for name in names}
+    cursor = dict.fromkeys(names, 0)
+    draws = rng.choice(len(names), size=len(lengths), p=weights / weights.sum())
+    order = []
+    for k in draws:
+        pool = by_task[names[k]]
+        order.append(pool[cursor[names[k]] % len(pool)])
+        cursor[names[k]] += 1
+    order = np.array(order)
+    batches = length_bucketed_batches(lengths[order], batch_size, rng, bucket_factor)
+    return [order[b] for b in batches]

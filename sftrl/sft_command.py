@@ -1,0 +1,160 @@
+"""`sftrl sft` and `sftrl pretrain`: arguments -> data, tokenizer, model -> torch_impl.sft.train."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from shared.config import ModelConfig, SFTConfig
+from shared.errors import ConfigError, SftrlError
+
+TRAINING_FLAGS = ("objective", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps",
+                  "max_grad_norm", "max_length", "eval_every", "early_stopping_patience", "save_every",
+                  "keep_checkpoints", "lora_rank", "lora_alpha", "seed")
+
+
+def add_arguments(p, pretrain: bool) -> None:
+    defaults = SFTConfig()
+    kind = "text" if pretrain else "sft"
+    p.add_argument("--data", required=True, help=f"training data: JSONL of '{kind}' records"
+                   + (" or a plain .txt file" if pretrain else ""))
+    p.add_argument("--eval-data", help="held-out data of the same kind: evaluation, early stopping, "
+                   "and the exported model is the one with the best held-out loss")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--objective", choices=("clm", "mlm"), default="mlm" if pretrain else "clm",
+                   help="clm: causal next-token loss (completion-only for sft data); mlm: masked LM")
+    p.add_argument("--init", help="start from a model folder (ours, or a Hugging Face BERT folder)")
+    p.add_argument("--tokenizer", help="tokenizer.json to use (default: the --init folder's, else "
+                   "one trained on the training data)")
+    p.add_argument("--vocab-size", type=int, default=512, help="size of a tokenizer trained here")
+    p.add_argument("--model-config", help="config.json of the model to train from scratch")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--steps", type=int, help=f"optimizer steps (default {defaults.steps})")
+    steps.add_argument("--epochs", type=float, help="passes over the training data, instead of --steps")
+    p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
+    p.add_argument("--weight-decay", type=float, help=f"default {defaults.weight_decay}")
+    p.add_argument("--warmup-steps", type=int, help=f"default {defaults.warmup_steps}")
+    p.add_argument("--max-grad-norm", type=float, help=f"0 = no clipping (default {defaults.max_grad_norm})")
+    p.add_argument("--max-length", type=int, help=f"longest tokenized example (default {defaults.max_length})")
+    p.add_argument("--eval-every", type=int, help=f"default {defaults.eval_every}")
+    p.add_argument("--early-stopping-patience", type=int, metavar="K",
+                   help="stop after K evaluations without a better held-out loss (default: off)")
+    p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default: at the end)")
+    p.add_argument("--keep-checkpoints", type=int, help=f"default {defaults.keep_checkpoints}")
+    p.add_argument("--lora-rank", type=int, metavar="R", help="train LoRA adapters of rank R on the "
+                   "attention projections only (default: full fine-tuning)")
+    p.add_argument("--lora-alpha", type=float, help=f"default {defaults.lora_alpha}")
+    p.add_argument("--tasks", help="only these tasks, optionally weighted: 'copy,add' or 'copy=1,add=3' "
+                   "(default: every task, sampled equally often)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_config(args) -> SFTConfig:
+    values = {name: getattr(args, name) for name in TRAINING_FLAGS if getattr(args, name, None) is not None}
+    try:
+        return SFTConfig(**values)
+    except ConfigError as e:
+        raise SftrlError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
+
+
+def parse_tasks(spec: str | None, records) -> tuple[set | None, dict | None]:
+    """'copy,add' -> ({copy, add}, None); 'copy=1,add=3' -> ({copy, add}, {copy: 1, add: 3})."""
+    if not spec:
+        return None, None
+    present = {r.get("task") for r in records}
+    names, weights = set(), {}
+    for part in spec.split(","):
+        name, _, weight = part.strip().partition("=")
+        if name not in present:
+            known = ", ".join(sorted(t for t in present if t)) or "(records carry no task)"
+            raise SftrlError(f"--tasks: unknown task {name!r}; the data has: {known}")
+        names.add(name)
+        if weight:
+            try:
+                weights[name] = float(weight)
+            except ValueError:
+                raise SftrlError(f"--tasks: weight of {name!r} must be a number, got {weight!r}") from None
+            if weights[name] < 0:
+                raise SftrlError(f"--tasks: weight of {name!r} must be >= 0")
+    return names, (weights or None)
+
+
+def run(args, pretrain: bool) -> int:
+    import torch
+
+    from shared.config import load_model_config
+    from shared.data import load_jsonl, record_texts
+    from shared.tokenizer import Tokenizer
+    from torch_impl.checkpoint import load_pretrained
+    from torch_impl.model import SFTModel
+    from torch_impl.sft import default_model_config, encode_records, train
+
+    config = build_config(args)
+    kind = "text" if pretrain else "sft"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SftrlError("--device cuda: no CUDA device is available here")
+    records = load_jsonl(args.data, kind)
+    eval_records = load_jsonl(args.eval_data, kind) if args.eval_data else []
+    wanted, weights = parse_tasks(args.tasks, records) if not pretrain else (None, None)
+    if wanted is not None:
+        records = [r for r in records if r.get("task") in wanted]
+        eval_records = [r for r in eval_records if r.get("task") in wanted]
+
+    # ---- tokenizer: given, from --init, or trained here
+    out = Path(args.out)
+    if args.tokenizer:
+        tokenizer = Tokenizer.load(args.tokenizer)
+    elif args.init and (Path(args.init) / "tokenizer.json").exists():
+        tokenizer = Tokenizer.load(Path(args.init) / "tokenizer.json")
+    elif args.resume and (out / "checkpoints" / "tokenizer.json").exists():
+        tokenizer = Tokenizer.load(out / "checkpoints" / "tokenizer.json")
+    else:
+        tokenizer = Tokenizer.train([t for r in records for t in record_texts(r)], args.vocab_size)
+
+    # ---- model: --init, --model-config, or a small default
+    if args.init:
+        model = load_pretrained(args.init)
+        source = f"--init {args.init}"
+    else:
+        model_config = load_model_config(args.model_config) if args.model_config else None
+        source = f"--model-config {args.model_config}"
+        model = None
+    examples, truncated = encode_records(records, kind, tokenizer, config.objective, config.max_length)
+    if model is None:
+        model_config = model_config or default_model_config(tokenizer, examples, config.objective)
+        torch.manual_seed(config.seed)
+        model = SFTModel(dataclasses.replace(
+            model_config, attention_type="causal" if config.objective == "clm" else "bidirectional"))
+        source = source if args.model_config else "the default config"
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise SftrlError(f"{source}: the model's vocabulary has {model.config.vocab_size} tokens but the "
+                         f"tokenizer has {tokenizer.vocab_size}; use the tokenizer the model was trained with")
+    wanted_type = "causal" if config.objective == "clm" else "bidirectional"
+    if model.config.attention_type != wanted_type:  # e.g. a BERT (MLM) checkpoint fine-tuned causally
+        model.config = dataclasses.replace(model.config, attention_type=wanted_type)
+        model.bert.config = model.config
+    max_length = min(config.max_length, model.config.max_position_embeddings)
+    if max_length < config.max_length:
+        examples, truncated = encode_records(records, kind, tokenizer, config.objective, max_length)
+    eval_examples = encode_records(eval_records, kind, tokenizer, config.objective, max_length)[0]
+    if truncated:
+        print(f"warning: {truncated} of {len(examples)} training examples were longer than "
+              f"{max_length} tokens and were truncated (prompts lose their start)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    tokenizer.save(out / "checkpoints" / "tokenizer.json")  # so --resume uses the same one
+
+    summary = train(model, tokenizer, examples, eval_examples, config, out, device=args.device,
+                    quiet=args.quiet, resume=args.resume, task_weights=weights)
+    m = summary["metrics"]
+    print(f"done: {summary['step']} steps in {summary['train_seconds']} s"
+          + (" (stopped early)" if summary["stopped_early"] else ""))
+    if m:
+        shown = {k: v for k, v in m.items() if k.count("/") == 1}
+        print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(shown.items())))
+    print(f"model written to {out}/ (config.json, model.safetensors, tokenizer.json)")
+    return 0

@@ -1,0 +1,184 @@
+"""The SFT trainer: it learns, LoRA trains adapters only, resume is bitwise, exports load in transformers."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import run_cli
+from shared.config import ModelConfig, SFTConfig
+from shared.data import plan_epoch
+from torch_impl.checkpoint import load_pretrained
+from torch_impl.model import SFTModel
+from torch_impl.sft import encode_records, train
+
+
+def tiny_config(tokenizer, attention_type="causal", **overrides):
+    values = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                  pad_token_id=tokenizer.pad_id, attention_type=attention_type)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def quiet_train(model, tokenizer, examples, eval_examples, config, out, **kwargs):
+    return train(model, tokenizer, examples, eval_examples, config, out, quiet=True, log=lambda *a: None,
+                 **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sft_examples(builtin_data, tokenizer):
+    return encode_records(builtin_data["sft.train"], "sft", tokenizer, "clm", 48)[0]
+
+
+def test_clm_overfits_a_few_examples(tokenizer, sft_examples, tmp_path):
+    few = sft_examples[:8]
+    torch.manual_seed(0)
+    model = SFTModel(tiny_config(tokenizer, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    config = SFTConfig(steps=200, batch_size=8, lr=1e-2, warmup_steps=10, eval_every=200)
+    summary = quiet_train(model, tokenizer, few, few, config, tmp_path)
+    assert summary["metrics"]["eval/loss"] < 0.05          # completion tokens memorised (~4.5 at start)
+    assert summary["metrics"]["eval/token_accuracy"] == 1.0
+    assert summary["metrics"]["eval/exact_match"] == 1.0   # greedy decoding reproduces all 8
+
+
+def test_mlm_overfits_a_few_texts(tokenizer, builtin_data, tmp_path):
+    texts = encode_records(builtin_data["text.train"][:8], "text", tokenizer, "mlm", 48)[0]
+    torch.manual_seed(0)
+    model = SFTModel(tiny_config(tokenizer, "bidirectional", hidden_dropout_prob=0.0,
+                                 attention_probs_dropout_prob=0.0))
+    config = SFTConfig(objective="mlm", steps=300, batch_size=8, lr=1e-2, warmup_steps=10, eval_every=300,
+                       mlm_probability=0.3)
+    summary = quiet_train(model, tokenizer, texts, texts, config, tmp_path)
+    assert summary["metrics"]["eval/loss"] < 0.5  # masked tokens of seen texts (about 5.7 at start)
+    assert "eval/perplexity" not in summary["metrics"]  # MLM loss is not a perplexity
+
+
+def test_lora_trains_adapters_only_and_merges_exactly(tokenizer, sft_examples, tmp_path):
+    torch.manual_seed(0)
+    model = SFTModel(tiny_config(tokenizer))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    messages = []
+    config = SFTConfig(steps=20, batch_size=8, lr=1e-2, lora_rank=4, lora_alpha=8)
+    summary = train(model, tokenizer, sft_examples[:32], [], config, tmp_path, quiet=True, log=messages.append)
+    # adapters: A (r x C) and B (C x r) on query, key and value of both layers
+    assert summary["trainable_parameters"] == 2 * 3 * (4 * 32 + 32 * 4)
+    assert f"trainable parameters: {summary['trainable_parameters']:,}" in messages[0]
+    # peft wrapped the projections in place; the base weights under them did not move
+    after = {k.replace(".base_layer", ""): v for k, v in model.state_dict().items() if "lora_" not in k}
+    assert set(after) == set(before)
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after[name]), name
+    exported = load_pretrained(tmp_path)
+    assert set(exported.state_dict()) == set(SFTModel(tiny_config(tokenizer)).state_dict())
+    changed = [n for n, t in exported.state_dict().items() if not torch.equal(t, before[n])]
+    assert changed and all(n.split(".")[-2] in ("query", "key", "value") for n in changed)
+    # merging is exact: the exported plain model computes what base + adapters computed
+    model.eval()
+    ids = torch.tensor([sft_examples[0].input_ids])
+    np.testing.assert_allclose(exported(ids).detach().numpy(), model(ids).detach().numpy(), atol=1e-5, rtol=0)
+
+
+def test_interrupted_and_resumed_run_is_bitwise_identical(tokenizer, sft_examples, tmp_path):
+    config = SFTConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=5, save_every=10, eval_every=10,
+                       early_stopping_patience=5, seed=3)
+    eval_examples = sft_examples[40:56]
+
+    def fresh():
+        torch.manual_seed(123)  # any init: the runs below reseed from config.seed
+        return SFTModel(tiny_config(tokenizer))  # dropout 0.1: the RNG state must be restored
+
+    quiet_train(fresh(), tokenizer, sft_examples[:40], eval_examples, config, tmp_path / "straight")
+    interrupted = quiet_train(fresh(), tokenizer, sft_examples[:40], eval_examples, config,
+                              tmp_path / "resumed", stop_after=17)
+    assert interrupted == {"interrupted_at": 17}
+    assert (tmp_path / "resumed" / "checkpoints" / "latest").read_text().strip() == "step-10"
+    quiet_train(fresh(), tokenizer, sft_examples[:40], eval_examples, config, tmp_path / "resumed",
+                resume=True)
+    a = (tmp_path / "straight" / "model.safetensors").read_bytes()
+    b = (tmp_path / "resumed" / "model.safetensors").read_bytes()
+    assert a == b
+    curve = lambda p: [json.loads(l)["train/loss"] for l in (p / "metrics.jsonl").read_text().splitlines()
+                       if "train/loss" in l]
+    assert curve(tmp_path / "straight") == curve(tmp_path / "resumed")
+    assert len(curve(tmp_path / "resumed")) == 30
+    kept = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").glob("step-*"))
+    assert kept == ["step-20", "step-30"]  # keep_checkpoints=2
+
+
+def test_task_balanced_epoch_plan():
+    tasks = ["copy"] * 90 + ["add"] * 10
+    lengths = list(range(100))
+    drawn = np.concatenate(plan_epoch(lengths, tasks, 8, seed=0, epoch=0))
+    assert len(drawn) == 100
+    counts = {t: sum(tasks[i] == t for i in drawn) for t in ("copy", "add")}
+    assert 35 <= counts["add"] <= 65  # balanced, although add is 10% of the data
+    weighted = np.concatenate(plan_epoch(lengths, tasks, 8, seed=0, epoch=0, task_weights={"copy": 1, "add": 0}))
+    assert all(tasks[i] == "copy" for i in weighted)
+    again = plan_epoch(lengths, tasks, 8, seed=0, epoch=0)
+    assert np.array_equal(np.concatenate(again), drawn)
+    assert not np.array_equal(np.concatenate(plan_epoch(lengths, tasks, 8, seed=0, epoch=1)), drawn)
+
+
+def test_per_task_evaluation(tokenizer, sft_examples, tmp_path):
+    torch.manual_seed(0)
+    config = SFTConfig(steps=5, batch_size=8, eval_every=5)
+    summary = quiet_train(SFTModel(tiny_config(tokenizer)), tokenizer, sft_examples[:16], sft_examples[16:40],
+                          config, tmp_path)
+    for task in ("copy", "reverse", "sort", "add"):
+        for metric in ("loss", "token_accuracy", "perplexity", "exact_match", "partial_credit"):
+            assert f"eval/{task}/{metric}" in summary["metrics"]
+    m = summary["metrics"]
+    assert m["eval/perplexity"] == pytest.approx(np.exp(m["eval/loss"]))
+
+
+@pytest.mark.parametrize("objective,hf_class", [("clm", "BertLMHeadModel"), ("mlm", "BertForMaskedLM")])
+def test_cli_init_from_huggingface_folder_and_export_loads_in_transformers(tmp_path, objective, hf_class):
+    data = tmp_path / "data"
+    assert run_cli("data", "--out", data).returncode == 0
+    assert run_cli("tokenizer", "--data", data / "sft.train.jsonl", "--vocab-size", "300",
+                   "--out", tmp_path / "tok.json").returncode == 0
+    hf_config = transformers.BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, intermediate_size=64,
+                                        max_position_embeddings=64, pad_token_id=0)
+    transformers.BertForMaskedLM(hf_config).save_pretrained(tmp_path / "bert")
+    result = run_cli("sft", "--data", data / "sft.train.jsonl", "--init", tmp_path / "bert", "--tokenizer",
+                     tmp_path / "tok.json", "--objective", objective, "--steps", "5", "--out",
+                     tmp_path / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.json", "metrics.jsonl"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    ours = load_pretrained(tmp_path / "run")
+    hf = getattr(transformers, hf_class).from_pretrained(tmp_path / "run").eval()
+    ids = torch.tensor([[2, 10, 11, 12, 3]])
+    np.testing.assert_allclose(hf(ids).logits.detach().numpy(), ours(ids).detach().numpy(), atol=1e-5, rtol=0)
+
+    # a tokenizer of another size does not fit that model: one clear line
+    assert run_cli("tokenizer", "--data", data / "sft.train.jsonl", "--vocab-size", "280",
+                   "--out", tmp_path / "tok280.json").returncode == 0
+    bad = run_cli("sft", "--data", data / "sft.train.jsonl", "--init", tmp_path / "bert", "--tokenizer",
+                  tmp_path / "tok280.json", "--steps", "1", "--out", tmp_path / "bad", "--quiet")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"error: --init {tmp_path / 'bert'}: the model's vocabulary has 300 tokens but the tokenizer has "
+        "280; use the tokenizer the model was trained with"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "-1"], "error: --lr: must be in (0.0, inf], got -1.0"),
+    (["--batch-size", "0"], "error: --batch-size: must be >= 1, got 0"),
+    (["--tasks", "translate"], "error: --tasks: unknown task 'translate'; the data has: add, copy, reverse, sort"),
+    (["--resume"], "error: --resume: no checkpoint in"),
+    (["--steps", "3", "--epochs", "1"], "error: argument --epochs: not allowed with argument --steps"),
+])
+def test_cli_sft_errors(tmp_path, args, message):
+    data = tmp_path / "data"
+    run_cli("data", "--out", data)
+    result = run_cli("sft", "--data", data / "sft.train.jsonl", "--out", tmp_path / "run", "--quiet", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr

@@ -1,0 +1,468 @@
+"""Supervised fine-tuning (and pretraining) in PyTorch.
+
+The seed documents' loop -- forward, loss, backward, optimizer step, zero_grad -- with what a
+practitioner needs around it: dynamic padding and length bucketing, AdamW with linear warm-up
+and decay, gradient clipping, task-balanced sampling, held-out evaluation per task with early
+stopping, LoRA through `peft`, and checkpoints that resume bit for bit.
+
+    for step in 1..N:
+        batch  <- next batch of the epoch plan            (shared.data.plan_epoch)
+        loss   <- model(input_ids, attention_mask, labels)
+        loss.backward(); clip; optimizer.step(); optimizer.zero_grad()
+        every eval_every steps: evaluate, keep the best weights
+        every save_every steps: checkpoint
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+
+from shared.config import ModelConfig, SFTConfig
+from shared.constants import IGNORE_INDEX
+from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
+from shared.errors import CheckpointError, SftrlError
+from shared.io import atomic_write_bytes, atomic_write_text, fsync_dir
+from shared import tasks as builtin_tasks
+from torch_impl.checkpoint import TIED_NAMES, save_pretrained
+from torch_impl.generate import generate
+from torch_impl.model import SFTModel
+
+EVAL_MASK_SEED = 10 ** 6  # MLM evaluation masks the same tokens every time
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int] | None   # None: filled by MLM masking at batch time
+    task: str | None
+    prompt: str | None = None
+
+
+# ----------------------------------------------------------------------------- data
+
+def encode_records(records, kind: str, tokenizer, objective: str, max_length: int):
+    """Records -> Examples. Returns (examples, number truncated)."""
+    examples, truncated = [], 0
+    for r in records:
+        if kind == "text":
+            ids, cut = encode_text(tokenizer, r["text"], max_length)
+            labels = list(ids) if objective == "clm" else None
+            examples.append(Example(ids, labels, None))
+        else:
+            ids, labels, cut = encode_sft(tokenizer, r["prompt"], r["completion"], max_length)
+            examples.append(Example(ids, labels if objective == "clm" else None, r.get("task"), r["prompt"]))
+        truncated += cut
+    return examples, truncated
+
+
+def make_batch(examples, indices, tokenizer, objective, rng, device):
+    """Pad the chosen examples (dynamic padding); for MLM draw the masked tokens with `rng`."""
+    chosen = [examples[i] for i in indices]
+    ids = [e.input_ids for e in chosen]
+    if objective == "clm":
+        batch = collate(ids, tokenizer.pad_id, labels=[e.labels for e in chosen])
+    else:
+        batch = collate(ids, tokenizer.pad_id)
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], batch["attention_mask"], tokenizer.special_ids, tokenizer.mask_id,
+            tokenizer.vocab_size, rng)
+    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+
+
+def default_model_config(tokenizer, examples, objective: str) -> ModelConfig:
+    """A small model suited to the data: vocabulary from the tokenizer, positions for the longest
+    example plus room to generate, 2 layers of width 128."""
+    longest = max(len(e.input_ids) for e in examples)
+    positions = max(64, int(math.ceil((longest + 32) / 32.0)) * 32)
+    return ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=512, max_position_embeddings=positions,
+                       pad_token_id=tokenizer.pad_id,
+                       attention_type="causal" if objective == "clm" else "bidirectional")
+
+
+def lr_at(step: int, config: SFTConfig, total_steps: int) -> float:
+    """Linear warm-up from 0 to lr over warmup_steps, then linear decay to 0 at total_steps."""
+    if step <= config.warmup_steps:
+        return config.lr * step / max(1, config.warmup_steps)
+    return config.lr * max(0.0, total_steps - step) / max(1, total_steps - config.warmup_steps)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model, examples, tokenizer, objective, seed, batch_size, device):
+    """Loss, token accuracy and (causal only) perplexity = exp(loss), overall and per task.
+
+    For MLM the loss is over masked tokens only (the same tokens every call); exp of it is a
+    masked-token perplexity, not a perplexity of the text, and is not reported as one.
+    """
+    model.eval()
+    rng = np.random.default_rng([seed, EVAL_MASK_SEED])
+    sums: dict[str, list[float]] = {}  # task -> [nll sum, correct, count]
+    for start in range(0, len(examples), batch_size):
+        indices = list(range(start, min(start + batch_size, len(examples))))
+        batch = make_batch(examples, indices, tokenizer, objective, rng, device)
+        scores = model(batch["input_ids"], batch["attention_mask"]).float()
+        labels = batch["labels"]
+        if objective == "clm":
+            scores, labels = scores[:, :-1], labels[:, 1:]
+        keep = labels != IGNORE_INDEX
+        nll = torch.nn.functional.cross_entropy(scores.transpose(1, 2), labels.clamp(min=0),
+                                                reduction="none")
+        correct = (scores.argmax(-1) == labels) & keep
+        for row, i in enumerate(indices):
+            for task in ("all", examples[i].task):
+                if task is None:
+                    continue
+                s = sums.setdefault(task, [0.0, 0.0, 0.0])
+                s[0] += float(nll[row][keep[row]].sum())
+                s[1] += float(correct[row].sum())
+                s[2] += float(keep[row].sum())
+    metrics = {}
+    for task, (nll_sum, correct, count) in sums.items():
+        prefix = "eval/" if task == "all" else f"eval/{task}/"
+        loss = nll_sum / max(count, 1)
+        metrics[prefix + "loss"] = loss
+        metrics[prefix + "token_accuracy"] = correct / max(count, 1)
+        if objective == "clm":
+            metrics[prefix + "perplexity"] = math.exp(min(loss, 50.0))
+    model.train()
+    return metrics
+
+
+@torch.no_grad()
+def task_rewards(model, examples, tokenizer, max_length, device, batch_size=64, max_new_tokens=16):
+    """Greedy completions of built-in task prompts, scored by exact match and partial credit."""
+    scored = [e for e in examples if e.prompt is not None and _is_builtin(e.prompt)]
+    if not scored:
+        return {}
+    model.eval()
+    totals: dict[str, list[float]] = {}
+    room = model.config.max_position_embeddings - max_new_tokens
+    for start in range(0, len(scored), batch_size):
+        chunk = scored[start:start + batch_size]
+        prompts = [encode_prompt(tokenizer, e.prompt, min(max_length, room))[0] for e in chunk]
+        batch = collate(prompts, tokenizer.pad_id, side="left")
+        new = generate(model, torch.as_tensor(batch["input_ids"], device=device),
+                       torch.as_tensor(batch["attention_mask"], device=device), max_new_tokens,
+                       eos_id=tokenizer.sep_id)
+        for e, ids in zip(chunk, new.tolist()):
+            completion = tokenizer.decode(ids)
+            for task in ("all", e.task):
+                if task is None:
+                    continue
+                t = totals.setdefault(task, [0.0, 0.0, 0.0])
+                t[0] += builtin_tasks.exact_match(e.prompt, completion)
+                t[1] += builtin_tasks.partial_credit(e.prompt, completion)
+                t[2] += 1
+    model.train()
+    metrics = {}
+    for task, (exact, partial, n) in totals.items():
+        prefix = "eval/" if task == "all" else f"eval/{task}/"
+        metrics[prefix + "exact_match"] = exact / n
+        metrics[prefix + "partial_credit"] = partial / n
+    return metrics
+
+
+def _is_builtin(prompt: str) -> bool:
+    try:
+        builtin_tasks.parse_prompt(prompt)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+def add_lora(model: SFTModel, rank: int, alpha: float):
+    """Wrap the attention projections (query, key, value) with LoRA adapters via `peft`;
+    everything else is frozen. Returns the peft `LoraModel` (its `.model` is our SFTModel)."""
+    import peft
+
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
+                             target_modules=["query", "key", "value"])
+    lora = peft.tuners.lora.LoraModel(model, config, "default")
+    for name, p in lora.named_parameters():
+        p.requires_grad = "lora_" in name
+    return lora
+
+
+def merged_copy(module) -> SFTModel:
+    """A plain SFTModel: LoRA adapters merged into the base weights (W + B A alpha / r)."""
+    module = copy.deepcopy(module)
+    return module.merge_and_unload() if hasattr(module, "merge_and_unload") else module
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def unique_state(module) -> dict[str, torch.Tensor]:
+    """State dict without tied duplicates (safetensors refuses shared tensors)."""
+    seen, out = set(), {}
+    for name, tensor in module.state_dict().items():
+        if tensor.data_ptr() in seen or name.endswith(TIED_NAMES):
+            continue
+        seen.add(tensor.data_ptr())
+        out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def load_unique_state(module, state, source):
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith(TIED_NAMES)]
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: does not match the model (missing {missing[:1]}, "
+                              f"unexpected {unexpected[:1]})")
+
+
+def optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    return out
+
+
+def load_optimizer_tensors(optimizer, tensors):
+    state_dict = optimizer.state_dict()
+    state = {}
+    for name, value in tensors.items():
+        i, key = name.split(".", 1)
+        state.setdefault(int(i), {})[key] = value
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+def write_checkpoint(directory: Path, files: dict[str, bytes], keep: int) -> Path:
+    """Write a complete step-N folder atomically: every file into `.step-N.tmp`, fsync, rename
+    the folder, then point `latest` at it. A folder named step-N is always complete."""
+    root = directory.parent
+    tmp = root / f".{directory.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, data in files.items():
+        atomic_write_bytes(tmp / name, data)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    fsync_dir(root)
+    atomic_write_text(root / "latest", directory.name + "\n")
+    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    pointer = out_dir / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    path = out_dir / "checkpoints" / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").exists() else None
+
+
+# ----------------------------------------------------------------------------- the training loop
+
+def summary_writer(directory):
+    """TensorBoard event writer that does not import TensorFlow.
+
+    `torch.utils.tensorboard` goes through `tensorboard.compat`, which imports TensorFlow when it
+    is installed (seconds, and its start-up chatter); the module `tensorboard.compat.notf` is
+    TensorBoard's own switch to its TF-free stub, which writes the same event files.
+    """
+    import sys
+    import types
+
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(directory))
+
+
+def parameter_groups(module, weight_decay):
+    """AdamW groups: decay on matrices (weights, embeddings), none on biases and LayerNorm."""
+    decay, no_decay = [], []
+    for _, p in module.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def total_steps_for(config: SFTConfig, n_examples: int) -> int:
+    if config.epochs is None:
+        return config.steps
+    return max(1, int(math.ceil(config.epochs * math.ceil(n_examples / config.batch_size))))
+
+
+def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
+          device="cpu", quiet=False, resume=False, task_weights=None, log=print, stop_after=None):
+    """Train, checkpoint, export the best (or final) weights to `out_dir`. Returns the summary.
+
+    stop_after: end the run after that step as if interrupted (tests of --resume use it).
+    """
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    objective = config.objective
+    total_steps = total_steps_for(config, len(train_examples))
+    if not resume and latest_checkpoint(out_dir) is not None:
+        raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
+                         "that run, or choose another directory")
+    torch.manual_seed(config.seed)
+    model.to(device).train()
+    module = add_lora(model, config.lora_rank, config.lora_alpha) if config.lora_rank else model
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    n_trainable, n_total = sum(p.numel() for p in trainable), sum(p.numel() for p in module.parameters())
+    log(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)")
+    optimizer = torch.optim.AdamW(parameter_groups(module, config.weight_decay), lr=config.lr,
+                                  betas=(0.9, 0.999), eps=1e-8)
+    state = dict(step=0, epoch=0, batch_in_epoch=0, best_eval_loss=None, evals_since_best=0,
+                 tokens=0, stopped_early=False)
+    best_state = None
+    checkpoints = out_dir / "checkpoints"
+    metrics_path = out_dir / "metrics.jsonl"
+
+    # ---- resume or start fresh
+    if resume:
+        ckpt = latest_checkpoint(out_dir)
+        if ckpt is None:
+            raise SftrlError(f"--resume: no checkpoint in {checkpoints} to resume from")
+        load_unique_state(module, load_file(str(ckpt / "model.safetensors")), ckpt)
+        load_optimizer_tensors(optimizer, load_file(str(ckpt / "optimizer.safetensors")))
+        torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch_cpu"])
+        state.update(json.loads((ckpt / "trainer_state.json").read_text())["state"])
+        if (ckpt / "best.safetensors").exists():
+            best_state = load_file(str(ckpt / "best.safetensors"))
+        if metrics_path.exists():  # drop what the interrupted run logged after its checkpoint
+            kept = [line for line in metrics_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= state["step"]]
+            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+        log(f"resumed from {ckpt} at step {state['step']}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log_metrics(values: dict):
+        record = {"step": state["step"], **values}
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in values.items():
+            writer.add_scalar(key, value, state["step"])
+
+    def checkpoint():
+        files = {
+            "model.safetensors": save(unique_state(module)),
+            "optimizer.safetensors": save(optimizer_tensors(optimizer)),
+            "rng.safetensors": save({"torch_cpu": torch.get_rng_state()}),
+            "trainer_state.json": json.dumps({"state": state, "config": config.to_dict()}, indent=2).encode(),
+        }
+        if best_state is not None:
+            files["best.safetensors"] = save(best_state)
+        return write_checkpoint(checkpoints / f"step-{state['step']}", files, config.keep_checkpoints)
+
+    writer = summary_writer(out_dir)
+    plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
+                      config.batch_size, config.seed, state["epoch"], task_weights)
+    bar = tqdm(total=total_steps, initial=state["step"], disable=quiet, desc="sft", unit="step",
+               dynamic_ncols=True)
+    started, tokens_at_start = time.perf_counter(), state["tokens"]
+    interrupted = False
+
+    while state["step"] < total_steps:
+        # ---- next batch of the epoch plan (a new plan when the epoch is used up)
+        if state["batch_in_epoch"] >= len(plan):
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
+                              config.batch_size, config.seed, state["epoch"], task_weights)
+        indices = plan[state["batch_in_epoch"]]
+        state["batch_in_epoch"] += 1
+        state["step"] += 1
+        step = state["step"]
+        batch = make_batch(train_examples, indices, tokenizer, objective,
+                           np.random.default_rng([config.seed, step]), device)
+
+        # ---- forward, backward, clip, step
+        lr = lr_at(step, config, total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        if not torch.isfinite(loss):
+            last = latest_checkpoint(out_dir)
+            raise SftrlError(f"step {step}: the loss is {loss.item()}; stopped. Last good checkpoint: "
+                             f"{last if last else 'none'}")
+        loss.backward()
+        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
+        if not math.isfinite(grad_norm):
+            raise SftrlError(f"step {step}: the gradient norm is {grad_norm}; stopped")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        # ---- log
+        state["tokens"] += int(batch["attention_mask"].sum())
+        elapsed = time.perf_counter() - started
+        tokens_per_s = (state["tokens"] - tokens_at_start) / max(elapsed, 1e-9)
+        log_metrics({"train/loss": loss.item(), "train/learning_rate": lr, "train/grad_norm": grad_norm,
+                     "train/tokens_per_s": tokens_per_s})
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_s:,.0f}")
+        bar.update(1)
+
+        # ---- evaluate, keep the best, stop early
+        if eval_examples and (step % config.eval_every == 0 or step == total_steps):
+            metrics = evaluate(module, eval_examples, tokenizer, objective, config.seed,
+                               config.batch_size, device)
+            log_metrics(metrics)
+            if state["best_eval_loss"] is None or metrics["eval/loss"] < state["best_eval_loss"]:
+                state["best_eval_loss"] = metrics["eval/loss"]
+                state["evals_since_best"] = 0
+                best_state = unique_state(module)
+            else:
+                state["evals_since_best"] += 1
+            if config.early_stopping_patience and state["evals_since_best"] >= config.early_stopping_patience:
+                state["stopped_early"] = True
+                log(f"early stopping at step {step}: no better eval/loss in "
+                    f"{config.early_stopping_patience} evaluations")
+                break
+
+        if config.save_every and step % config.save_every == 0:
+            checkpoint()
+        if stop_after is not None and step >= stop_after:
+            interrupted = True
+            break
+    bar.close()
+    writer.flush()
+    if interrupted:
+        writer.close()
+        return {"interrupted_at": state["step"]}
+    if not (config.save_every and state["step"] % config.save_every == 0):
+        checkpoint()  # the final one
+
+    # ---- export: the best weights (held-out loss) if there was an evaluation, else the last
+    if best_state is not None:
+        load_unique_state(module, best_state, "best weights")
+    export = merged_copy(module).eval()
+    save_pretrained(export, out_dir)
+    tokenizer.save(out_dir / "tokenizer.json")
+    final = {}
+    if eval_examples:
+        final = evaluate(export, eval_examples, tokenizer, objective, config.seed, config.batch_size, device)
+        if objective == "clm":
+            final.update(task_rewards(export, eval_examples, tokenizer, 64, device))
+        log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
+    writer.close()
+    summary = {
+        "step": state["step"], "total_steps": total_steps, "stopped_early": state["stopped_early"],
+        "best_eval_loss": state["best_eval_loss"], "metrics": final,
+        "trainable_parameters": n_trainable, "total_parameters": n_total,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "config": config.to_dict(), "model_config": export.config.to_dict(),
+    }
+    atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+    return summary
