@@ -11,9 +11,11 @@ RUN    ?= runs/main
 
 .PHONY: run test test-slow install lock clean
 
+# Until `sftrl pipeline` exists: built-in data, then SFT with held-out evaluation.
 run: $(STAMP)
+	rm -rf $(RUN)
 	$(SFTRL) data --out $(RUN)/data
-	$(SFTRL) tokenizer --data $(RUN)/data/sft.train.jsonl $(RUN)/data/prompt.train.jsonl $(RUN)/data/text.train.jsonl --out $(RUN)/tokenizer.json
+	$(SFTRL) sft --data $(RUN)/data/sft.train.jsonl --eval-data $(RUN)/data/sft.eval.jsonl --out $(RUN)/sft
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow"
