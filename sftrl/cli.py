@@ -91,6 +91,20 @@ def cmd_pretrain(args) -> int:
     return sft_command.run(args, pretrain=True)
 
 
+def cmd_ppo(args) -> int:
+    """PPO in TensorFlow with a KL penalty to the SFT model, on prompts and a reward function."""
+    import tf_impl  # noqa: F401  (imports TensorFlow quietly)
+    from sftrl import ppo_command
+    return ppo_command.run(args)
+
+
+def cmd_reward_model(args) -> int:
+    """Train a reward model (TensorFlow) on preference pairs with the Bradley-Terry loss."""
+    import tf_impl  # noqa: F401  (imports TensorFlow quietly)
+    from sftrl import ppo_command
+    return ppo_command.run_reward_model(args)
+
+
 def cmd_parity(args) -> int:
     """Run the parity registry: the same math in NumPy, PyTorch and TensorFlow, case by case."""
     from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
@@ -171,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
                             description=cmd_sft.__doc__)
     sft_command.add_arguments(p, pretrain=False)
     p.set_defaults(func=cmd_sft)
+
+    from sftrl import ppo_command
+
+    p = commands.add_parser("ppo", help="RL: PPO with a KL penalty to the SFT model (TensorFlow)",
+                            description=cmd_ppo.__doc__)
+    ppo_command.add_arguments(p)
+    p.set_defaults(func=cmd_ppo)
+
+    p = commands.add_parser("reward-model", help="train a reward model on preference pairs (TensorFlow)",
+                            description=cmd_reward_model.__doc__)
+    ppo_command.add_reward_model_arguments(p)
+    p.set_defaults(func=cmd_reward_model)
 
     from sftrl.parity import LEVELS  # numpy only: cheap
 

@@ -242,11 +242,11 @@ class SFTConfig(_Config):
 class PPOConfig(_Config):
     """PPO with a KL penalty to the frozen SFT model (TensorFlow)."""
 
-    iterations: int = 40                  # rollout-then-update rounds
+    iterations: int = 120                 # rollout-then-update rounds
     batch_size: int = 64                  # prompts per rollout
     minibatch_size: int = 16              # sequences per gradient step
     ppo_epochs: int = 4                   # passes over each rollout
-    lr: float = 1e-5                      # Adam learning rate of policy and value head
+    lr: float = 1e-4                      # Adam learning rate of policy and value head
     max_new_tokens: int = 16              # longest completion sampled per prompt
     temperature: float = 1.0              # sampling temperature, also applied to the log-probs
     top_k: int = 0                        # sample from the k most likely tokens; 0 = all

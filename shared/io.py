@@ -7,6 +7,7 @@ the target (atomic on POSIX), then fsync the directory so the rename itself surv
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -51,3 +52,34 @@ def fsync_dir(directory) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------------------- checkpoint folders
+
+def write_checkpoint(directory: Path, files: dict[str, bytes], keep: int) -> Path:
+    """Write a complete step-N folder atomically: every file into `.step-N.tmp`, fsync, rename
+    the folder, then point `latest` at it. A folder named step-N is always complete."""
+    root = directory.parent
+    tmp = root / f".{directory.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, data in files.items():
+        atomic_write_bytes(tmp / name, data)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    fsync_dir(root)
+    atomic_write_text(root / "latest", directory.name + "\n")
+    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The folder `out_dir/checkpoints/latest` names, if it is complete; else None."""
+    out_dir = Path(out_dir)
+    pointer = out_dir / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    path = out_dir / "checkpoints" / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").exists() else None

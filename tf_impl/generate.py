@@ -22,16 +22,22 @@ from shared.generation import check_generation_inputs
 _STEP_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def next_token(logits, do_sample, temperature, top_k, seed=None):
+def next_token(logits, do_sample, temperature, top_k, seed=None, noise=None):
     """Pick one token per row from logits (B, V): argmax, or a sample of softmax(logits / T)
     restricted to the top_k most likely tokens (top_k = 0: all). `seed` is a stateless-RNG
-    seed pair, so the same seed gives the same tokens."""
+    seed pair, so the same seed gives the same tokens.
+
+    noise: optional Gumbel(0, 1) noise (B, V); then the sample is argmax(logits / T + noise)
+    (the Gumbel-max trick), so a caller that supplies the noise decides the sample exactly.
+    """
     if not do_sample:
         return tf.argmax(logits, -1, output_type=tf.int32)                 # (B,)
     logits = logits / temperature
     if top_k:
         kth = tf.math.top_k(logits, top_k).values[:, -1:]                   # (B, 1)
         logits = tf.where(logits < kth, tf.cast(-np.inf, logits.dtype), logits)
+    if noise is not None:
+        return tf.argmax(logits + tf.cast(noise, logits.dtype), -1, output_type=tf.int32)
     return tf.squeeze(tf.random.stateless_categorical(tf.cast(logits, tf.float32), 1, seed,
                                                       dtype=tf.int32), 1)
 
@@ -48,11 +54,12 @@ def _step_function(model):
 
 
 def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
-             top_k=0, seed=None, eos_id=None, use_cache=True):
+             top_k=0, seed=None, eos_id=None, use_cache=True, noise=None):
     """New tokens (B, max_new_tokens) continuing left-padded prompts (B, P).
 
     A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
     use_cache=False recomputes the whole sequence at every step (the slow reference path).
+    noise: Gumbel noise (B, max_new_tokens, V) that fixes the samples (see `next_token`).
     """
     config = model.config
     input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
@@ -77,7 +84,8 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     else:
         scores = model(input_ids, attention_mask, position_ids=position_ids[:, :P])[:, -1]
     for t in range(max_new_tokens):
-        token = next_token(scores, do_sample, temperature, top_k, seed=[seed_base, t])  # (B,)
+        step_noise = None if noise is None else noise[:, t]
+        token = next_token(scores, do_sample, temperature, top_k, [seed_base, t], step_noise)  # (B,)
         token = tf.where(finished, tf.fill([B], pad_id), token)
         new_tokens.append(token)
         if eos_id is not None:

@@ -77,7 +77,7 @@ def write_cache(cache, new, index):
     A fixed-size cache: shapes never change while decoding (TensorFlow needs that to trace the
     decoding step once; PyTorch uses the same scheme so the two read alike).
     """
-    T, Tmax = tf.shape(new)[2], cache.shape[2]
+    T, Tmax = tf.shape(new)[2], tf.shape(cache)[2]  # dynamic: a relaxed trace may not know Tmax
     spread = tf.pad(new, [[0, 0], [0, 0], [index, Tmax - index - T], [0, 0]])  # (B, H, Tmax, hs)
     position = tf.range(Tmax)[None, None, :, None]                          # (1, 1, Tmax, 1)
     written = (position >= index) & (position < index + T)
@@ -418,6 +418,13 @@ class PolicyModel(keras.Model):
         """Value-head output per position (B, T); needs `with_value_head=True`."""
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, training=training)
         return self.value_head(hidden_states)
+
+    def logits_and_values(self, input_ids, attention_mask=None, position_ids=None, training=False):
+        """One pass for PPO: logits (B, T, V) and value-head output (B, T)."""
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids, training=training)
+        logits = self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)
+        return logits, self.value_head(hidden_states)
 
 
 class RewardModel(keras.Model):

@@ -13,26 +13,33 @@ import torch
 from shared.generation import check_generation_inputs
 
 
-def next_token(logits, do_sample, temperature, top_k, generator=None):
+def next_token(logits, do_sample, temperature, top_k, generator=None, noise=None):
     """Pick one token per row from logits (B, V): argmax, or a sample of softmax(logits / T)
-    restricted to the top_k most likely tokens (top_k = 0: all)."""
+    restricted to the top_k most likely tokens (top_k = 0: all).
+
+    noise: optional Gumbel(0, 1) noise (B, V); then the sample is argmax(logits / T + noise)
+    (the Gumbel-max trick), so a caller that supplies the noise decides the sample exactly.
+    """
     if not do_sample:
         return logits.argmax(-1)                                            # (B,)
     logits = logits / temperature
     if top_k:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]              # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if noise is not None:
+        return (logits + noise).argmax(-1)
     probs = torch.softmax(logits.float(), dim=-1)                           # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 @torch.no_grad()
 def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
-             top_k=0, seed=None, eos_id=None, use_cache=True):
+             top_k=0, seed=None, eos_id=None, use_cache=True, noise=None):
     """New tokens (B, max_new_tokens) continuing left-padded prompts (B, P).
 
     A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
     use_cache=False recomputes the whole sequence at every step (the slow reference path).
+    noise: Gumbel noise (B, max_new_tokens, V) that fixes the samples (see `next_token`).
     """
     config = model.config
     input_ids = torch.as_tensor(input_ids)
@@ -58,7 +65,8 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     else:
         scores = model(input_ids, attention_mask, position_ids=position_ids[:, :P])
     for t in range(max_new_tokens):
-        token = next_token(scores[:, -1], do_sample, temperature, top_k, generator)  # (B,)
+        step_noise = None if noise is None else torch.as_tensor(noise[:, t], dtype=scores.dtype)
+        token = next_token(scores[:, -1], do_sample, temperature, top_k, generator, step_noise)  # (B,)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         ids[:, P + t] = token
         if eos_id is not None:

@@ -376,6 +376,12 @@ class SFTModel(nn.Module):
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask)
         return self.value_head(hidden_states)
 
+    def logits_and_values(self, input_ids, attention_mask=None, position_ids=None):
+        """One pass for PPO: scores (B, T, V) and value-head output (B, T)."""
+        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids)
+        return self.cls(hidden_states), self.value_head(hidden_states)
+
 
 class RewardModel(nn.Module):
     """Backbone + scalar reward head; the reward of a sequence is read at its last real token."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from shared.config import ModelConfig, SFTConfig
 from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
 from shared.errors import CheckpointError, SftrlError
-from shared.io import atomic_write_bytes, atomic_write_text, fsync_dir
+from shared.io import atomic_write_text, latest_checkpoint, write_checkpoint
 from shared import tasks as builtin_tasks
 from torch_impl.checkpoint import TIED_NAMES, save_pretrained
 from torch_impl.generate import generate
@@ -240,33 +239,6 @@ def load_optimizer_tensors(optimizer, tensors):
         state.setdefault(int(i), {})[key] = value
     state_dict["state"] = state
     optimizer.load_state_dict(state_dict)
-
-
-def write_checkpoint(directory: Path, files: dict[str, bytes], keep: int) -> Path:
-    """Write a complete step-N folder atomically: every file into `.step-N.tmp`, fsync, rename
-    the folder, then point `latest` at it. A folder named step-N is always complete."""
-    root = directory.parent
-    tmp = root / f".{directory.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, data in files.items():
-        atomic_write_bytes(tmp / name, data)
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    fsync_dir(root)
-    atomic_write_text(root / "latest", directory.name + "\n")
-    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
-    for old in steps[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return directory
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    pointer = out_dir / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = out_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "trainer_state.json").exists() else None
 
 
 # ----------------------------------------------------------------------------- the training loop

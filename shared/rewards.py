@@ -1,0 +1,60 @@
+"""Reward functions for RL, framework-free: reward(prompt, completion, reference) -> float.
+
+* task:        partial credit on the built-in tasks, in [0, 1] (a shaped reward);
+* task-exact:  exact match on the built-in tasks, 0 or 1 (a sparse reward: most early samples
+               score 0, so the policy gradient has little to go on -- compare the two);
+* a length penalty can be added to any of them: -coef * max(0, words - max_words).
+
+A learned reward model (`model:DIR`) lives in `tf_impl.reward_model`; it is looked up by the
+trainer, not here, because it needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from shared import tasks
+from shared.errors import SftrlError
+
+RewardFn = Callable[[str, str, "str | None"], float]
+
+
+def task_partial(prompt: str, completion: str, reference: str | None = None) -> float:
+    return tasks.partial_credit(prompt, completion)
+
+
+def task_exact(prompt: str, completion: str, reference: str | None = None) -> float:
+    return tasks.exact_match(prompt, completion)
+
+
+REWARDS: dict[str, RewardFn] = {"task": task_partial, "task-exact": task_exact}
+
+
+def with_length_penalty(fn: RewardFn, coef: float, max_words: int) -> RewardFn:
+    """fn's reward minus coef for every word beyond max_words."""
+    def reward(prompt, completion, reference=None):
+        return fn(prompt, completion, reference) - coef * max(0, len(completion.split()) - max_words)
+    return reward
+
+
+def get_reward(name: str) -> RewardFn:
+    if name not in REWARDS:
+        raise SftrlError(f"--reward: unknown reward {name!r}; choose from "
+                         f"{', '.join(REWARDS)}, or model:DIR for a trained reward model")
+    return REWARDS[name]
+
+
+def score_all(fn: RewardFn, prompts, completions, references=None) -> list[float]:
+    """Rewards of a batch; a reward that is not a finite number is an error naming the prompt."""
+    references = references or [None] * len(prompts)
+    scores = []
+    for prompt, completion, reference in zip(prompts, completions, references):
+        try:
+            value = float(fn(prompt, completion, reference))
+        except ValueError as e:  # e.g. a prompt that is not a built-in task
+            raise SftrlError(f"reward: cannot score prompt {prompt[:60]!r}: {e}") from None
+        if not math.isfinite(value):
+            raise SftrlError(f"reward: the reward function returned {value} for prompt {prompt[:60]!r}")
+        scores.append(value)
+    return scores

@@ -1,0 +1,374 @@
+"""PPO with a KL penalty to the SFT model, in TensorFlow (Ziegler et al. 2019; Ouyang et al. 2022).
+
+One iteration:
+
+    rollout   sample completions of a batch of prompts from the policy (KV cache, tf.function);
+              log-probs under the policy and the frozen reference (the SFT model), values
+    reward    score each completion; per-token reward r_t = -beta (log pi - log ref), plus the
+              score at the last token; GAE advantages and returns
+    update    ppo_epochs passes over shuffled minibatches of the clipped surrogate + clipped
+              value loss - entropy bonus, global-norm clipping, Adam (one tf.function step)
+    control   adapt beta towards the target KL (if set)
+
+Sampling uses Gumbel noise drawn per (seed, iteration, row) in NumPy, so a run is a pure
+function of its seed and resumes exactly, and `TextGenEnv` reproduces its tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from safetensors.numpy import load_file, save
+
+from shared.config import ModelConfig, PPOConfig
+from shared.data import collate, encode_prompt
+from shared.errors import CheckpointError, SftrlError
+from shared.generation import gumbel_noise
+from shared.io import atomic_write_bytes, atomic_write_text, latest_checkpoint, write_checkpoint
+from shared.rewards import score_all
+from tf_impl import losses
+from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
+from tf_impl.generate import generate
+from tf_impl.model import PolicyModel
+
+
+# ----------------------------------------------------------------------------- KL control
+
+class FixedKLController:
+    def __init__(self, kl_coef):
+        self.value = kl_coef
+
+    def update(self, current_kl, n_steps):
+        pass
+
+
+class AdaptiveKLController:
+    """beta <- beta (1 + clip(KL / target - 1, -0.2, 0.2) n / horizon)  (Ziegler et al. 2019)."""
+
+    def __init__(self, kl_coef, target, horizon):
+        self.value, self.target, self.horizon = kl_coef, target, horizon
+
+    def update(self, current_kl, n_steps):
+        proportional_error = float(np.clip(current_kl / self.target - 1.0, -0.2, 0.2))
+        self.value *= 1.0 + proportional_error * n_steps / self.horizon
+
+
+# ----------------------------------------------------------------------------- models
+
+def load_policy_and_reference(sft_dir) -> tuple[PolicyModel, PolicyModel]:
+    """The policy (with a zero-initialised value head) and the frozen reference, both from the
+    SFT checkpoint (`config.json` + `model.safetensors`, written by PyTorch)."""
+    sft_dir = Path(sft_dir)
+    try:
+        config = ModelConfig.from_json_file(sft_dir / "config.json")
+    except SftrlError as e:
+        raise CheckpointError(f"--policy: {e}") from None
+    if not config.is_causal:
+        raise CheckpointError(f"--policy {sft_dir}: a bidirectional (masked-LM) model cannot generate; "
+                              "train the SFT model with --objective clm")
+    try:
+        weights = load_file(str(sft_dir / "model.safetensors"))
+    except FileNotFoundError:
+        raise CheckpointError(f"--policy {sft_dir}: no model.safetensors") from None
+    policy = PolicyModel(config, with_value_head=True)
+    value_head = {k: v for k, v in to_numpy_state_dict(policy).items() if k.startswith("value_head.")}
+    assign_numpy_state_dict(policy, {**weights, **value_head}, str(sft_dir))
+    reference = PolicyModel(config)
+    assign_numpy_state_dict(reference, weights, str(sft_dir))
+    reference.trainable = False
+    return policy, reference
+
+
+def export_policy(policy: PolicyModel, tokenizer, out_dir) -> None:
+    """The policy without its value head, as a folder `torch_impl.checkpoint.load_pretrained` and
+    `transformers` read: config.json, model.safetensors, tokenizer.json."""
+    out_dir = Path(out_dir)
+    state = {k: v for k, v in to_numpy_state_dict(policy).items() if not k.startswith("value_head.")}
+    atomic_write_bytes(out_dir / "model.safetensors", save(state, metadata={"format": "pt"}))
+    policy.config.to_json_file(out_dir / "config.json")
+    tokenizer.save(out_dir / "tokenizer.json")
+
+
+# ----------------------------------------------------------------------------- rollout
+
+@dataclass
+class Rollout:
+    query_ids: np.ndarray       # (B, P) left-padded prompts
+    query_mask: np.ndarray      # (B, P)
+    response: np.ndarray        # (B, R) sampled tokens, pad after [SEP]
+    response_mask: np.ndarray   # (B, R) 1 up to and including [SEP]
+    logprobs: np.ndarray        # (B, R) under the policy at sampling time
+    ref_logprobs: np.ndarray    # (B, R) under the reference
+    values: np.ndarray          # (B, R) value of the state each token was chosen in
+    scores: np.ndarray          # (B,)  reward of each completion
+    completions: list
+
+
+def response_mask_of(response, eos_id):
+    """1 on every token up to and including the first [SEP] of each row, 0 after it."""
+    is_eos = (response == eos_id).astype(np.int64)
+    after_eos = np.cumsum(is_eos, axis=1) - is_eos  # eos tokens strictly before this position
+    return (after_eos == 0).astype(np.int64)
+
+
+def sequence_inputs(query_ids, query_mask, response, response_mask):
+    """[query | response] ids, attention mask and position ids (real tokens counted, as in generate)."""
+    ids = tf.concat([tf.cast(query_ids, tf.int32), tf.cast(response, tf.int32)], 1)       # (B, P + R)
+    mask = tf.concat([tf.cast(query_mask, tf.int32), tf.cast(response_mask, tf.int32)], 1)
+    position_ids = tf.maximum(tf.cumsum(mask, -1) - 1, 0)
+    return ids, mask, position_ids
+
+
+def response_logits(logits, response_length):
+    """Logits that chose the response tokens: position P-1+t scores token t. (B, R, V)"""
+    total = tf.shape(logits)[1]
+    return logits[:, total - response_length - 1: total - 1]
+
+
+class PPOTrainer:
+    def __init__(self, policy, reference, tokenizer, config: PPOConfig, reward_fn, log=print):
+        self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
+        self.config, self.reward_fn, self.log = config, reward_fn, log
+        self.optimizer = keras.optimizers.Adam(learning_rate=config.lr, epsilon=1e-8)
+        self.optimizer.build(policy.trainable_variables)
+        self.kl_controller = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+                              if config.target_kl else FixedKLController(config.kl_coef))
+        self.train_step = tf.function(self._train_step, reduce_retracing=True)
+        self.score_step = tf.function(self._score, reduce_retracing=True)
+        self.prompt_length = None  # pad every rollout to this length: one trace, not one per length
+
+    # ---- rollout: sample, then score under policy and reference
+    def _score(self, ids, mask, position_ids, response):
+        R = tf.shape(response)[1]
+        logits, values = self.policy.logits_and_values(ids, mask, position_ids)
+        logits = response_logits(logits, R) / self.config.temperature
+        ref_logits = response_logits(self.reference(ids, mask, position_ids=position_ids), R)
+        ref_logits = ref_logits / self.config.temperature
+        values = response_logits(values[..., None], R)[..., 0]
+        return (losses.categorical_log_prob(logits, response), losses.categorical_log_prob(ref_logits, response),
+                values)
+
+    def rollout(self, records, iteration):
+        config, tok = self.config, self.tokenizer
+        room = self.policy.config.max_position_embeddings - config.max_new_tokens
+        prompts = [encode_prompt(tok, r["prompt"], room)[0] for r in records]
+        length = max(max(map(len, prompts)), self.prompt_length or 0)
+        batch = collate(prompts, tok.pad_id, side="left", length=length)
+        noise = np.stack([gumbel_noise((config.seed, iteration, i), (config.max_new_tokens, tok.vocab_size))
+                          for i in range(len(records))])                    # (B, R, V)
+        response = np.asarray(generate(self.policy, batch["input_ids"], batch["attention_mask"],
+                                       config.max_new_tokens, do_sample=True, temperature=config.temperature,
+                                       top_k=config.top_k, eos_id=tok.sep_id, noise=noise))
+        response_mask = response_mask_of(response, tok.sep_id)
+        ids, mask, position_ids = sequence_inputs(batch["input_ids"], batch["attention_mask"], response,
+                                                  response_mask)
+        logprobs, ref_logprobs, values = self.score_step(ids, mask, position_ids, tf.constant(response, tf.int32))
+        completions = [tok.decode(row[m == 1]) for row, m in zip(response, response_mask)]
+        return Rollout(batch["input_ids"], batch["attention_mask"], response, response_mask,
+                       logprobs.numpy(), ref_logprobs.numpy(), values.numpy(), None, completions)
+
+    # ---- update: the clipped surrogate and clipped value loss, one minibatch
+    def _train_step(self, ids, mask, position_ids, response, response_mask, old_logprobs, old_values,
+                    advantages, returns):
+        config = self.config
+        R = tf.shape(response)[1]
+        with tf.GradientTape() as tape:
+            logits, values = self.policy.logits_and_values(ids, mask, position_ids, training=False)
+            logits = response_logits(logits, R) / config.temperature
+            values = response_logits(values[..., None], R)[..., 0]
+            logprobs = losses.categorical_log_prob(logits, response)
+            pg_loss, clipfrac, approxkl = losses.ppo_clip_loss(logprobs, old_logprobs, advantages,
+                                                               config.clip_range, response_mask)
+            v_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, config.clip_range_value,
+                                                    response_mask)
+            entropy = losses.masked_mean(losses.entropy_from_logits(logits), response_mask)
+            loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        variables = self.policy.trainable_variables
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense, as torch
+        if config.max_grad_norm > 0:
+            grads, grad_norm = tf.clip_by_global_norm(grads, config.max_grad_norm)
+        else:
+            grad_norm = tf.linalg.global_norm(grads)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        ratio = tf.exp(logprobs - old_logprobs)
+        return {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
+                "policy/approxkl": approxkl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
+                "policy/ratio_mean": losses.masked_mean(ratio, response_mask), "policy/grad_norm": grad_norm}
+
+    def iteration(self, records, iteration):
+        """One rollout, reward and update. Returns (metrics, rollout)."""
+        config = self.config
+        t0 = time.perf_counter()
+        rollout = self.rollout(records, iteration)
+        t1 = time.perf_counter()
+        scores = np.array(score_all(self.reward_fn, [r["prompt"] for r in records], rollout.completions,
+                                    [r.get("reference") for r in records]), dtype=np.float32)
+        rollout.scores = scores
+        mask = tf.constant(rollout.response_mask, tf.float32)
+        rewards, kl = losses.kl_penalty_rewards(tf.constant(scores), tf.constant(rollout.logprobs),
+                                                tf.constant(rollout.ref_logprobs), self.kl_controller.value, mask)
+        if config.whiten_rewards:
+            rewards = losses.whiten(rewards, mask, shift_mean=False) * mask
+        advantages, returns = losses.gae(rewards, tf.constant(rollout.values), config.gamma, config.lam, mask)
+        if config.whiten_advantages:
+            advantages = losses.whiten(advantages, mask) * mask
+        t2 = time.perf_counter()
+
+        ids, full_mask, position_ids = sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
+                                                       rollout.response_mask)
+        B = len(records)
+        stats = []
+        for epoch in range(config.ppo_epochs):
+            order = np.random.default_rng([config.seed, iteration, epoch]).permutation(B)
+            for start in range(0, B, config.minibatch_size):
+                idx = tf.constant(order[start:start + config.minibatch_size])
+                stats.append(self.train_step(
+                    tf.gather(ids, idx), tf.gather(full_mask, idx), tf.gather(position_ids, idx),
+                    tf.gather(tf.constant(rollout.response, tf.int32), idx), tf.gather(mask, idx),
+                    tf.gather(tf.constant(rollout.logprobs), idx), tf.gather(tf.constant(rollout.values), idx),
+                    tf.gather(advantages, idx), tf.gather(returns, idx)))
+        t3 = time.perf_counter()
+
+        mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
+        returns_np, values_np, m = returns.numpy(), rollout.values, rollout.response_mask.astype(bool)
+        var_returns = float(np.var(returns_np[m]))
+        metrics = {
+            "objective/scores": float(scores.mean()),
+            "objective/kl": mean_kl,
+            "objective/kl_coef": float(self.kl_controller.value),
+            "objective/entropy": float(np.mean([float(s["policy/entropy"]) for s in stats[:1]])),
+            "policy/approxkl": float(np.mean([float(s["policy/approxkl"]) for s in stats])),
+            "policy/clipfrac": float(np.mean([float(s["policy/clipfrac"]) for s in stats])),
+            "loss/policy": float(np.mean([float(s["loss/policy"]) for s in stats])),
+            "loss/value": float(np.mean([float(s["loss/value"]) for s in stats])),
+            "val/clipfrac": float(np.mean([float(s["val/clipfrac"]) for s in stats])),
+            "val/var_explained": 1.0 - float(np.var((returns_np - values_np)[m])) / var_returns
+                                 if var_returns > 0 else 0.0,
+            "objective/response_length": float(rollout.response_mask.sum(1).mean()),
+            "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2,
+        }
+        self.kl_controller.update(mean_kl, B)
+        self.first_minibatch = stats[0]
+        return metrics, rollout
+
+    # ---- checkpoints: policy (with value head), optimizer, KL controller, iteration
+    def checkpoint_files(self, iteration):
+        optimizer_state = {f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)}
+        state = {"iteration": iteration, "kl_coef": self.kl_controller.value, "config": self.config.to_dict()}
+        return {"policy.safetensors": save(to_numpy_state_dict(self.policy)),
+                "optimizer.safetensors": save(optimizer_state),
+                "trainer_state.json": json.dumps(state, indent=2).encode()}
+
+    def restore(self, directory):
+        directory = Path(directory)
+        assign_numpy_state_dict(self.policy, load_file(str(directory / "policy.safetensors")), str(directory))
+        optimizer_state = load_file(str(directory / "optimizer.safetensors"))
+        if len(optimizer_state) != len(self.optimizer.variables):
+            raise CheckpointError(f"{directory}: optimizer state does not match this model")
+        for i, variable in enumerate(self.optimizer.variables):
+            variable.assign(optimizer_state[f"{i:04d}"])
+        state = json.loads((directory / "trainer_state.json").read_text())
+        self.kl_controller.value = state["kl_coef"]
+        return state["iteration"]
+
+
+def evaluate_policy(model, records, tokenizer, max_new_tokens, batch_size=128):
+    """Greedy completions of prompts, scored: returns per-prompt exact match and partial credit."""
+    from shared import tasks
+
+    exact, partial, completions = [], [], []
+    room = model.config.max_position_embeddings - max_new_tokens
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        batch = collate([encode_prompt(tokenizer, r["prompt"], room)[0] for r in chunk], tokenizer.pad_id,
+                        side="left")
+        new = np.asarray(generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                                  eos_id=tokenizer.sep_id))
+        mask = response_mask_of(new, tokenizer.sep_id)
+        for r, row, m in zip(chunk, new, mask):
+            text = tokenizer.decode(row[m == 1])
+            completions.append(text)
+            exact.append(tasks.exact_match(r["prompt"], text))
+            partial.append(tasks.partial_credit(r["prompt"], text))
+    return np.array(exact), np.array(partial), completions
+
+
+# ----------------------------------------------------------------------------- the run
+
+def prompts_for(iteration, records, config: PPOConfig):
+    """The batch of prompts of an iteration: a pure function of (seed, iteration)."""
+    rng = np.random.default_rng([config.seed, iteration, 7])
+    idx = rng.choice(len(records), size=config.batch_size, replace=len(records) < config.batch_size)
+    return [records[i] for i in idx]
+
+
+def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, out_dir, eval_records=None,
+          resume=False, quiet=False, log=print, sample_every=10, stop_after=None):
+    """Run PPO, checkpoint every save_every iterations, export the final policy to out_dir."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    if not resume and latest_checkpoint(out_dir) is not None:
+        raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
+                         "that run, or choose another directory")
+    trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, log)
+    room = policy.config.max_position_embeddings - config.max_new_tokens
+    trainer.prompt_length = max(len(encode_prompt(tokenizer, r["prompt"], room)[0]) for r in records)
+    start = 0
+    metrics_path = out_dir / "metrics.jsonl"
+    if resume:
+        ckpt = latest_checkpoint(out_dir)
+        if ckpt is None:
+            raise SftrlError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} to resume from")
+        start = trainer.restore(ckpt)
+        if metrics_path.exists():
+            kept = [line for line in metrics_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["iteration"] <= start]
+            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+        log(f"resumed from {ckpt} at iteration {start}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = tf.summary.create_file_writer(str(out_dir))
+
+    def log_metrics(iteration, values):
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"iteration": iteration, **values}) + "\n")
+        with writer.as_default(step=iteration):
+            for key, value in values.items():
+                tf.summary.scalar(key, value)
+
+    def checkpoint(iteration):
+        write_checkpoint(out_dir / "checkpoints" / f"iter-{iteration}", trainer.checkpoint_files(iteration),
+                         keep=2)
+
+    bar = tqdm(total=config.iterations, initial=start, disable=quiet, desc="ppo", unit="iter", dynamic_ncols=True)
+    for iteration in range(start + 1, config.iterations + 1):
+        batch = prompts_for(iteration, records, config)
+        metrics, rollout = trainer.iteration(batch, iteration)
+        log_metrics(iteration, metrics)
+        bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+        bar.update(1)
+        if not quiet and sample_every and iteration % sample_every == 0:
+            for r, text, score in list(zip(batch, rollout.completions, rollout.scores))[:2]:
+                bar.write(f"  [{iteration}] {r['prompt']!r} -> {text!r}  (reward {score:.2f})")
+        if config.save_every and iteration % config.save_every == 0:
+            checkpoint(iteration)
+        if stop_after is not None and iteration >= stop_after:
+            bar.close()
+            writer.close()
+            return {"interrupted_at": iteration}
+    bar.close()
+    if not (config.save_every and config.iterations % config.save_every == 0):
+        checkpoint(config.iterations)
+    export_policy(trainer.policy, tokenizer, out_dir)
+    writer.close()
+    summary = {"iterations": config.iterations, "config": config.to_dict(),
+               "kl_coef": float(trainer.kl_controller.value)}
+    atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,130 @@
+"""A learned reward model in TensorFlow: the SFT backbone with a scalar head, trained on
+preference pairs with the Bradley-Terry loss  -log sigmoid(r(chosen) - r(rejected)).
+
+A pair is scored as two sequences `[CLS] prompt [SEP] completion [SEP]`; the reward is the
+head's output at the last real token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from safetensors.numpy import load_file, save
+
+from shared.config import ModelConfig
+from shared.data import collate, encode_sft
+from shared.errors import CheckpointError, SftrlError
+from shared.io import atomic_write_bytes, atomic_write_text
+from tf_impl import losses
+from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
+from tf_impl.model import RewardModel
+
+
+def _read(directory):
+    directory = Path(directory)
+    try:
+        config = ModelConfig.from_json_file(directory / "config.json")
+        weights = load_file(str(directory / "model.safetensors"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory}: no model.safetensors") from None
+    except SftrlError as e:
+        raise CheckpointError(str(e)) from None
+    return config, weights
+
+
+def init_from_sft(sft_dir) -> RewardModel:
+    """The SFT model's backbone and a zero-initialised reward head (its LM head is not used)."""
+    config, weights = _read(sft_dir)
+    model = RewardModel(config)
+    head = {k: v for k, v in to_numpy_state_dict(model).items() if k.startswith("reward_head.")}
+    backbone = {k: v for k, v in weights.items() if k.startswith("bert.")}
+    assign_numpy_state_dict(model, {**backbone, **head}, str(sft_dir))
+    return model
+
+
+def load_reward_model(directory) -> RewardModel:
+    config, weights = _read(directory)
+    if not any(k.startswith("reward_head.") for k in weights):
+        raise CheckpointError(f"{directory}: not a reward model (no reward_head weights); train one with "
+                              "`sftrl reward-model`")
+    model = RewardModel(config)
+    assign_numpy_state_dict(model, weights, str(directory))
+    return model
+
+
+def encode_side(tokenizer, records, field, max_length):
+    ids = [encode_sft(tokenizer, r["prompt"], r[field], max_length)[0] for r in records]
+    batch = collate(ids, tokenizer.pad_id)
+    return tf.constant(batch["input_ids"], tf.int32), tf.constant(batch["attention_mask"], tf.int32)
+
+
+def pairwise_accuracy(model, records, tokenizer, max_length, batch_size=128):
+    """Share of pairs where r(chosen) > r(rejected)."""
+    wins = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        chosen = model(*encode_side(tokenizer, chunk, "chosen", max_length))
+        rejected = model(*encode_side(tokenizer, chunk, "rejected", max_length))
+        wins.extend((chosen.numpy() > rejected.numpy()).tolist())
+    return float(np.mean(wins))
+
+
+def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=3, lr=1e-4, batch_size=32,
+                       seed=0, quiet=False, log=print):
+    """Bradley-Terry training; writes the model, tokenizer, metrics.jsonl. Returns the summary."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    max_length = model.config.max_position_embeddings
+    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function(reduce_retracing=True)
+    def step(c_ids, c_mask, r_ids, r_mask):
+        with tf.GradientTape() as tape:
+            chosen, rejected = model(c_ids, c_mask, training=True), model(r_ids, r_mask, training=True)
+            loss = losses.bradley_terry_loss(chosen, rejected)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, tf.reduce_mean(tf.cast(chosen > rejected, tf.float32))
+
+    started = time.perf_counter()
+    total = epochs * ((len(records) + batch_size - 1) // batch_size)
+    bar = tqdm(total=total, disable=quiet, desc="reward model", unit="step", dynamic_ncols=True)
+    lines = []
+    for epoch in range(epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(records))
+        for start in range(0, len(records), batch_size):
+            chunk = [records[i] for i in order[start:start + batch_size]]
+            loss, accuracy = step(*encode_side(tokenizer, chunk, "chosen", max_length),
+                                  *encode_side(tokenizer, chunk, "rejected", max_length))
+            lines.append({"step": len(lines) + 1, "train/loss": float(loss), "train/accuracy": float(accuracy)})
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.update(1)
+    bar.close()
+    summary = {"epochs": epochs, "train_seconds": round(time.perf_counter() - started, 2),
+               "train/pairwise_accuracy": pairwise_accuracy(model, records, tokenizer, max_length)}
+    if eval_records:
+        summary["eval/pairwise_accuracy"] = pairwise_accuracy(model, eval_records, tokenizer, max_length)
+    atomic_write_bytes(out_dir / "model.safetensors", save(to_numpy_state_dict(model), metadata={"format": "pt"}))
+    model.config.to_json_file(out_dir / "config.json")
+    tokenizer.save(out_dir / "tokenizer.json")
+    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def reward_fn_from_model(model, tokenizer):
+    """A reward(prompt, completion, reference) that asks the reward model."""
+    max_length = model.config.max_position_embeddings
+
+    def reward(prompt, completion, reference=None):
+        ids, _, _ = encode_sft(tokenizer, prompt, completion, max_length)
+        return float(model(tf.constant([ids], tf.int32), tf.ones([1, len(ids)], tf.int32))[0])
+    return reward
