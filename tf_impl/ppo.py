@@ -33,6 +33,7 @@ from shared.errors import CheckpointError, SftrlError
 from shared.generation import gumbel_noise
 from shared.io import atomic_write_bytes, atomic_write_text, latest_checkpoint, write_checkpoint
 from shared.rewards import score_all
+from shared.tensorboard import SummaryWriter
 from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
 from tf_impl.generate import generate
@@ -334,14 +335,13 @@ def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, o
             atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
         log(f"resumed from {ckpt} at iteration {start}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = tf.summary.create_file_writer(str(out_dir))
+    writer = SummaryWriter(out_dir)
 
     def log_metrics(iteration, values):
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"iteration": iteration, **values}) + "\n")
-        with writer.as_default(step=iteration):
-            for key, value in values.items():
-                tf.summary.scalar(key, value)
+        for key, value in values.items():
+            writer.add_scalar(key, value, iteration)
 
     def checkpoint(iteration):
         write_checkpoint(out_dir / "checkpoints" / f"iter-{iteration}", trainer.checkpoint_files(iteration),

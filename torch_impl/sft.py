@@ -31,6 +31,7 @@ from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
 from shared.errors import CheckpointError, SftrlError
 from shared.io import atomic_write_text, latest_checkpoint, write_checkpoint
+from shared.tensorboard import SummaryWriter
 from shared import tasks as builtin_tasks
 from torch_impl.checkpoint import TIED_NAMES, save_pretrained
 from torch_impl.generate import generate
@@ -243,22 +244,6 @@ def load_optimizer_tensors(optimizer, tensors):
 
 # ----------------------------------------------------------------------------- the training loop
 
-def summary_writer(directory):
-    """TensorBoard event writer that does not import TensorFlow.
-
-    `torch.utils.tensorboard` goes through `tensorboard.compat`, which imports TensorFlow when it
-    is installed (seconds, and its start-up chatter); the module `tensorboard.compat.notf` is
-    TensorBoard's own switch to its TF-free stub, which writes the same event files.
-    """
-    import sys
-    import types
-
-    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(directory))
-
-
 def parameter_groups(module, weight_decay):
     """AdamW groups: decay on matrices (weights, embeddings), none on biases and LayerNorm."""
     decay, no_decay = [], []
@@ -338,7 +323,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
             files["best.safetensors"] = save(best_state)
         return write_checkpoint(checkpoints / f"step-{state['step']}", files, config.keep_checkpoints)
 
-    writer = summary_writer(out_dir)
+    writer = SummaryWriter(out_dir)
     plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
                       config.batch_size, config.seed, state["epoch"], task_weights)
     bar = tqdm(total=total_steps, initial=state["step"], disable=quiet, desc="sft", unit="step",

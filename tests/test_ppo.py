@@ -1,0 +1,194 @@
+"""RL in TensorFlow: the env, rollouts, the PPO update, KL control, resume and export."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from conftest import run_cli
+from shared.config import ModelConfig, PPOConfig, SFTConfig
+from shared.generation import gumbel_noise
+from shared.rewards import task_partial
+from tf_impl import losses
+from tf_impl import ppo
+from tf_impl.env import TextGenEnv
+from tf_impl.reward_model import init_from_sft, pairwise_accuracy, train_reward_model
+from torch_impl.checkpoint import load_pretrained
+from torch_impl.model import SFTModel
+from torch_impl.sft import encode_records, train as sft_train
+
+NEW = 6
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory, builtin_data, tokenizer):
+    """A tiny causal SFT model, briefly trained on the built-in tasks."""
+    out = tmp_path_factory.mktemp("sft")
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=48,
+                         attention_type="causal", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    examples = encode_records(builtin_data["sft.train"], "sft", tokenizer, "clm", 32)[0]
+    sft_train(SFTModel(config), tokenizer, examples, [], SFTConfig(steps=60, batch_size=16, lr=3e-3), out,
+              quiet=True, log=lambda *a: None)
+    return out
+
+
+@pytest.fixture()
+def trainer(sft_dir, tokenizer):
+    policy, reference = ppo.load_policy_and_reference(sft_dir)
+    config = PPOConfig(batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=NEW, lr=1e-3, seed=1)
+    return ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial, log=lambda *a: None)
+
+
+def test_env_passes_gymnasium_checker(builtin_data, tokenizer):
+    env = TextGenEnv(builtin_data["prompt.eval"], tokenizer, max_length=24, reward_fn=task_partial)
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=0, options={"index": 0})
+    assert obs.shape == (24,) and obs[0] == tokenizer.cls_id and obs[info["length"] - 1] == tokenizer.sep_id
+    # Complete the prompt by hand with the right answer: the episode ends at [SEP] with reward 1.
+    answer = tokenizer.encode(builtin_data["prompt.eval"][0]["reference"], add_special_tokens=False)
+    for token in answer:
+        _, reward, terminated, truncated, _ = env.step(token)
+        assert reward == 0.0 and not terminated and not truncated
+    _, reward, terminated, _, _ = env.step(tokenizer.sep_id)
+    assert terminated and reward == 1.0
+
+
+def test_batched_rollout_equals_the_env_loop(trainer, builtin_data, tokenizer):
+    records = builtin_data["prompt.eval"][:8]
+    rollout = trainer.rollout(records, iteration=3)
+    env = TextGenEnv(records, tokenizer, max_length=64, reward_fn=task_partial)
+    policy = trainer.policy
+    for i in range(len(records)):
+        obs, info = env.reset(options={"index": i})
+        noise = gumbel_noise((trainer.config.seed, 3, i), (NEW, tokenizer.vocab_size))
+        tokens = []
+        for t in range(NEW):
+            ids = tf.constant([env.ids], tf.int32)
+            logits = policy(ids)[0, -1] / trainer.config.temperature
+            action = int(tf.argmax(logits + noise[t]))
+            tokens.append(action)
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                break
+        n = len(tokens)
+        assert tokens == rollout.response[i, :n].tolist(), f"prompt {i}"
+        assert rollout.response_mask[i].sum() == n
+        assert env.completion() == rollout.completions[i]
+
+
+def test_first_minibatch_has_zero_kl_and_unit_ratio(trainer, builtin_data):
+    records = builtin_data["prompt.train"][:8]
+    metrics, rollout = trainer.iteration(records, iteration=1)
+    np.testing.assert_allclose(rollout.logprobs, rollout.ref_logprobs, atol=1e-6)  # policy == reference
+    assert abs(metrics["objective/kl"]) < 1e-5
+    first = trainer.first_minibatch
+    assert abs(float(first["policy/ratio_mean"]) - 1.0) < 1e-5
+    assert abs(float(first["policy/approxkl"])) < 1e-6
+    assert float(first["policy/clipfrac"]) == 0.0
+    for key in ("objective/scores", "objective/kl_coef", "objective/entropy", "policy/approxkl", "policy/clipfrac",
+                "loss/policy", "loss/value", "val/clipfrac", "val/var_explained", "time/rollout", "time/reward",
+                "time/update"):
+        assert np.isfinite(metrics[key]), key
+
+
+def test_updates_lower_the_clipped_loss_on_a_fixed_batch(trainer, builtin_data):
+    config = trainer.config
+    records = builtin_data["prompt.train"][:8]
+    rollout = trainer.rollout(records, iteration=2)
+    mask = tf.constant(rollout.response_mask, tf.float32)
+    # Fixed advantages (a tiny, barely trained policy may score every sample alike, which would
+    # make the real ones all zero); whitened, as the trainer does.
+    advantages = tf.constant(np.random.default_rng(0).normal(size=rollout.logprobs.shape), tf.float32)
+    advantages = losses.whiten(advantages, mask) * mask
+    returns = tf.constant(rollout.values) + advantages
+    args = (*ppo.sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response, rollout.response_mask),
+            tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
+            tf.constant(rollout.values), advantages, returns)
+
+    def clipped_loss():
+        logits, _ = trainer.policy.logits_and_values(*args[:3])
+        logprobs = losses.categorical_log_prob(ppo.response_logits(logits, NEW) / config.temperature, args[3])
+        return float(losses.ppo_clip_loss(logprobs, args[5], advantages, config.clip_range, mask)[0])
+
+    before = clipped_loss()
+    for _ in range(5):
+        trainer.train_step(*args)
+    after = clipped_loss()
+    assert abs(before) < 1e-6  # ratio 1: the surrogate is -mean(A), and whitened A has mean 0
+    assert after < before - 1e-3
+
+
+def test_adaptive_kl_controller_moves_towards_the_target():
+    controller = ppo.AdaptiveKLController(0.1, target=1.0, horizon=100)
+    controller.update(current_kl=3.0, n_steps=10)  # too far from the reference: penalise more
+    assert controller.value == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
+    controller = ppo.AdaptiveKLController(0.1, target=1.0, horizon=100)
+    controller.update(current_kl=0.9, n_steps=10)
+    assert controller.value == pytest.approx(0.1 * (1 - 0.1 * 10 / 100))
+    fixed = ppo.FixedKLController(0.1)
+    fixed.update(5.0, 10)
+    assert fixed.value == 0.1
+
+
+def test_resume_is_exact_and_export_loads_in_pytorch(sft_dir, tokenizer, builtin_data, tmp_path):
+    config = PPOConfig(iterations=6, batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=NEW, lr=1e-3,
+                       save_every=3, target_kl=0.5, seed=2)
+    records = builtin_data["prompt.train"]
+
+    def run(out, **kwargs):
+        policy, reference = ppo.load_policy_and_reference(sft_dir)
+        return ppo.train(policy, reference, tokenizer, records, config, task_partial, out, quiet=True, **kwargs)
+
+    run(tmp_path / "straight")
+    assert run(tmp_path / "resumed", stop_after=4) == {"interrupted_at": 4}
+    run(tmp_path / "resumed", resume=True)
+    a = (tmp_path / "straight" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "resumed" / "model.safetensors").read_bytes()
+    curve = lambda p: [json.loads(l)["objective/scores"] for l in (p / "metrics.jsonl").read_text().splitlines()]
+    assert curve(tmp_path / "straight") == curve(tmp_path / "resumed") and len(curve(tmp_path / "straight")) == 6
+
+    # the exported policy is a plain causal model that PyTorch reads, with the same logits
+    exported = load_pretrained(tmp_path / "straight")
+    policy, _ = ppo.load_policy_and_reference(tmp_path / "straight")
+    ids = np.array([[2, 30, 31, 32, 3, 40]])
+    np.testing.assert_allclose(exported(torch.tensor(ids)).detach().numpy(), policy(ids).numpy(), atol=1e-5, rtol=0)
+    original = load_pretrained(sft_dir)
+    assert not torch.equal(original.state_dict()["bert.encoder.layer.0.attention.self.query.weight"],
+                           exported.state_dict()["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_reward_model_learns_the_preferences(sft_dir, tokenizer, builtin_data, tmp_path):
+    model = init_from_sft(sft_dir)
+    pairs = builtin_data["preference.train"]
+    before = pairwise_accuracy(model, pairs, tokenizer, 48)
+    assert before == 0.0  # zero-initialised head: all ties, no pair won yet
+    summary = train_reward_model(model, tokenizer, pairs, builtin_data["preference.eval"], tmp_path, epochs=15,
+                                 lr=1e-3, batch_size=8, quiet=True)
+    assert summary["train/pairwise_accuracy"] >= 0.8
+    assert set(p.name for p in tmp_path.iterdir()) >= {"model.safetensors", "config.json", "tokenizer.json"}
+
+
+def test_cli_ppo_errors(sft_dir, tmp_path, builtin_data):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in builtin_data["prompt.train"][:8]))
+    result = run_cli("ppo", "--policy", sft_dir, "--prompts", prompts, "--out", tmp_path / "o", "--reward", "vibes")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --reward: unknown reward 'vibes'; choose from task, task-exact, or model:DIR for a trained reward model"]
+    result = run_cli("ppo", "--policy", sft_dir, "--prompts", prompts, "--out", tmp_path / "o", "--minibatch-size",
+                     "100")
+    assert result.returncode == 2 and "error: --minibatch-size: must be <= batch_size (64), got 100" in result.stderr
+    mlm = tmp_path / "mlm"
+    mlm.mkdir()
+    config = json.loads((sft_dir / "config.json").read_text())
+    (mlm / "config.json").write_text(json.dumps({**config, "attention_type": "bidirectional", "is_decoder": False}))
+    (mlm / "tokenizer.json").write_bytes((sft_dir / "tokenizer.json").read_bytes())
+    (mlm / "model.safetensors").write_bytes((sft_dir / "model.safetensors").read_bytes())
+    result = run_cli("ppo", "--policy", mlm, "--prompts", prompts, "--out", tmp_path / "o")
+    assert result.returncode == 2 and "cannot generate; train the SFT model with --objective clm" in result.stderr
