@@ -48,12 +48,17 @@ def get_reward(name: str) -> RewardFn:
 def score_all(fn: RewardFn, prompts, completions, references=None) -> list[float]:
     """Rewards of a batch; a reward that is not a finite number is an error naming the prompt."""
     references = references or [None] * len(prompts)
+    if hasattr(fn, "batch"):  # e.g. a reward model: one forward pass for the whole batch
+        values = [float(v) for v in fn.batch(prompts, completions, references)]
+    else:
+        values = []
+        for prompt, completion, reference in zip(prompts, completions, references):
+            try:
+                values.append(float(fn(prompt, completion, reference)))
+            except ValueError as e:  # e.g. a prompt that is not a built-in task
+                raise SftrlError(f"reward: cannot score prompt {prompt[:60]!r}: {e}") from None
     scores = []
-    for prompt, completion, reference in zip(prompts, completions, references):
-        try:
-            value = float(fn(prompt, completion, reference))
-        except ValueError as e:  # e.g. a prompt that is not a built-in task
-            raise SftrlError(f"reward: cannot score prompt {prompt[:60]!r}: {e}") from None
+    for prompt, value in zip(prompts, values):
         if not math.isfinite(value):
             raise SftrlError(f"reward: the reward function returned {value} for prompt {prompt[:60]!r}")
         scores.append(value)

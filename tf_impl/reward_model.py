@@ -120,11 +120,22 @@ def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=
     return summary
 
 
-def reward_fn_from_model(model, tokenizer):
-    """A reward(prompt, completion, reference) that asks the reward model."""
-    max_length = model.config.max_position_embeddings
+class ModelReward:
+    """reward(prompt, completion, reference) from a reward model; `batch` scores many in one pass."""
 
-    def reward(prompt, completion, reference=None):
-        ids, _, _ = encode_sft(tokenizer, prompt, completion, max_length)
-        return float(model(tf.constant([ids], tf.int32), tf.ones([1, len(ids)], tf.int32))[0])
-    return reward
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_length = model.config.max_position_embeddings
+
+    def batch(self, prompts, completions, references=None):
+        ids = [encode_sft(self.tokenizer, p, c, self.max_length)[0] for p, c in zip(prompts, completions)]
+        batch = collate(ids, self.tokenizer.pad_id)
+        return self.model(tf.constant(batch["input_ids"], tf.int32),
+                          tf.constant(batch["attention_mask"], tf.int32)).numpy().tolist()
+
+    def __call__(self, prompt, completion, reference=None):
+        return self.batch([prompt], [completion])[0]
+
+
+def reward_fn_from_model(model, tokenizer):
+    return ModelReward(model, tokenizer)
