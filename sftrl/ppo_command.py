@@ -20,8 +20,11 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-prompts", help="held-out prompts: greedy reward of the SFT and the RL model, "
                    "paired-bootstrap interval of the difference, written to eval.json")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--reward", default="task", help="task (partial credit), task-exact (sparse), or "
-                   "model:DIR (a trained reward model); default: task")
+    p.add_argument("--reward", default="task", help="task (partial credit), task-exact (sparse), bleu "
+                   "(against each record's reference), or model:DIR (a trained reward model); default: task")
+    p.add_argument("--length-penalty", type=float, default=0.0, metavar="COEF",
+                   help="subtract COEF per word beyond --max-words from every reward (default 0: off)")
+    p.add_argument("--max-words", type=int, default=16, help="words allowed before the length penalty (default 16)")
     for name, help_text in [
             ("iterations", "rollout-and-update rounds"), ("batch_size", "prompts per rollout"),
             ("minibatch_size", "sequences per gradient step"), ("ppo_epochs", "passes over each rollout"),
@@ -50,13 +53,20 @@ def build_config(args) -> PPOConfig:
         raise SftrlError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
 
 
-def reward_function(spec: str, tokenizer):
-    from shared.rewards import get_reward
+def reward_function(args, tokenizer):
+    from shared.rewards import get_reward, with_length_penalty
 
+    spec = args.reward
     if spec.startswith("model:"):
         from tf_impl.reward_model import load_reward_model, reward_fn_from_model
-        return reward_fn_from_model(load_reward_model(spec[len("model:"):]), tokenizer)
-    return get_reward(spec)
+        fn = reward_fn_from_model(load_reward_model(spec[len("model:"):]), tokenizer)
+    else:
+        fn = get_reward(spec)
+    if args.length_penalty < 0:
+        raise SftrlError(f"--length-penalty: must be >= 0, got {args.length_penalty}")
+    if args.length_penalty > 0:
+        fn = with_length_penalty(fn, args.length_penalty, args.max_words)
+    return fn
 
 
 def run(args) -> int:
@@ -75,7 +85,7 @@ def run(args) -> int:
     if not (policy_dir / "tokenizer.json").exists():
         raise SftrlError(f"--policy {policy_dir}: no tokenizer.json (expected an `sftrl sft` output folder)")
     tokenizer = Tokenizer.load(policy_dir / "tokenizer.json")
-    reward_fn = reward_function(args.reward, tokenizer)
+    reward_fn = reward_function(args, tokenizer)
     policy, reference = ppo.load_policy_and_reference(policy_dir)
     if policy.config.vocab_size != tokenizer.vocab_size:
         raise SftrlError(f"--policy {policy_dir}: model vocabulary {policy.config.vocab_size} != tokenizer "

@@ -3,6 +3,8 @@
 * task:        partial credit on the built-in tasks, in [0, 1] (a shaped reward);
 * task-exact:  exact match on the built-in tasks, 0 or 1 (a sparse reward: most early samples
                score 0, so the policy gradient has little to go on -- compare the two);
+* bleu:        sentence BLEU / 100 against the record's `reference` (any prompt data with
+               references, not only the built-in tasks);
 * a length penalty can be added to any of them: -coef * max(0, words - max_words).
 
 A learned reward model (`model:DIR`) lives in `tf_impl.reward_model`; it is looked up by the
@@ -16,6 +18,7 @@ from typing import Callable
 
 from shared import tasks
 from shared.errors import SftrlError
+from shared.metrics import sentence_bleu
 
 RewardFn = Callable[[str, str, "str | None"], float]
 
@@ -28,7 +31,13 @@ def task_exact(prompt: str, completion: str, reference: str | None = None) -> fl
     return tasks.exact_match(prompt, completion)
 
 
-REWARDS: dict[str, RewardFn] = {"task": task_partial, "task-exact": task_exact}
+def bleu(prompt: str, completion: str, reference: str | None = None) -> float:
+    if not reference:
+        raise ValueError("the bleu reward needs a 'reference' field in the prompt records")
+    return sentence_bleu(completion, [reference]).score / 100.0
+
+
+REWARDS: dict[str, RewardFn] = {"task": task_partial, "task-exact": task_exact, "bleu": bleu}
 
 
 def with_length_penalty(fn: RewardFn, coef: float, max_words: int) -> RewardFn:

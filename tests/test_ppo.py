@@ -180,7 +180,8 @@ def test_cli_ppo_errors(sft_dir, tmp_path, builtin_data):
     result = run_cli("ppo", "--policy", sft_dir, "--prompts", prompts, "--out", tmp_path / "o", "--reward", "vibes")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --reward: unknown reward 'vibes'; choose from task, task-exact, or model:DIR for a trained reward model"]
+        "error: --reward: unknown reward 'vibes'; choose from task, task-exact, bleu, or model:DIR for a trained "
+        "reward model"]
     result = run_cli("ppo", "--policy", sft_dir, "--prompts", prompts, "--out", tmp_path / "o", "--minibatch-size",
                      "100")
     assert result.returncode == 2 and "error: --minibatch-size: must be <= batch_size (64), got 100" in result.stderr
@@ -192,3 +193,16 @@ def test_cli_ppo_errors(sft_dir, tmp_path, builtin_data):
     (mlm / "model.safetensors").write_bytes((sft_dir / "model.safetensors").read_bytes())
     result = run_cli("ppo", "--policy", mlm, "--prompts", prompts, "--out", tmp_path / "o")
     assert result.returncode == 2 and "cannot generate; train the SFT model with --objective clm" in result.stderr
+
+
+def test_rewards_by_hand():
+    from shared.rewards import bleu, get_reward, score_all, with_length_penalty
+    assert get_reward("task")("reverse: a b c", "c b x") == pytest.approx(2 / 3)
+    assert get_reward("task-exact")("reverse: a b c", "c b x") == 0.0
+    assert bleu("p", "the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    long_penalised = with_length_penalty(get_reward("task"), 0.1, max_words=3)
+    assert long_penalised("copy: a b c", "a b c d e") == pytest.approx(3 / 5 - 0.2)
+    with pytest.raises(Exception, match="reward: the reward function returned nan"):
+        score_all(lambda p, c, r: float("nan"), ["copy: a"], ["a"])
+    with pytest.raises(Exception, match="needs a 'reference'"):
+        score_all(bleu, ["p"], ["c"])
