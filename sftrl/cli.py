@@ -105,6 +105,25 @@ def cmd_reward_model(args) -> int:
     return ppo_command.run_reward_model(args)
 
 
+def cmd_bench(args) -> int:
+    """Benchmark PyTorch against TensorFlow, against the libraries people use instead, and against
+    the machine's own matmul peak. Ratios come from one process, both sides interleaved."""
+    import tf_impl  # noqa: F401  (imports TensorFlow quietly)
+
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise SftrlError("--device cuda: no CUDA device is available here")
+    from benchmarks.runner import run
+
+    suites = ["ops", "train", "generate", "ppo"] if args.suite == "all" else [args.suite]
+    _, markdown = run(suites, size=args.size, device=args.device, out_dir=args.out, json_path=args.json,
+                      log=(lambda *a: None) if args.quiet else print)
+    print(markdown)
+    print(f"\nwritten: {args.out}/results.md, {args.out}/<suite>.png, {args.json or args.out + '/results.json'}")
+    return 0
+
+
 def cmd_parity(args) -> int:
     """Run the parity registry: the same math in NumPy, PyTorch and TensorFlow, case by case."""
     from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
@@ -197,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
                             description=cmd_reward_model.__doc__)
     ppo_command.add_reward_model_arguments(p)
     p.set_defaults(func=cmd_reward_model)
+
+    p = commands.add_parser("bench", help="benchmarks: PyTorch vs TensorFlow vs peers vs matmul peak",
+                            description=cmd_bench.__doc__)
+    p.add_argument("--suite", choices=("ops", "train", "generate", "ppo", "all"), default="all")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--size", choices=("default", "tiny"), default="default",
+                   help="tiny: a smoke run that checks the machinery, not the speed")
+    p.add_argument("--out", default="benchmarks/results", help="folder for results.md, PNG charts and JSON")
+    p.add_argument("--json", metavar="PATH", help="JSON path (default: OUT/results.json)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     from sftrl.parity import LEVELS  # numpy only: cheap
 

@@ -1,0 +1,75 @@
+"""Run benchmark suites; write a Markdown table and a bar chart (PNG) per suite, and JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from shared.io import atomic_write_text
+
+
+def format_markdown(results) -> str:
+    env = results["environment"]
+    lines = [f"Environment: torch {env['torch']} ({env['torch_threads']} threads), TensorFlow {env['tensorflow']}, "
+             f"Keras {env['keras']}, transformers {env['transformers']}, {env['cpu_count']} CPUs, device "
+             f"{env['device']}, {env['dtype']}. Matmul peak measured: {results['matmul_peak_gflops']:.1f} GFLOP/s.", ""]
+    for suite, data in results["suites"].items():
+        lines += [f"### {suite}", "", "| case | side | median (ms) | IQR (ms) | value | unit |",
+                  "| --- | --- | ---: | ---: | ---: | --- |"]
+        for r in data["rows"]:
+            value = "" if r["value"] is None else (f"{r['value']:,}" if isinstance(r["value"], int) else f"{r['value']:.4g}")
+            lines.append(f"| {r['case']} | {r['side']} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} | {value} | "
+                         f"{r['unit'] or ''} |")
+        if data["comparisons"]:
+            lines += ["", "| comparison | ratio | target | met |", "| --- | ---: | ---: | :---: |"]
+            for c in data["comparisons"]:
+                met = "" if c["met"] is None else ("yes" if c["met"] else "**no**")
+                target = "" if c["target"] is None else f"≥ {c['target']:g}"
+                lines.append(f"| {c['comparison']} | {c['ratio']:.2f} | {target} | {met} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def bar_chart(suite, rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['case']}\n{r['side']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.35 * len(rows))))
+    ax.barh(range(len(rows)), [r["median_ms"] for r in rows], xerr=[r["iqr_ms"] for r in rows], color="tab:blue")
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time (ms, log scale; bars: interquartile range)")
+    ax.set_title(f"sftrl bench: {suite}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(suites, size="default", device="cpu", out_dir="benchmarks/results", json_path=None, log=print):
+    from benchmarks import suites as available
+    from benchmarks.timing import environment
+
+    s = available.SIZES[size]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"size": size, "environment": environment(device), "suites": {}}
+    results["matmul_peak_gflops"] = available.matmul_peak_gflops(s, device)
+    for name in suites:
+        started = time.perf_counter()
+        log(f"suite {name} ...")
+        if name == "train":
+            rows, comparisons = available.suite_train(s, device, results["matmul_peak_gflops"])
+        else:
+            rows, comparisons = available.SUITES[name](s, device)
+        results["suites"][name] = {"rows": rows, "comparisons": comparisons,
+                                   "seconds": round(time.perf_counter() - started, 1)}
+        bar_chart(name, rows, out_dir / f"{name}.png")
+    markdown = format_markdown(results)
+    atomic_write_text(out_dir / "results.md", markdown + "\n")
+    atomic_write_text(Path(json_path) if json_path else out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    return results, markdown

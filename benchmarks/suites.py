@@ -1,0 +1,347 @@
+"""The benchmark suites. Each returns rows: {suite, case, side, median_ms, iqr_ms, value, unit}
+plus comparison rows {suite, comparison, ratio, target, met} computed from them.
+
+Sizes: "default" for the published figures, "tiny" for the smoke test (structure, not speed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import tf_impl  # noqa: F401  (TensorFlow, quietly)
+import keras
+import tensorflow as tf
+import torch
+import torch.nn.functional as F
+
+from benchmarks.timing import interleaved
+from shared.config import ModelConfig, PPOConfig
+from shared.data import build_attention_mask, collate, mask_tokens, plan_epoch
+from shared.tasks import make_builtin_data
+from shared.tokenizer import Tokenizer
+
+SIZES = {
+    "default": dict(batch=16, seq=64, hidden=128, layers=2, heads=4, vocab=512, repeat=7, warmup=2,
+                    gen_batches=(1, 16), gen_tokens=(32, 128), gen_repeat=3, matmul=1024),
+    "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1,
+                 gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64),
+}
+
+
+def row(suite, case, side, timing, value=None, unit=None):
+    return {"suite": suite, "case": case, "side": side, "median_ms": 1e3 * timing["median_s"],
+            "iqr_ms": 1e3 * timing["iqr_s"], "value": value, "unit": unit}
+
+
+def comparison(suite, name, numerator_ms, denominator_ms, target=None, note=""):
+    """ratio = numerator / denominator (so > 1 means the second is faster)."""
+    ratio = numerator_ms / denominator_ms
+    return {"suite": suite, "comparison": name, "ratio": ratio, "target": target,
+            "met": None if target is None else ratio >= target, "note": note}
+
+
+def model_config(s, attention_type="bidirectional", positions=None):
+    return ModelConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                       num_attention_heads=s["heads"], intermediate_size=4 * s["hidden"],
+                       max_position_embeddings=positions or max(2 * s["seq"], 64), attention_type=attention_type,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def matmul_peak_gflops(s, device):
+    """The machine's own dense float32 matmul rate (torch, n x n @ n x n), GFLOP/s."""
+    n = s["matmul"]
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    t = interleaved({"matmul": lambda: a @ b}, repeat=max(5, s["repeat"]), warmup=2, sync=sync)["matmul"]
+    return 2 * n ** 3 / t["min_s"] / 1e9
+
+
+# ----------------------------------------------------------------------------- ops
+
+def suite_ops(s, device):
+    rng = np.random.default_rng(0)
+    B, T, H, C = s["batch"], s["seq"], s["heads"], s["hidden"]
+    hs = C // H
+    q, k, v = (rng.normal(size=(B, H, T, hs)).astype(np.float32) for _ in range(3))
+    lengths = rng.integers(T // 2, T + 1, size=B)
+    mask = build_attention_mask(np.array([[1] * n + [0] * (T - n) for n in lengths]), causal=True)
+    x = rng.normal(size=(B, T, C)).astype(np.float32)
+    gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
+    logits = rng.normal(size=(B * T, s["vocab"])).astype(np.float32)
+    labels = rng.integers(0, s["vocab"], size=B * T)
+    logp, old, adv = (rng.normal(size=(B, T)).astype(np.float32) * 0.1 for _ in range(3))
+
+    from tf_impl import losses as tf_losses
+    from tf_impl import model as tf_model
+    from torch_impl import losses as torch_losses
+    from torch_impl import model as torch_model
+
+    tt = lambda a: torch.as_tensor(a, device=device)
+    layer_norm = keras.layers.LayerNormalization(epsilon=1e-12)
+    layer_norm.build(x.shape)
+    tq, tk, tv, tm = tt(q), tt(k), tt(v), tt(mask)
+    fq, fk, fv, fm = (tf.constant(a) for a in (q, k, v, mask))
+    ops = {
+        "attention forward": (
+            lambda: torch_model.scaled_dot_product_attention(tq, tk, tv, tm),
+            lambda: tf_model.scaled_dot_product_attention(fq, fk, fv, fm)),
+        "layer_norm": (lambda: F.layer_norm(tt(x), (C,), tt(gamma), tt(beta), 1e-12),
+                       lambda: layer_norm(tf.constant(x))),
+        "gelu": (lambda: torch_model.gelu(tt(x)), lambda: tf_model.gelu(tf.constant(x))),
+        "softmax cross-entropy": (
+            lambda: torch_losses.cross_entropy(tt(logits), tt(labels)),
+            lambda: tf_losses.cross_entropy(tf.constant(logits), tf.constant(labels))),
+        "ppo clipped loss": (
+            lambda: torch_losses.ppo_clip_loss(tt(logp), tt(old), tt(adv), 0.2),
+            lambda: tf_losses.ppo_clip_loss(tf.constant(logp), tf.constant(old), tf.constant(adv), 0.2)),
+    }
+
+    def attention_backward_torch():
+        qq = tq.clone().requires_grad_(True)
+        out, _ = torch_model.scaled_dot_product_attention(qq, tk, tv, tm)
+        out.sum().backward()
+
+    def attention_backward_tf():
+        with tf.GradientTape() as tape:
+            qq = tf.identity(fq)
+            tape.watch(qq)
+            out, _ = tf_model.scaled_dot_product_attention(qq, fk, fv, fm)
+            total = tf.reduce_sum(out)
+        return tape.gradient(total, qq)
+
+    ops["attention forward+backward"] = (attention_backward_torch, attention_backward_tf)
+    rows, comparisons = [], []
+    for name, (torch_fn, tf_fn) in ops.items():
+        functions = {"pytorch": torch_fn, "tf eager": tf_fn, "tf.function": tf.function(tf_fn),
+                     "tf.function+xla": tf.function(tf_fn, jit_compile=True)}
+        timings = interleaved(functions, s["repeat"], s["warmup"],
+                              sync=torch.cuda.synchronize if device == "cuda" else None)
+        rows += [row("ops", name, side, t) for side, t in timings.items()]
+        comparisons.append(comparison("ops", f"{name}: tf.function / pytorch time",
+                                      1e3 * timings["tf.function"]["median_s"], 1e3 * timings["pytorch"]["median_s"]))
+    return rows, comparisons
+
+
+# ----------------------------------------------------------------------------- train
+
+def train_flops(config, tokens, seq):
+    """Training FLOPs: 6 N per token for the matmuls of N parameters (forward 2N, backward 4N),
+    plus attention scores and mixing, 12 L T C per token (Kaplan et al.; Chowdhery et al.)."""
+    from torch_impl.model import SFTModel
+
+    n_params = sum(p.numel() for p in SFTModel(config).parameters())
+    return 6 * n_params * tokens + 12 * config.num_hidden_layers * seq * config.hidden_size * tokens
+
+
+def mlm_batch(s, rng):
+    ids = rng.integers(5, s["vocab"], size=(s["batch"], s["seq"]))
+    masked, labels = mask_tokens(ids, np.ones_like(ids), {0, 1, 2, 3, 4}, 4, s["vocab"], rng)
+    return masked, np.ones_like(ids), labels
+
+
+def keras_mha_model(config, seq):
+    """The same shape of model built the Keras way: keras.layers.MultiHeadAttention blocks."""
+    ids = keras.Input((seq,), dtype="int32")
+    x = keras.layers.Embedding(config.vocab_size, config.hidden_size)(ids)
+    positions = keras.ops.arange(seq)
+    x = x + keras.layers.Embedding(config.max_position_embeddings, config.hidden_size)(positions)
+    x = keras.layers.LayerNormalization(epsilon=1e-12)(x)
+    for _ in range(config.num_hidden_layers):
+        attention = keras.layers.MultiHeadAttention(config.num_attention_heads, config.head_size)(x, x)
+        x = keras.layers.LayerNormalization(epsilon=1e-12)(x + attention)
+        ff = keras.layers.Dense(config.hidden_size)(keras.layers.Dense(config.intermediate_size, activation="gelu")(x))
+        x = keras.layers.LayerNormalization(epsilon=1e-12)(x + ff)
+    x = keras.layers.LayerNormalization(epsilon=1e-12)(keras.layers.Dense(config.hidden_size, activation="gelu")(x))
+    return keras.Model(ids, keras.layers.Dense(config.vocab_size)(x))
+
+
+def keras_train_step(model, loss_fn):
+    optimizer = keras.optimizers.AdamW(learning_rate=1e-4)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step(ids, mask, labels):
+        with tf.GradientTape() as tape:
+            logits = model(ids, mask, training=True) if mask is not None else model(ids, training=True)
+            loss = loss_fn(logits, labels)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+    return step
+
+
+def suite_train(s, device, peak_gflops):
+    import transformers
+
+    from tf_impl import losses as tf_losses
+    from tf_impl.model import PolicyModel
+    from torch_impl.model import SFTModel
+
+    rng = np.random.default_rng(0)
+    config = model_config(s)
+    ids, mask, labels = mlm_batch(s, rng)
+    tt = lambda a: torch.as_tensor(a, device=device)
+    ours = SFTModel(config).to(device).train()
+    hf = transformers.BertForMaskedLM(transformers.BertConfig.from_dict(config.to_dict())).to(device).train()
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4)
+
+    def step_ours():
+        opt_ours.zero_grad(set_to_none=True)
+        ours(tt(ids), tt(mask), tt(labels)).backward()
+        opt_ours.step()
+
+    def step_hf():
+        opt_hf.zero_grad(set_to_none=True)
+        hf(input_ids=tt(ids), attention_mask=tt(mask), labels=tt(labels)).loss.backward()
+        opt_hf.step()
+
+    keras_ours = PolicyModel(config)
+    step_keras_ours = keras_train_step(keras_ours, tf_losses.cross_entropy)
+    keras_mha = keras_mha_model(config, s["seq"])
+    step_keras_mha = keras_train_step(keras_mha, tf_losses.cross_entropy)
+    f_ids, f_mask, f_labels = tf.constant(ids, tf.int32), tf.constant(mask, tf.int32), tf.constant(labels)
+    timings = interleaved({
+        "SFTModel (pytorch)": step_ours, "BertForMaskedLM (pytorch)": step_hf,
+        "PolicyModel (keras, tf.function)": lambda: step_keras_ours(f_ids, f_mask, f_labels),
+        "MultiHeadAttention model (keras, tf.function)": lambda: step_keras_mha(f_ids, None, f_labels),
+    }, s["repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
+    tokens = s["batch"] * s["seq"]
+    flops = train_flops(config, tokens, s["seq"])
+    rows = []
+    for side, t in timings.items():
+        achieved = flops / t["median_s"] / 1e9
+        rows.append(row("train", "MLM train step (fwd+bwd+AdamW)", side, t, round(achieved / peak_gflops, 4),
+                        "MFU (fraction of measured matmul peak)"))
+    ms = {k: 1e3 * v["median_s"] for k, v in timings.items()}
+    comparisons = [
+        comparison("train", "BertForMaskedLM / SFTModel step time", ms["BertForMaskedLM (pytorch)"],
+                   ms["SFTModel (pytorch)"], target=1.0),
+        comparison("train", "Keras MultiHeadAttention model / PolicyModel step time",
+                   ms["MultiHeadAttention model (keras, tf.function)"], ms["PolicyModel (keras, tf.function)"],
+                   target=1.0),
+        comparison("train", "PolicyModel (TF) / SFTModel (PyTorch) step time",
+                   ms["PolicyModel (keras, tf.function)"], ms["SFTModel (pytorch)"]),
+    ]
+    padded_rows, padded_cmp = padding_benchmark(s, device)
+    return rows + padded_rows, comparisons + padded_cmp
+
+
+def padding_benchmark(s, device):
+    """Real (non-pad) tokens per second: every batch padded to the longest allowed length vs
+    dynamic padding with length bucketing, on the built-in SFT data."""
+    from torch_impl.model import SFTModel
+    from torch_impl.sft import encode_records
+
+    data = make_builtin_data(0, {"sft.train": 400 if s is SIZES["default"] else 16})["sft.train"]
+    tokenizer = Tokenizer.train([r["prompt"] + " " + r["completion"] for r in data], vocab_size=s["vocab"])
+    examples = encode_records(data, "sft", tokenizer, "clm", 64)[0]
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                         num_attention_heads=s["heads"], intermediate_size=4 * s["hidden"],
+                         max_position_embeddings=64, attention_type="causal")
+    model = SFTModel(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    lengths = [len(e.input_ids) for e in examples]
+    rng = np.random.default_rng(0)
+    padded_plan = np.array_split(rng.permutation(len(examples)), max(1, len(examples) // s["batch"]))
+    bucketed_plan = plan_epoch(lengths, [None] * len(lengths), s["batch"], seed=0, epoch=0)
+
+    def run(plan, fixed_length):
+        def epoch():
+            for indices in plan:
+                chosen = [examples[i] for i in indices]
+                batch = collate([e.input_ids for e in chosen], tokenizer.pad_id, labels=[e.labels for e in chosen],
+                                length=fixed_length)
+                optimizer.zero_grad(set_to_none=True)
+                model(*(torch.as_tensor(batch[k], device=device) for k in ("input_ids", "attention_mask", "labels"))).backward()
+                optimizer.step()
+        return epoch
+
+    timings = interleaved({"padded to max length": run(padded_plan, 64),
+                           "dynamic padding + length buckets": run(bucketed_plan, None)},
+                          repeat=max(1, s["repeat"] // 3), warmup=1)
+    real_tokens = sum(lengths)
+    rows = [row("train", "SFT epoch, real tokens/s", side, t, round(real_tokens / t["median_s"]), "real tokens/s")
+            for side, t in timings.items()]
+    ms = {k: 1e3 * v["median_s"] for k, v in timings.items()}
+    return rows, [comparison("train", "dynamic+buckets / padded real tokens per s", ms["padded to max length"],
+                             ms["dynamic padding + length buckets"], target=1.5)]
+
+
+# ----------------------------------------------------------------------------- generate
+
+def suite_generate(s, device):
+    from tf_impl import generate as tf_generate
+    from tf_impl.convert import assign_numpy_state_dict
+    from tf_impl.model import PolicyModel
+    from torch_impl import generate as torch_generate
+    from torch_impl.checkpoint import state_dict_for_saving
+    from torch_impl.model import SFTModel
+
+    config = model_config(s, "causal", positions=max(s["gen_tokens"]) + 32)
+    torch.manual_seed(0)
+    model = SFTModel(config).to(device).eval()
+    keras_model = PolicyModel(config)
+    assign_numpy_state_dict(keras_model, {k: v.numpy() for k, v in state_dict_for_saving(model).items()})
+    rng = np.random.default_rng(0)
+    rows, comparisons = [], []
+    for batch in s["gen_batches"]:
+        b = collate([list(rng.integers(5, config.vocab_size, size=n)) for n in rng.integers(8, 17, size=batch)],
+                    0, side="left")
+        t_ids = torch.as_tensor(b["input_ids"], device=device)
+        t_mask = torch.as_tensor(b["attention_mask"], device=device)
+        for new in s["gen_tokens"]:
+            timings = interleaved({
+                "pytorch, KV cache": lambda: torch_generate.generate(model, t_ids, t_mask, new),
+                "pytorch, recompute": lambda: torch_generate.generate(model, t_ids, t_mask, new, use_cache=False),
+                "tensorflow, KV cache": lambda: tf_generate.generate(keras_model, b["input_ids"], b["attention_mask"], new),
+                "tensorflow, recompute": lambda: tf_generate.generate(keras_model, b["input_ids"], b["attention_mask"],
+                                                                      new, use_cache=False),
+            }, s["gen_repeat"], 1)
+            case = f"batch {batch}, {new} new tokens"
+            for side, t in timings.items():
+                rows.append(row("generate", case, side, t, round(batch * new / t["median_s"]), "tokens/s"))
+            ms = {k: 1e3 * v["median_s"] for k, v in timings.items()}
+            target = 5.0 if (batch == 16 and new == 128) else None
+            for framework in ("pytorch", "tensorflow"):
+                comparisons.append(comparison("generate", f"{framework} {case}: recompute / KV-cache time",
+                                              ms[f"{framework}, recompute"], ms[f"{framework}, KV cache"], target))
+    return rows, comparisons
+
+
+# ----------------------------------------------------------------------------- ppo
+
+def suite_ppo(s, device):
+    from shared.rewards import task_partial
+    from tf_impl.ppo import PPOTrainer
+    from tf_impl.model import PolicyModel
+
+    data = make_builtin_data(0, {"prompt.train": 256})["prompt.train"]
+    tokenizer = Tokenizer.train([r["prompt"] + " = " + r["reference"] for r in data], vocab_size=max(s["vocab"], 300))
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                         num_attention_heads=s["heads"], intermediate_size=4 * s["hidden"], max_position_embeddings=64,
+                         attention_type="causal", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    batch = 64 if s is SIZES["default"] else 4
+    ppo_config = PPOConfig(batch_size=batch, minibatch_size=min(16, batch), max_new_tokens=16 if batch == 64 else 4)
+    trainer = PPOTrainer(PolicyModel(config, with_value_head=True), PolicyModel(config), tokenizer, ppo_config,
+                         task_partial, log=lambda *a: None)
+    trainer.prompt_length = 16
+    phases = {"rollout": [], "reward": [], "update": []}
+    for iteration in range(1, 2 + max(1, s["repeat"] // 2)):
+        metrics, _ = trainer.iteration([data[(iteration * batch + i) % len(data)] for i in range(batch)], iteration)
+        if iteration > 1:  # the first iteration traces the tf.functions
+            for phase in phases:
+                phases[phase].append(metrics[f"time/{phase}"])
+    rows = []
+    total = sum(np.median(v) for v in phases.values())
+    for phase, times in phases.items():
+        t = {"median_s": float(np.median(times)), "iqr_s": float(np.subtract(*np.percentile(times, [75, 25])))}
+        rows.append(row("ppo", f"one PPO iteration (batch {batch})", phase, t,
+                        round(float(np.median(times)) / total, 3), "share of the iteration"))
+    return rows, []
+
+
+SUITES = {"ops": suite_ops, "train": suite_train, "generate": suite_generate, "ppo": suite_ppo}

@@ -1,0 +1,31 @@
+"""Smoke test of the benchmark runner at a tiny size: the output's structure, never the speed."""
+
+import json
+
+from conftest import run_cli
+
+
+def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
+    result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data["suites"]) == {"ops", "train", "generate", "ppo"}
+    assert data["matmul_peak_gflops"] > 0
+    for key in ("torch", "tensorflow", "torch_threads", "device", "dtype"):
+        assert key in data["environment"]
+    for suite, content in data["suites"].items():
+        assert (tmp_path / f"{suite}.png").stat().st_size > 1000
+        assert content["rows"], suite
+        for r in content["rows"]:
+            assert r["median_ms"] > 0 and r["iqr_ms"] >= 0
+    sides = {r["side"] for r in data["suites"]["ops"]["rows"]}
+    assert sides == {"pytorch", "tf eager", "tf.function", "tf.function+xla"}
+    train_sides = {r["side"] for r in data["suites"]["train"]["rows"]}
+    assert {"SFTModel (pytorch)", "BertForMaskedLM (pytorch)", "padded to max length",
+            "dynamic padding + length buckets"} <= train_sides
+    comparisons = [c["comparison"] for c in data["suites"]["train"]["comparisons"]]
+    assert "BertForMaskedLM / SFTModel step time" in comparisons
+    assert {r["side"] for r in data["suites"]["ppo"]["rows"]} == {"rollout", "reward", "update"}
+    table = (tmp_path / "results.md").read_text()
+    assert "### generate" in table and "| comparison | ratio | target | met |" in table
+    assert "| batch 1, 4 new tokens | tensorflow, KV cache |" in result.stdout
