@@ -23,9 +23,9 @@ from shared.tasks import make_builtin_data
 from shared.tokenizer import Tokenizer
 
 SIZES = {
-    "default": dict(batch=16, seq=64, hidden=128, layers=2, heads=4, vocab=512, repeat=7, warmup=2,
+    "default": dict(batch=16, seq=64, hidden=128, layers=2, heads=4, vocab=512, repeat=7, warmup=2, train_repeat=25,
                     gen_batches=(1, 16), gen_tokens=(32, 128), gen_repeat=3, matmul=1024),
-    "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1,
+    "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1, train_repeat=2,
                  gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64),
 }
 
@@ -208,7 +208,7 @@ def suite_train(s, device, peak_gflops):
         "SFTModel (pytorch)": step_ours, "BertForMaskedLM (pytorch)": step_hf,
         "PolicyModel (keras, tf.function)": lambda: step_keras_ours(f_ids, f_mask, f_labels),
         "MultiHeadAttention model (keras, tf.function)": lambda: step_keras_mha(f_ids, None, f_labels),
-    }, s["repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
+    }, s["train_repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
     tokens = s["batch"] * s["seq"]
     flops = train_flops(config, tokens, s["seq"])
     rows = []

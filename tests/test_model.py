@@ -256,3 +256,21 @@ def test_conversion_round_trip_is_bitwise(tmp_path):
     state = to_numpy_state_dict(keras_model)
     assert state["bert.encoder.layer.0.attention.self.query.weight"].shape == (32, 32)
     assert state["bert.encoder.layer.0.intermediate.dense.weight"].shape == (64, 32)  # (out, in), torch layout
+
+
+@pytest.mark.parametrize("attention_type", ["bidirectional", "causal"])
+def test_fused_and_eager_attention_agree(attention_type):
+    """SFTModel's default fused kernel (F.scaled_dot_product_attention) and the line-by-line
+    function give the same logits, left padding (fully masked rows) included."""
+    config = make_config(attention_type)
+    model = torch_model.SFTModel(config).double().eval()
+    input_ids, attention_mask = padded_batch()
+    for ids, mask in ((input_ids, attention_mask), (np.fliplr(input_ids).copy(), np.fliplr(attention_mask).copy())):
+        fused = model(torch.tensor(ids), torch.tensor(mask)).detach().numpy()
+        for layer in model.bert.encoder.layer:
+            layer.attention.self.attn_implementation = "eager"
+        eager = model(torch.tensor(ids), torch.tensor(mask)).detach().numpy()
+        for layer in model.bert.encoder.layer:
+            layer.attention.self.attn_implementation = "sdpa"
+        assert np.isfinite(fused).all()
+        assert max_error_on_real_tokens(fused, eager, mask) <= 1e-12

@@ -118,6 +118,9 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        # "sdpa": torch's fused F.scaled_dot_product_attention (faster; returns no weights);
+        # "eager": the function above, line by line (returns the weights, e.g. for heatmaps).
+        self.attn_implementation = "sdpa"
 
     def split_heads(self, x):
         B, T, C = x.shape
@@ -131,7 +134,17 @@ class SelfAttention(nn.Module):
         if cache is not None:  # attend over every cached position; the mask hides unwritten ones
             k = write_cache(cache[0], k, cache_index)                       # (B, H, Tk, hs)
             v = write_cache(cache[1], v, cache_index)                       # (B, H, Tk, hs)
-        context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)
+        if self.attn_implementation == "sdpa":
+            # A query row with no visible key (a left pad under the causal mask) would give NaN
+            # in the fused kernel; letting it see every key keeps it finite. Such rows are padding:
+            # no real token attends to them, so real tokens get exactly the eager result.
+            if mask is not None:
+                mask = mask | ~mask.any(-1, keepdim=True)
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
+            weights = None
+        else:
+            context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)
         B, H, T, hs = context.shape
         context = context.transpose(1, 2).reshape(B, T, H * hs)             # (B, T, C)
         return context, weights, (k, v)
@@ -245,11 +258,13 @@ class Backbone(nn.Module):
         if attention_mask is None:
             key_length = cache[0][0].shape[2] if cache is not None else T
             attention_mask = torch.ones(B, key_length, dtype=torch.long, device=input_ids.device)
-        if attention_mask.dim() == 2:
+        if attention_mask.dim() == 4:
+            mask = attention_mask.bool()
+        elif not self.config.is_causal and cache is None and bool(attention_mask.all()):
+            mask = None  # nothing to hide: the fused kernel runs its faster unmasked path
+        else:
             offset = cache_index if cache is not None else None
             mask = build_attention_mask(attention_mask, self.config.is_causal, T, offset)  # (B, 1, T, Tk)
-        else:
-            mask = attention_mask.bool()
         hidden_states = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
         return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index)
 
