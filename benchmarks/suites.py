@@ -115,8 +115,9 @@ def suite_ops(s, device):
     ops["attention forward+backward"] = (attention_backward_torch, attention_backward_tf)
     rows, comparisons = [], []
     for name, (torch_fn, tf_fn) in ops.items():
-        functions = {"pytorch": torch_fn, "tf eager": tf_fn, "tf.function": tf.function(tf_fn),
-                     "tf.function+xla": tf.function(tf_fn, jit_compile=True)}
+        plain = tf.autograph.experimental.do_not_convert(tf_fn)  # straight-line TF ops: no AutoGraph needed
+        functions = {"pytorch": torch_fn, "tf eager": tf_fn, "tf.function": tf.function(plain),
+                     "tf.function+xla": tf.function(plain, jit_compile=True)}
         timings = interleaved(functions, s["repeat"], s["warmup"],
                               sync=torch.cuda.synchronize if device == "cuda" else None)
         rows += [row("ops", name, side, t) for side, t in timings.items()]

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from shared.errors import SftrlError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
@@ -22,6 +25,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     except OSError as e:
         raise SftrlError(f"{path}: cannot write ({e.strerror})") from None
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
