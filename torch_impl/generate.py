@@ -42,8 +42,9 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     noise: Gumbel noise (B, max_new_tokens, V) that fixes the samples (see `next_token`).
     """
     config = model.config
-    input_ids = torch.as_tensor(input_ids)
-    attention_mask = torch.as_tensor(attention_mask).long()
+    device = next(model.parameters()).device
+    input_ids = torch.as_tensor(input_ids, device=device)
+    attention_mask = torch.as_tensor(attention_mask, device=device).long()
     check_generation_inputs(config, tuple(input_ids.shape), bool(attention_mask[:, -1].all()),
                             max_new_tokens, temperature, top_k)
     was_training = model.training
@@ -51,12 +52,12 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     B, P = input_ids.shape
     Tmax = P + max_new_tokens
     pad_id = config.pad_token_id
-    generator = torch.Generator(device=input_ids.device).manual_seed(seed) if seed is not None else None
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
 
-    ids = torch.cat([input_ids, torch.full((B, max_new_tokens), pad_id, dtype=input_ids.dtype)], 1)  # (B, Tmax)
-    mask = torch.cat([attention_mask, torch.zeros(B, max_new_tokens, dtype=torch.long)], 1)          # (B, Tmax)
+    ids = torch.cat([input_ids, torch.full((B, max_new_tokens), pad_id, dtype=input_ids.dtype, device=device)], 1)
+    mask = torch.cat([attention_mask, torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)], 1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)                      # (B, Tmax) for the prompt part
-    finished = torch.zeros(B, dtype=torch.bool)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
     cache = model.bert.init_cache(B, Tmax) if use_cache else None
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
@@ -65,7 +66,7 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     else:
         scores = model(input_ids, attention_mask, position_ids=position_ids[:, :P])
     for t in range(max_new_tokens):
-        step_noise = None if noise is None else torch.as_tensor(noise[:, t], dtype=scores.dtype)
+        step_noise = None if noise is None else torch.as_tensor(noise[:, t], dtype=scores.dtype, device=device)
         token = next_token(scores[:, -1], do_sample, temperature, top_k, generator, step_noise)  # (B,)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         ids[:, P + t] = token
@@ -79,7 +80,7 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
         if use_cache:
             scores, cache, _ = model.forward_with_cache(token[:, None], mask, cache, P + t, position)
         else:
-            positions = torch.cat([position_ids[:, :P], position_ids[:, P - 1:P] + torch.arange(1, t + 2)], 1)
+            positions = torch.cat([position_ids[:, :P], position_ids[:, P - 1:P] + torch.arange(1, t + 2, device=device)], 1)
             scores = model(ids[:, :P + t + 1], mask[:, :P + t + 1], position_ids=positions)
     if was_training:
         model.train()
