@@ -1,9 +1,17 @@
 """Evaluation metrics, framework-free. Each function states its formula.
 
-(This module grows with the evaluation issue; for now it holds what the RL stage reports.)
+* paired_bootstrap: interval of a difference between two models on the same items;
+* BLEU: corpus_bleu / sentence_bleu with sacrebleu's conventions (tested against it);
+* NGramLM: Laplace / Lidstone / interpolated Kneser-Ney n-gram LMs with nltk.lm's conventions;
+* perplexity, sliding_windows (texts longer than the context), expected_calibration_error.
 """
 
 from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,11 +35,6 @@ def paired_bootstrap(a, b, samples: int = 2000, confidence: float = 0.95, seed: 
 
 
 # ----------------------------------------------------------------------------- BLEU
-
-import math  # noqa: E402
-import re  # noqa: E402
-from collections import Counter  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
 _13A_RULES = [
     (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # punctuation and symbols
@@ -130,3 +133,159 @@ def corpus_bleu(hypotheses, references, max_order=4, lowercase=False, use_effect
 def sentence_bleu(hypothesis, references, max_order=4, lowercase=False, use_effective_order=True) -> BLEUScore:
     """BLEU of one hypothesis against its references (a list of strings), as sacrebleu.sentence_bleu."""
     return corpus_bleu([hypothesis], [[r] for r in references], max_order, lowercase, use_effective_order)
+
+
+# ----------------------------------------------------------------------------- n-gram language models
+
+BOS, EOS, UNK = "<s>", "</s>", "<UNK>"
+
+
+class NGramLM:
+    """A statistical n-gram LM, the chain rule with an order-(n-1) Markov assumption:
+
+        P(w_1..w_m) = prod_i P(w_i | w_{i-n+1} .. w_{i-1})
+
+    with the conventions of `nltk.lm`: each sentence is padded with n-1 `<s>` and n-1 `</s>`;
+    words seen fewer than `unk_cutoff` times become `<UNK>`; the vocabulary size V counts `<UNK>`.
+    Smoothing:
+      laplace / lidstone:  P(w | c) = (count(c, w) + gamma) / (count(c) + V gamma)   (Laplace: gamma = 1)
+      kneser_ney (interpolated, absolute discount d):
+          P(w | c) = max(n(c, w) - d, 0) / n(c) + d N1+(c .) / n(c) * P(w | c[1:])
+      with raw counts n at the highest order, continuation counts (distinct left contexts) below
+      it, and P(w) = N1+(. w) / N1+(. .) at the bottom.
+    Log-probabilities are base 2, and perplexity = 2 ** (-mean log2 P), as in nltk.
+    """
+
+    def __init__(self, order: int, smoothing: str = "laplace", gamma: float = 1.0, discount: float = 0.1,
+                 unk_cutoff: int = 1):
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        if smoothing not in ("laplace", "lidstone", "kneser_ney"):
+            raise ValueError(f"smoothing must be laplace, lidstone or kneser_ney, got {smoothing!r}")
+        self.order, self.smoothing, self.discount, self.unk_cutoff = order, smoothing, discount, unk_cutoff
+        self.gamma = 1.0 if smoothing == "laplace" else gamma
+
+    def pad(self, sentence):
+        return [BOS] * (self.order - 1) + list(sentence) + [EOS] * (self.order - 1)
+
+    def fit(self, sentences):
+        """Count every n-gram of order 1..n of the padded sentences (lists of words)."""
+        padded = [self.pad(s) for s in sentences]
+        word_counts = Counter(w for s in padded for w in s)
+        self.vocab = {w for w, c in word_counts.items() if c >= self.unk_cutoff}
+        self.vocab_size = len(self.vocab | {UNK}) if word_counts else 0
+        # counts[n][context] = Counter of the words that follow `context` (a tuple of n-1 words)
+        self.counts = {n: {} for n in range(1, self.order + 1)}
+        for sentence in padded:
+            words = [self.lookup(w) for w in sentence]
+            for n in range(1, self.order + 1):
+                for i in range(len(words) - n + 1):
+                    context, word = tuple(words[i:i + n - 1]), words[i + n - 1]
+                    self.counts[n].setdefault(context, Counter())[word] += 1
+        return self
+
+    def lookup(self, word):
+        return word if word in self.vocab else UNK
+
+    def _following(self, context):
+        return self.counts[len(context) + 1].get(context, Counter()) if len(context) < self.order else Counter()
+
+    def score(self, word, context=()):
+        """P(word | context); context beyond the last n-1 words is ignored."""
+        word = self.lookup(word)
+        context = tuple(self.lookup(w) for w in context)[-(self.order - 1):] if self.order > 1 else ()
+        if self.smoothing == "kneser_ney":
+            return self._kneser_ney(word, context)
+        following = self._following(context)
+        return (following[word] + self.gamma) / (sum(following.values()) + self.vocab_size * self.gamma)
+
+    def _continuation(self, word, context=()):
+        """(number of distinct w' with count(w' context word) > 0, total of such distinct pairs)."""
+        with_word = total = 0
+        for prefix, following in self.counts[len(context) + 2].items():
+            if prefix[1:] == context:
+                with_word += following[word] > 0
+                total += sum(1 for c in following.values() if c > 0)
+        return with_word, total
+
+    def _kneser_ney(self, word, context):
+        if not context:
+            with_word, total = self._continuation(word)
+            return with_word / total
+        following = self._following(context)
+        if not following:
+            return self._kneser_ney(word, context[1:])  # unseen context: back off entirely
+        if len(context) + 1 == self.order:
+            count, total = following[word], sum(following.values())
+        else:
+            count, total = self._continuation(word, context)
+        alpha = max(count - self.discount, 0.0) / total
+        gamma = self.discount * sum(1 for c in following.values() if c > 0) / total
+        return alpha + gamma * self._kneser_ney(word, context[1:])
+
+    def logprob(self, word, context=()):
+        """log2 P(word | context) (nltk's `logscore`)."""
+        p = self.score(word, context)
+        return math.log2(p) if p > 0 else float("-inf")
+
+    def perplexity(self, sentences):
+        """2 ** (-mean log2 P(w_i | previous n-1 words)) over every n-gram of the padded sentences."""
+        logs = []
+        for sentence in sentences:
+            words = self.pad(sentence)
+            for i in range(len(words) - self.order + 1):
+                gram = words[i:i + self.order]
+                logs.append(self.logprob(gram[-1], gram[:-1]))
+        return 2.0 ** (-sum(logs) / len(logs))
+
+
+# ----------------------------------------------------------------------------- perplexity and calibration
+
+def perplexity(nll_sum: float, token_count: int) -> float:
+    """PPL = exp(mean NLL) = exp(-(1/N) sum_i log P(w_i | w_<i)), NLL in nats."""
+    if token_count <= 0:
+        raise ValueError("perplexity needs at least one scored token")
+    return math.exp(nll_sum / token_count)
+
+
+def sliding_windows(ids, max_length: int, stride: int, ignore_index: int = -100):
+    """Windows of at most `max_length` tokens, `stride` apart, for texts longer than the context.
+
+    Each token is scored once: in every window after the first, the labels of the tokens the
+    previous window already scored are set to `ignore_index`, so they serve as context only.
+    Returns a list of (input_ids, labels).
+    """
+    if not 0 < stride <= max_length:
+        raise ValueError(f"need 0 < stride <= max_length, got stride={stride}, max_length={max_length}")
+    windows, previous_end = [], 0
+    for begin in range(0, max(len(ids), 1), stride):
+        end = min(begin + max_length, len(ids))
+        new = end - previous_end              # tokens not scored by an earlier window
+        window = list(ids[begin:end])
+        labels = [ignore_index] * (len(window) - new) + window[len(window) - new:]
+        windows.append((window, labels))
+        previous_end = end
+        if end == len(ids):
+            break
+    return windows
+
+
+def expected_calibration_error(confidences, correct, bins: int = 10):
+    """ECE = sum_b (n_b / N) |accuracy_b - confidence_b| over equal-width confidence bins.
+
+    Returns (ece, table) with, per bin, (lower edge, upper edge, count, mean confidence, accuracy):
+    the data of a reliability diagram.
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidences, edges[1:-1], right=True), 0, bins - 1)
+    ece, table = 0.0, []
+    for b in range(bins):
+        in_bin = index == b
+        n = int(in_bin.sum())
+        confidence = float(confidences[in_bin].mean()) if n else 0.0
+        accuracy = float(correct[in_bin].mean()) if n else 0.0
+        ece += n / max(len(confidences), 1) * abs(accuracy - confidence)
+        table.append((float(edges[b]), float(edges[b + 1]), n, confidence, accuracy))
+    return ece, table

@@ -58,3 +58,98 @@ def test_paired_bootstrap():
     assert diff == pytest.approx(0.4) and 0.3 < low < 0.4 < high < 0.5
     same = paired_bootstrap(a, a)
     assert same == (0.0, 0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------- n-gram LMs
+
+from shared.metrics import NGramLM  # noqa: E402
+
+nltk_lm = pytest.importorskip("nltk.lm")
+from nltk.lm.preprocessing import pad_both_ends, padded_everygram_pipeline  # noqa: E402
+from nltk.util import ngrams  # noqa: E402
+
+TRAIN = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log", "a cat saw a dog",
+                             "the mat was red", "a dog ran"]]
+TEST = [s.split() for s in ["the cat ran", "a bird sat on the mat", "the log was red"]]
+
+
+def nltk_model(cls, order, **kwargs):
+    model = cls(order=order, **kwargs)
+    train, vocab = padded_everygram_pipeline(order, TRAIN)
+    model.fit(train, vocab)
+    return model
+
+
+def queries(order):
+    words = ["the", "cat", "mat", "bird", "</s>", "<s>", "ran"]
+    contexts = [(), ("the",), ("sat", "on"), ("<s>", "<s>"), ("a", "bird"), ("on", "the")]
+    return [(w, c[-(order - 1):] if order > 1 else ()) for w in words for c in contexts]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_laplace_and_lidstone_agree_with_nltk(order):
+    for ours, theirs in ((NGramLM(order, "laplace").fit(TRAIN), nltk_model(nltk_lm.Laplace, order)),
+                         (NGramLM(order, "lidstone", gamma=0.3).fit(TRAIN),
+                          nltk_model(nltk_lm.Lidstone, order, gamma=0.3))):
+        assert ours.vocab_size == len(theirs.vocab)
+        for word, context in queries(order):
+            assert abs(ours.score(word, context) - theirs.score(word, context)) <= 1e-9, (word, context)
+            assert abs(ours.logprob(word, context) - theirs.logscore(word, context)) <= 1e-9
+        test_ngrams = [g for s in TEST for g in ngrams(pad_both_ends(s, n=order), order)]
+        assert abs(ours.perplexity(TEST) - theirs.perplexity(test_ngrams)) <= 1e-9
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_kneser_ney_agrees_with_nltk(order):
+    ours = NGramLM(order, "kneser_ney", discount=0.1).fit(TRAIN)
+    theirs = nltk_model(nltk_lm.KneserNeyInterpolated, order, discount=0.1)
+    for word, context in queries(order):
+        if word == "bird":  # nltk divides by zero for a word never seen after anything
+            continue
+        assert abs(ours.score(word, context) - theirs.score(word, context)) <= 1e-12, (word, context)
+
+
+def test_ngram_by_hand():
+    lm = NGramLM(2, "laplace").fit([["a", "b"]])
+    # padded: <s> a b </s>; V = {<s>, a, b, </s>, <UNK>} = 5; count(a) = 1 as a context, count(a b) = 1
+    assert lm.score("b", ("a",)) == pytest.approx((1 + 1) / (1 + 5))
+    assert lm.score("zzz", ("a",)) == pytest.approx(1 / 6)  # OOV -> <UNK>
+    probs = [lm.score(w, ("a",)) for w in ["<s>", "a", "b", "</s>", "<UNK>"]]
+    assert sum(probs) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- perplexity and calibration
+
+from shared.metrics import expected_calibration_error, perplexity, sliding_windows  # noqa: E402
+
+
+def test_perplexity_is_exp_mean_nll():
+    assert perplexity(3 * np.log(4.0), 3) == pytest.approx(4.0)  # uniform over 4 outcomes
+    with pytest.raises(ValueError):
+        perplexity(1.0, 0)
+
+
+@pytest.mark.parametrize("n,max_length,stride", [(10, 4, 2), (10, 4, 4), (3, 8, 4), (17, 6, 5), (1, 4, 1)])
+def test_sliding_windows_score_every_token_exactly_once(n, max_length, stride):
+    ids = list(range(100, 100 + n))
+    windows = sliding_windows(ids, max_length, stride)
+    scored = [label for _, labels in windows for label in labels if label != -100]
+    assert scored == ids
+    assert all(len(w) <= max_length for w, _ in windows)
+    assert windows[0][0] == ids[:max_length]
+
+
+def test_sliding_windows_by_hand():
+    assert sliding_windows([1, 2, 3, 4, 5, 6], max_length=4, stride=2) == [
+        ([1, 2, 3, 4], [1, 2, 3, 4]), ([3, 4, 5, 6], [-100, -100, 5, 6])]
+
+
+def test_expected_calibration_error_by_hand():
+    # bin (0.8, 0.9]: 4 predictions at 0.85, 3 right -> |0.75 - 0.85| = 0.1, weight 4/6
+    # bin (0.2, 0.3]: 2 predictions at 0.25, 1 right -> |0.5 - 0.25| = 0.25, weight 2/6
+    ece, table = expected_calibration_error([0.85] * 4 + [0.25] * 2, [1, 1, 1, 0, 1, 0], bins=10)
+    assert ece == pytest.approx(4 / 6 * 0.1 + 2 / 6 * 0.25)
+    assert table[8][2:] == (4, pytest.approx(0.85), 0.75) and table[2][2:] == (2, 0.25, 0.5)
+    assert sum(row[2] for row in table) == 6
+    perfect, _ = expected_calibration_error([1.0, 1.0, 0.0], [1, 1, 0])
+    assert perfect == 0.0
