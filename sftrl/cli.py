@@ -124,6 +124,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Evaluate models on the same prompts: reward per task, BLEU, perplexity of the references,
+    KL to the first model, length and speed, with paired-bootstrap intervals of the differences."""
+    from sftrl import eval_command
+    return eval_command.run(args)
+
+
 def cmd_parity(args) -> int:
     """Run the parity registry: the same math in NumPy, PyTorch and TensorFlow, case by case."""
     from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
@@ -216,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
                             description=cmd_reward_model.__doc__)
     ppo_command.add_reward_model_arguments(p)
     p.set_defaults(func=cmd_reward_model)
+
+    from sftrl import eval_command
+
+    p = commands.add_parser("eval", help="evaluate models (e.g. SFT and RL) on the same prompts",
+                            description=cmd_eval.__doc__)
+    eval_command.add_arguments(p)
+    p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("bench", help="benchmarks: PyTorch vs TensorFlow vs peers vs matmul peak",
                             description=cmd_bench.__doc__)

@@ -1,0 +1,110 @@
+"""`sftrl eval`: every model on the same prompts, one table row per model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import SftrlError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", action="append", required=True, metavar="DIR",
+                   help="a model folder (repeat for several; the first is the baseline for KL and differences)")
+    p.add_argument("--prompts", required=True, help="JSONL of 'prompt' records (with 'reference' for "
+                   "perplexity and BLEU, 'task' for per-task rewards)")
+    p.add_argument("--out", required=True, help="folder for eval.json and eval.md")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="longest greedy completion (default 16)")
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per batch (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap (default 0)")
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def run(args) -> int:
+    from shared.data import load_jsonl
+    from shared.io import atomic_write_text
+    from shared.metrics import corpus_bleu, paired_bootstrap, perplexity
+    from shared.tokenizer import Tokenizer
+    from torch_impl.checkpoint import load_pretrained
+    from torch_impl.evaluate import greedy_completions, reference_nll, sequence_kl, task_scores
+
+    if args.max_new_tokens < 1 or args.batch_size < 1:
+        raise SftrlError("--max-new-tokens and --batch-size must be >= 1")
+    records = load_jsonl(args.prompts, "prompt")
+    prompts = [r["prompt"] for r in records]
+    references = [r.get("reference") for r in records]
+    has_refs = all(r is not None for r in references)
+    task_names = sorted({r["task"] for r in records if r.get("task")})
+    models, tokenizers = [], []
+    for folder in args.model:
+        models.append(load_pretrained(folder))
+        if not models[-1].config.is_causal:
+            raise SftrlError(f"--model {folder}: a bidirectional (masked-LM) model does not generate; "
+                             "`sftrl eval` compares causal models")
+        tokenizers.append(Tokenizer.load(Path(folder) / "tokenizer.json"))
+
+    rows, per_prompt = [], []
+    for folder, model, tokenizer in zip(args.model, models, tokenizers):
+        texts, ids, samples_per_s = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
+        exact, partial = task_scores(prompts, texts)
+        row = {"model": folder, "samples_per_s": samples_per_s,
+               "mean_length_words": float(np.mean([len(t.split()) for t in texts])),
+               "exact_match": _mean(exact), "partial_credit": _mean(partial)}
+        if has_refs:
+            nll, counts = reference_nll(model, tokenizer, prompts, references, args.batch_size)
+            row["reference_perplexity"] = perplexity(float(nll.sum()), int(counts.sum()))
+            row["bleu"] = corpus_bleu(texts, [references]).score
+        for task in task_names:
+            chosen = [i for i, r in enumerate(records) if r.get("task") == task]
+            row[f"{task}/exact_match"] = _mean([exact[i] for i in chosen])
+            row[f"{task}/partial_credit"] = _mean([partial[i] for i in chosen])
+        if per_prompt:
+            if models[0].config.vocab_size != model.config.vocab_size:
+                raise SftrlError(f"--model {folder}: vocabulary differs from the first model's; KL needs the same one")
+            row["kl_to_first"] = float(np.mean(sequence_kl(model, models[0], tokenizer, prompts, ids, args.batch_size)))
+            for name, values in (("exact_match", exact), ("partial_credit", partial)):
+                base = per_prompt[0][name]
+                if None not in values and None not in base:
+                    diff, low, high = paired_bootstrap(base, values, seed=args.seed)
+                    row[f"{name}_difference"] = {"mean": diff, "ci95": [low, high]}
+        else:
+            row["kl_to_first"] = 0.0
+        per_prompt.append({"exact_match": exact, "partial_credit": partial, "completions": texts})
+        rows.append(row)
+
+    out = Path(args.out)
+    report = {"prompts": args.prompts, "count": len(records), "max_new_tokens": args.max_new_tokens,
+              "models": rows, "completions": {m: p["completions"] for m, p in zip(args.model, per_prompt)}}
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
+    markdown = format_table(rows, task_names)
+    atomic_write_text(out / "eval.md", markdown + "\n")
+    print(markdown)
+    print(f"\nwritten: {out / 'eval.json'}, {out / 'eval.md'}")
+    return 0
+
+
+def format_table(rows, task_names) -> str:
+    def fmt(value, digits=3):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| model | exact match | partial credit | Δ exact match vs first [95% CI] | reference ppl | BLEU | "
+             "KL to first | mean length | samples/s |", "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        d = r.get("exact_match_difference")
+        delta = "(baseline)" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        lines.append(f"| {r['model']} | {fmt(r['exact_match'])} | {fmt(r['partial_credit'])} | {delta} | "
+                     f"{fmt(r.get('reference_perplexity'), 2)} | {fmt(r.get('bleu'), 1)} | {fmt(r['kl_to_first'])} | "
+                     f"{fmt(r['mean_length_words'], 1)} | {fmt(r['samples_per_s'], 0)} |")
+    if task_names:
+        lines += ["", "| model | " + " | ".join(f"{t} exact / partial" for t in task_names) + " |",
+                  "| --- |" + " ---: |" * len(task_names)]
+        for r in rows:
+            cells = [f"{fmt(r[f'{t}/exact_match'])} / {fmt(r[f'{t}/partial_credit'])}" for t in task_names]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

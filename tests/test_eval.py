@@ -1,0 +1,57 @@
+"""`sftrl eval`: one row per model on the same prompts."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from shared.config import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    assert run_cli("data", "--out", root / "data").returncode == 0
+    ModelConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                max_position_embeddings=48).to_json_file(root / "tiny.json")
+    for name, steps in (("a", "5"), ("b", "40")):
+        result = run_cli("sft", "--data", root / "data" / "sft.train.jsonl", "--model-config", root / "tiny.json",
+                         "--vocab-size", "300", "--steps", steps, "--lr", "3e-3", "--out", root / name, "--quiet")
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_eval_rows_and_differences(trained, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    lines = (trained / "data" / "prompt.eval.jsonl").read_text().splitlines()[:40]
+    prompts.write_text("\n".join(lines) + "\n")
+    result = run_cli("eval", "--model", trained / "a", "--model", trained / "a", "--model", trained / "b",
+                     "--prompts", prompts, "--out", tmp_path / "out", "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    first, same, other = report["models"]
+    assert report["count"] == 40 and len(report["completions"][str(trained / "a")]) == 40
+    for row in report["models"]:
+        for key in ("exact_match", "partial_credit", "reference_perplexity", "bleu", "kl_to_first",
+                    "mean_length_words", "samples_per_s", "copy/exact_match", "add/partial_credit"):
+            assert row[key] is not None, key
+        assert 0 <= row["bleu"] <= 100 and row["reference_perplexity"] > 1
+    # the same model twice: no KL, no difference, same numbers
+    assert same["kl_to_first"] == pytest.approx(0.0, abs=1e-6)
+    assert same["exact_match_difference"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    assert (same["partial_credit"], same["bleu"]) == (first["partial_credit"], first["bleu"])
+    assert other["kl_to_first"] > 0.01
+    assert other["reference_perplexity"] < first["reference_perplexity"]  # 40 steps beat 5 steps
+    table = (tmp_path / "out" / "eval.md").read_text()
+    assert "| model | exact match |" in table and "(baseline)" in table
+
+
+def test_eval_rejects_a_masked_lm(trained, tmp_path):
+    folder = tmp_path / "mlm"
+    result = run_cli("sft", "--data", trained / "data" / "sft.train.jsonl", "--model-config", trained / "tiny.json",
+                     "--vocab-size", "300", "--objective", "mlm", "--steps", "2", "--out", folder, "--quiet")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("eval", "--model", folder, "--prompts", trained / "data" / "prompt.eval.jsonl", "--out", tmp_path / "o")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --model {folder}: a bidirectional (masked-LM) model does not generate; `sftrl eval` compares causal models"]

@@ -1,0 +1,92 @@
+"""Evaluation of causal models in PyTorch: the same prompts for every model, so rows compare.
+
+Any folder `torch_impl.checkpoint.load_pretrained` reads can be evaluated: the SFT output and
+the PPO output (exported from TensorFlow) alike.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared import tasks
+from shared.constants import IGNORE_INDEX
+from shared.data import collate, encode_prompt, encode_sft
+from torch_impl.generate import generate
+
+
+@torch.no_grad()
+def greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size=64):
+    """Greedy completions (text and token ids up to and including [SEP]) and samples per second."""
+    model.eval()
+    room = model.config.max_position_embeddings - max_new_tokens
+    texts, token_lists, started = [], [], time.perf_counter()
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        batch = collate([encode_prompt(tokenizer, p, room)[0] for p in chunk], tokenizer.pad_id, side="left")
+        new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                       eos_id=tokenizer.sep_id).tolist()
+        for row in new:
+            cut = row.index(tokenizer.sep_id) + 1 if tokenizer.sep_id in row else len(row)
+            token_lists.append(row[:cut])
+            texts.append(tokenizer.decode(row[:cut]))
+    return texts, token_lists, len(prompts) / (time.perf_counter() - started)
+
+
+@torch.no_grad()
+def reference_nll(model, tokenizer, prompts, references, batch_size=64):
+    """Per-prompt (sum of -log P(reference tokens and final [SEP] | prompt), token count)."""
+    model.eval()
+    max_length = model.config.max_position_embeddings
+    nll, counts = [], []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [encode_sft(tokenizer, p, r, max_length) for p, r in
+                   zip(prompts[start:start + batch_size], references[start:start + batch_size])]
+        batch = collate([e[0] for e in encoded], tokenizer.pad_id, labels=[e[1] for e in encoded])
+        scores = model(torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])).float()
+        labels = torch.as_tensor(batch["labels"])[:, 1:]
+        token_nll = F.cross_entropy(scores[:, :-1].transpose(1, 2), labels.clamp(min=0), reduction="none")
+        keep = labels != IGNORE_INDEX
+        nll += (token_nll * keep).sum(1).tolist()
+        counts += keep.sum(1).tolist()
+    return np.array(nll), np.array(counts)
+
+
+@torch.no_grad()
+def sequence_kl(model, reference_model, tokenizer, prompts, completions_ids, batch_size=64):
+    """Per prompt: sum over the model's own completion tokens of KL(p_model || p_reference) over the
+    whole vocabulary at each position (exact, not a sampled estimate)."""
+    model.eval()
+    reference_model.eval()
+    room = model.config.max_position_embeddings
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(zip(prompts[start:start + batch_size], completions_ids[start:start + batch_size]))
+        sequences, spans = [], []
+        for prompt, ids in chunk:
+            context = encode_prompt(tokenizer, prompt, room - len(ids))[0]
+            sequences.append(context + list(ids))
+            spans.append((len(context) - 1, len(context) - 1 + len(ids)))  # positions that chose the tokens
+        batch = collate(sequences, tokenizer.pad_id)
+        ids, mask = torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])
+        logp = F.log_softmax(model(ids, mask).float(), -1)
+        logq = F.log_softmax(reference_model(ids, mask).float(), -1)
+        kl = (logp.exp() * (logp - logq)).sum(-1)                           # (B, T)
+        out += [float(kl[i, a:b].sum()) for i, (a, b) in enumerate(spans)]
+    return np.array(out)
+
+
+def task_scores(prompts, completions):
+    """Per-prompt exact match and partial credit, or None for prompts that are not built-in tasks."""
+    exact, partial = [], []
+    for prompt, completion in zip(prompts, completions):
+        try:
+            exact.append(tasks.exact_match(prompt, completion))
+            partial.append(tasks.partial_credit(prompt, completion))
+        except ValueError:
+            exact.append(None)
+            partial.append(None)
+    return exact, partial
