@@ -131,6 +131,36 @@ def cmd_eval(args) -> int:
     return eval_command.run(args)
 
 
+def cmd_human_eval(args) -> int:
+    """Human evaluation by pairwise preference: export blind pairs, rate them, score them."""
+    from sftrl import human_eval
+
+    if args.action == "export":
+        if len(args.model) != 2:
+            raise SftrlError(f"--model: give exactly two model folders (got {len(args.model)})")
+        from shared.data import load_jsonl
+        from shared.tokenizer import Tokenizer
+        from torch_impl.checkpoint import load_pretrained
+        from torch_impl.evaluate import greedy_completions
+
+        records = load_jsonl(args.prompts, "prompt")
+        prompts = [r["prompt"] for r in records]
+        completions = []
+        for folder in args.model:
+            model = load_pretrained(folder)
+            tokenizer = Tokenizer.load(Path(folder) / "tokenizer.json")
+            completions.append(greedy_completions(model, tokenizer, prompts, args.max_new_tokens)[0])
+        pairs, key = human_eval.make_pairs(prompts, completions[0], completions[1], args.model, seed=args.seed)
+        human_eval.export(pairs, key, args.out)
+        print(f"wrote {args.out}/pairs.jsonl and {args.out}/sheet.html ({len(pairs)} blind pairs); the key is in "
+              f"{args.out}/unblinding-key.json -- keep it from the raters")
+    elif args.action == "rate":
+        human_eval.rate(args.dir, args.rater)
+    else:
+        print(human_eval.format_score(human_eval.score(args.dir)))
+    return 0
+
+
 def cmd_parity(args) -> int:
     """Run the parity registry: the same math in NumPy, PyTorch and TensorFlow, case by case."""
     from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
@@ -230,6 +260,22 @@ def build_parser() -> argparse.ArgumentParser:
                             description=cmd_eval.__doc__)
     eval_command.add_arguments(p)
     p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("human-eval", help="human evaluation: export blind A/B pairs, rate, score",
+                            description=cmd_human_eval.__doc__)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    q = actions.add_parser("export", help="blind, randomly ordered A/B pairs of two models' completions")
+    q.add_argument("--model", action="append", required=True, metavar="DIR", help="two model folders")
+    q.add_argument("--prompts", required=True, help="JSONL of 'prompt' records")
+    q.add_argument("--out", required=True, help="folder for pairs.jsonl, sheet.html, unblinding-key.json")
+    q.add_argument("--max-new-tokens", type=int, default=16)
+    q.add_argument("--seed", type=int, default=0, help="seed of the A/B order")
+    q = actions.add_parser("rate", help="rate pairs in the terminal (stop with q, resume any time)")
+    q.add_argument("dir", help="the export folder")
+    q.add_argument("--rater", required=True, help="your name (ratings are kept per rater)")
+    q = actions.add_parser("score", help="win/tie/loss with 95%% Wilson intervals and rater agreement")
+    q.add_argument("dir", help="the export folder")
+    p.set_defaults(func=cmd_human_eval)
 
     p = commands.add_parser("bench", help="benchmarks: PyTorch vs TensorFlow vs peers vs matmul peak",
                             description=cmd_bench.__doc__)

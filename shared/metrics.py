@@ -289,3 +289,46 @@ def expected_calibration_error(confidences, correct, bins: int = 10):
         ece += n / max(len(confidences), 1) * abs(accuracy - confidence)
         table.append((float(edges[b]), float(edges[b + 1]), n, confidence, accuracy))
     return ece, table
+
+
+# ----------------------------------------------------------------------------- human evaluation statistics
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054):
+    """Wilson score interval of a proportion k / n (better than p +- z sqrt(p(1-p)/n) near 0 and 1):
+
+        (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denominator = 1 + z * z / n
+    return (centre - margin) / denominator, (centre + margin) / denominator
+
+
+def cohens_kappa(a, b):
+    """kappa = (p_o - p_e) / (1 - p_e): observed agreement of two raters on the same items, corrected
+    for the agreement their label frequencies give by chance, p_e = sum_k p_a(k) p_b(k)."""
+    if len(a) != len(b) or not a:
+        raise ValueError("cohens_kappa needs two equally long, non-empty label lists")
+    labels = sorted(set(a) | set(b))
+    n = len(a)
+    p_o = sum(x == y for x, y in zip(a, b)) / n
+    p_e = sum((a.count(k) / n) * (b.count(k) / n) for k in labels)
+    return 1.0 if p_e == 1 else (p_o - p_e) / (1 - p_e)
+
+
+def fleiss_kappa(counts):
+    """Fleiss' kappa for several raters: counts[i][k] = raters who gave item i label k (same number
+    of raters m per item). P_i = (sum_k n_ik^2 - m) / (m (m - 1)); kappa = (mean P_i - P_e) / (1 - P_e),
+    P_e = sum_k p_k^2 with p_k the share of all ratings in label k."""
+    counts = np.asarray(counts, dtype=np.float64)
+    m = counts.sum(1)
+    if len(counts) == 0 or not np.all(m == m[0]) or m[0] < 2:
+        raise ValueError("fleiss_kappa needs the same number (>= 2) of raters for every item")
+    m = m[0]
+    p_item = ((counts ** 2).sum(1) - m) / (m * (m - 1))
+    p_label = counts.sum(0) / counts.sum()
+    p_e = float((p_label ** 2).sum())
+    return 1.0 if p_e == 1 else (float(p_item.mean()) - p_e) / (1 - p_e)

@@ -55,3 +55,17 @@ def test_eval_rejects_a_masked_lm(trained, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: --model {folder}: a bidirectional (masked-LM) model does not generate; `sftrl eval` compares causal models"]
+
+
+def test_human_eval_export_from_two_models(trained, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join((trained / "data" / "prompt.eval.jsonl").read_text().splitlines()[:6]) + "\n")
+    result = run_cli("human-eval", "export", "--model", trained / "a", "--model", trained / "b", "--prompts", prompts,
+                     "--out", tmp_path / "he", "--max-new-tokens", "6")
+    assert result.returncode == 0, result.stderr
+    pairs = [json.loads(l) for l in (tmp_path / "he" / "pairs.jsonl").read_text().splitlines()]
+    key = json.loads((tmp_path / "he" / "unblinding-key.json").read_text())
+    assert len(pairs) == 6 and key["models"] == [str(trained / "a"), str(trained / "b")]
+    assert {frozenset(v.values()) for v in key["pairs"].values()} == {frozenset(key["models"])}
+    result = run_cli("human-eval", "export", "--model", trained / "a", "--prompts", prompts, "--out", tmp_path / "x")
+    assert result.returncode == 2 and "error: --model: give exactly two model folders (got 1)" in result.stderr

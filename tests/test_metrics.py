@@ -153,3 +153,32 @@ def test_expected_calibration_error_by_hand():
     assert sum(row[2] for row in table) == 6
     perfect, _ = expected_calibration_error([1.0, 1.0, 0.0], [1, 1, 0])
     assert perfect == 0.0
+
+
+# ----------------------------------------------------------------------------- human-eval statistics
+
+from shared.metrics import cohens_kappa, fleiss_kappa, wilson_interval  # noqa: E402
+
+
+def test_wilson_interval_by_hand():
+    low, high = wilson_interval(8, 10)
+    # p = 0.8, z = 1.96: centre (0.8 + 0.19208) / 1.38415, margin 1.96 sqrt(0.016 + 0.0096040) / 1.38415
+    assert low == pytest.approx(0.4901624, abs=1e-6) and high == pytest.approx(0.9433178, abs=1e-6)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(0, 20)
+    assert low == pytest.approx(0.0, abs=1e-12) and 0.1 < high < 0.2
+
+
+def test_cohens_kappa_by_hand():
+    a = ["A", "A", "B", "B", "tie", "A"]
+    b = ["A", "B", "B", "B", "tie", "A"]
+    # p_o = 5/6; p_e = (3/6)(2/6) + (2/6)(3/6) + (1/6)(1/6) = 13/36
+    assert cohens_kappa(a, b) == pytest.approx((5 / 6 - 13 / 36) / (1 - 13 / 36))
+    assert cohens_kappa(a, a) == 1.0
+
+
+def test_fleiss_kappa_matches_the_wikipedia_example():
+    # Fleiss (1971) example as on Wikipedia: 10 items, 14 raters, 5 categories, kappa = 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert fleiss_kappa(table) == pytest.approx(0.2099, abs=1e-4)

@@ -1,0 +1,190 @@
+"""Human evaluation as InstructGPT-style pairwise preference, in three steps:
+
+    export  blind, randomly ordered A/B pairs of two models' completions (pairs.jsonl, a printable
+            HTML sheet); which model is A is kept apart, in unblinding-key.json
+    rate    a rater answers in the terminal (A / B / tie, optional 1-5 scores); every answer is
+            appended to ratings.jsonl and flushed to disk at once, so a rater can stop and resume
+    score   unblind; win/tie/loss rates with 95% Wilson intervals; agreement between raters
+            (Cohen's kappa for two, Fleiss' kappa for more)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import random
+from pathlib import Path
+
+from shared.errors import SftrlError
+from shared.io import atomic_write_text
+from shared.metrics import cohens_kappa, fleiss_kappa, wilson_interval
+
+CHOICES = {"a": "A", "b": "B", "t": "tie"}
+SCORE_FIELDS = ("fluency_A", "correctness_A", "fluency_B", "correctness_B")
+
+
+# ----------------------------------------------------------------------------- export
+
+def make_pairs(prompts, completions_first, completions_second, names, seed=0):
+    """Blind pairs (A/B order drawn per prompt) and the key that unblinds them."""
+    rng = random.Random(seed)
+    pairs, key = [], {}
+    for i, (prompt, first, second) in enumerate(zip(prompts, completions_first, completions_second)):
+        pair_id = f"p{i:04d}"
+        if rng.random() < 0.5:
+            pairs.append({"id": pair_id, "prompt": prompt, "A": first, "B": second})
+            key[pair_id] = {"A": names[0], "B": names[1]}
+        else:
+            pairs.append({"id": pair_id, "prompt": prompt, "A": second, "B": first})
+            key[pair_id] = {"A": names[1], "B": names[0]}
+    return pairs, {"models": list(names), "pairs": key}
+
+
+def sheet_html(pairs) -> str:
+    """A printable rating sheet. Every prompt and completion is HTML-escaped: model text is data."""
+    e = lambda text: html.escape(text, quote=True)  # noqa: E731
+    rows = "\n".join(
+        f"<tr><td>{e(p['id'])}</td><td><pre>{e(p['prompt'])}</pre></td><td><pre>{e(p['A'])}</pre></td>"
+        f"<td><pre>{e(p['B'])}</pre></td><td>A &#9744; B &#9744; tie &#9744;</td></tr>" for p in pairs)
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sftrl human evaluation</title>"
+            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px;vertical-align:top}"
+            "pre{white-space:pre-wrap;margin:0}</style></head><body>\n<h1>Which completion is better?</h1>\n"
+            "<table><tr><th>id</th><th>prompt</th><th>A</th><th>B</th><th>better</th></tr>\n"
+            f"{rows}\n</table></body></html>\n")
+
+
+def export(pairs, key, out_dir):
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    atomic_write_text(out_dir / "sheet.html", sheet_html(pairs))
+    atomic_write_text(out_dir / "unblinding-key.json", json.dumps(key, indent=2) + "\n")
+
+
+def load_pairs(directory):
+    path = Path(directory) / "pairs.jsonl"
+    if not path.exists():
+        raise SftrlError(f"{directory}: no pairs.jsonl (make one with `sftrl human-eval export`)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_ratings(directory):
+    path = Path(directory) / "ratings.jsonl"
+    if not path.exists():
+        return []
+    ratings = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            ratings.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash while it was being written: that answer is asked again
+    return ratings
+
+
+# ----------------------------------------------------------------------------- rate
+
+def append_durably(path, record):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rate(directory, rater, read=input, write=print):
+    """Ask about every pair this rater has not rated yet; 'q' (or end of input) stops."""
+    if not rater.strip():
+        raise SftrlError("--rater: give a non-empty name")
+    pairs = load_pairs(directory)
+    done = {r["id"] for r in load_ratings(directory) if r["rater"] == rater}
+    todo = [p for p in pairs if p["id"] not in done]
+    write(f"{len(done)} of {len(pairs)} pairs rated by {rater}; {len(todo)} to go. Answer a, b, t(ie), or q to stop.")
+    for count, pair in enumerate(todo, start=len(done) + 1):
+        write(f"\n[{count}/{len(pairs)}] {pair['id']}\nPROMPT: {pair['prompt']}\n  A: {pair['A']}\n  B: {pair['B']}")
+        try:
+            answer = ""
+            while answer not in CHOICES and answer != "q":
+                answer = read("Which is better? [a/b/t/q] ").strip().lower()
+            if answer == "q":
+                raise EOFError
+            scores = None
+            while scores is None:
+                text = read("Optional 1-5 scores: fluency A, correctness A, fluency B, correctness B "
+                            "(Enter to skip) ").strip()
+                parts = text.replace(",", " ").split()
+                if not parts:
+                    scores = {}
+                elif len(parts) == 4 and all(p in "12345" and len(p) == 1 for p in parts):
+                    scores = dict(zip(SCORE_FIELDS, map(int, parts)))
+                else:
+                    write("  four numbers from 1 to 5, or nothing")
+        except EOFError:
+            write(f"stopped: {count - 1} of {len(pairs)} rated by {rater}; run the same command to continue.")
+            return count - 1
+        append_durably(Path(directory) / "ratings.jsonl", {"id": pair["id"], "rater": rater,
+                                                            "choice": CHOICES[answer], **scores})
+    write(f"done: all {len(pairs)} pairs rated by {rater}.")
+    return len(pairs)
+
+
+# ----------------------------------------------------------------------------- score
+
+def score(directory):
+    """Unblinded win/tie/loss of each model with Wilson intervals, and inter-rater agreement."""
+    key_path = Path(directory) / "unblinding-key.json"
+    if not key_path.exists():
+        raise SftrlError(f"{directory}: no unblinding-key.json")
+    key = json.loads(key_path.read_text())
+    ratings = [r for r in load_ratings(directory) if r["id"] in key["pairs"]]
+    if not ratings:
+        raise SftrlError(f"{directory}: no ratings yet (collect some with `sftrl human-eval rate`)")
+    first, second = key["models"]
+    n = len(ratings)
+    wins = {m: 0 for m in key["models"]}
+    ties = 0
+    sums = {m: {"fluency": [], "correctness": []} for m in key["models"]}
+    for r in ratings:
+        if r["choice"] == "tie":
+            ties += 1
+        else:
+            wins[key["pairs"][r["id"]][r["choice"]]] += 1
+        for side in ("A", "B"):
+            model = key["pairs"][r["id"]][side]
+            for aspect in ("fluency", "correctness"):
+                if f"{aspect}_{side}" in r:
+                    sums[model][aspect].append(r[f"{aspect}_{side}"])
+    result = {"ratings": n, "raters": sorted({r["rater"] for r in ratings}), "models": {}}
+    for model, other in ((first, second), (second, first)):
+        result["models"][model] = {
+            "win": wins[model] / n, "win_ci95": wilson_interval(wins[model], n),
+            "tie": ties / n, "tie_ci95": wilson_interval(ties, n),
+            "loss": wins[other] / n, "loss_ci95": wilson_interval(wins[other], n),
+            **{f"mean_{a}": (sum(v) / len(v) if v else None) for a, v in sums[model].items()}}
+    by_rater = {}
+    for r in ratings:
+        by_rater.setdefault(r["rater"], {})[r["id"]] = r["choice"]
+    raters = sorted(by_rater)
+    common = sorted(set.intersection(*(set(v) for v in by_rater.values()))) if raters else []
+    if len(raters) == 2 and common:
+        result["agreement"] = {"cohens_kappa": cohens_kappa([by_rater[raters[0]][i] for i in common],
+                                                            [by_rater[raters[1]][i] for i in common]),
+                               "items": len(common)}
+    elif len(raters) > 2 and common:
+        table = [[sum(by_rater[r][i] == c for r in raters) for c in ("A", "B", "tie")] for i in common]
+        result["agreement"] = {"fleiss_kappa": fleiss_kappa(table), "items": len(common)}
+    atomic_write_text(Path(directory) / "score.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_score(result) -> str:
+    lines = [f"{result['ratings']} ratings by {len(result['raters'])} rater(s): {', '.join(result['raters'])}", "",
+             "| model | win [95% CI] | tie | loss [95% CI] | fluency | correctness |", "| --- | --- | --- | --- | ---: | ---: |"]
+    fmt = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
+    for model, s in result["models"].items():
+        lines.append(f"| {model} | {s['win']:.2f} [{s['win_ci95'][0]:.2f}, {s['win_ci95'][1]:.2f}] | {s['tie']:.2f} | "
+                     f"{s['loss']:.2f} [{s['loss_ci95'][0]:.2f}, {s['loss_ci95'][1]:.2f}] | {fmt(s['mean_fluency'])} | "
+                     f"{fmt(s['mean_correctness'])} |")
+    if "agreement" in result:
+        a = result["agreement"]
+        name = "Cohen's kappa" if "cohens_kappa" in a else "Fleiss' kappa"
+        lines += ["", f"agreement: {name} = {a.get('cohens_kappa', a.get('fleiss_kappa')):.3f} on {a['items']} common pairs"]
+    return "\n".join(lines)
