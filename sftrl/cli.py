@@ -161,6 +161,15 @@ def cmd_human_eval(args) -> int:
     return 0
 
 
+def cmd_pipeline(args) -> int:
+    """The main job: built-in data -> SFT (PyTorch) -> reward model and PPO (TensorFlow) ->
+    evaluation of SFT vs RL -> report.md with tables and plots in the run directory."""
+    import tf_impl  # noqa: F401  (imports TensorFlow quietly)
+    from sftrl import pipeline
+    pipeline.run(args.preset, args.out, quiet=args.quiet, seed=args.seed)
+    return 0
+
+
 def cmd_parity(args) -> int:
     """Run the parity registry: the same math in NumPy, PyTorch and TensorFlow, case by case."""
     from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
@@ -276,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     q = actions.add_parser("score", help="win/tie/loss with 95%% Wilson intervals and rater agreement")
     q.add_argument("dir", help="the export folder")
     p.set_defaults(func=cmd_human_eval)
+
+    p = commands.add_parser("pipeline", help="the main job: data, SFT, reward model, PPO, evaluation, report",
+                            description=cmd_pipeline.__doc__)
+    p.add_argument("--preset", choices=("quick", "default"), default="default",
+                   help="quick: about a minute, checks the chain; default: the README's figures")
+    p.add_argument("--out", default="runs/pipeline", help="run directory (default runs/pipeline)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pipeline)
 
     p = commands.add_parser("bench", help="benchmarks: PyTorch vs TensorFlow vs peers vs matmul peak",
                             description=cmd_bench.__doc__)

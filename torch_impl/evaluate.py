@@ -90,3 +90,42 @@ def task_scores(prompts, completions):
             exact.append(None)
             partial.append(None)
     return exact, partial
+
+
+@torch.no_grad()
+def next_token_confidences(model, tokenizer, prompts, references, batch_size=64):
+    """For every reference completion token: the model's top probability and whether its top
+    token is the right one (the data of a reliability diagram)."""
+    model.eval()
+    max_length = model.config.max_position_embeddings
+    confidence, correct = [], []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [encode_sft(tokenizer, p, r, max_length) for p, r in
+                   zip(prompts[start:start + batch_size], references[start:start + batch_size])]
+        batch = collate([e[0] for e in encoded], tokenizer.pad_id, labels=[e[1] for e in encoded])
+        probs = F.softmax(model(torch.as_tensor(batch["input_ids"]),
+                                torch.as_tensor(batch["attention_mask"])).float()[:, :-1], -1)
+        labels = torch.as_tensor(batch["labels"])[:, 1:]
+        keep = labels != IGNORE_INDEX
+        top, predicted = probs.max(-1)
+        confidence += top[keep].tolist()
+        correct += (predicted == labels)[keep].tolist()
+    return np.array(confidence), np.array(correct, dtype=float)
+
+
+@torch.no_grad()
+def attention_maps(model, tokenizer, prompt, completion):
+    """Attention weights of the last layer, (H, T, T), and the tokens, for one example."""
+    model.eval()
+    ids = encode_sft(tokenizer, prompt, completion, model.config.max_position_embeddings)[0]
+    layers = model.bert.encoder.layer
+    saved = [layer.attention.self.attn_implementation for layer in layers]
+    for layer in layers:
+        layer.attention.self.attn_implementation = "eager"  # the fused kernel returns no weights
+    try:
+        _, _, attentions = model.bert(torch.tensor([ids]))
+    finally:
+        for layer, implementation in zip(layers, saved):
+            layer.attention.self.attn_implementation = implementation
+    tokens = [tokenizer.id_to_token(i).replace("\u0120", "\u2423") for i in ids]  # byte-level "Ġ" (space) -> "␣"
+    return attentions[-1][0].numpy(), tokens

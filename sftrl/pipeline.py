@@ -1,0 +1,106 @@
+"""`sftrl pipeline`: the main job. Built-in data -> SFT (PyTorch) -> reward model and PPO
+(TensorFlow) -> evaluation of SFT against RL -> report.md with tables and plots.
+
+Each stage is the same code path as its own command (the pipeline calls `sftrl.cli.main`), so
+the report's "commands" section can be pasted to rerun any stage alone.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import SftrlError
+from shared.io import atomic_write_text
+
+PRESETS = {
+    # ~1 minute on 2 cores: small data, few steps -- checks the whole chain, not the quality
+    "quick": dict(sizes={"sft.train": 120, "sft.eval": 40, "prompt.train": 200, "prompt.eval": 64,
+                         "preference.train": 120, "preference.eval": 40, "text.train": 200, "text.eval": 40},
+                  sft=["--steps", "200", "--eval-every", "100", "--batch-size", "16", "--lr", "3e-3"],
+                  reward_model=["--epochs", "1"],
+                  ppo=["--iterations", "4", "--batch-size", "16", "--minibatch-size", "8", "--ppo-epochs", "2"]),
+    # the figures of the README: a few minutes on 2 cores
+    "default": dict(sizes=None, sft=[], reward_model=[], ppo=[]),
+}
+
+
+def _run(argv, commands, log):
+    from sftrl.cli import main
+
+    commands.append("sftrl " + " ".join(map(str, argv)))
+    log(f"$ {commands[-1]}")
+    code = main([str(a) for a in argv])
+    if code != 0:
+        raise SftrlError(f"pipeline stage `{argv[0]}` failed (exit code {code}); see the message above")
+
+
+def run(preset: str, out, quiet: bool = False, seed: int = 0, log=print):
+    from shared.tasks import write_builtin_data
+
+    if preset not in PRESETS:
+        raise SftrlError(f"--preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    out = Path(out)
+    if (out / "report.md").exists() or (out / "sft" / "checkpoints").exists():
+        raise SftrlError(f"--out: {out} already holds a pipeline run; choose another directory or delete it")
+    q = ["--quiet"] if quiet else []
+    commands, timings, started = [], {}, time.perf_counter()
+
+    def stage(name):
+        timings[name] = time.perf_counter()
+        log(f"\n== {name} ==")
+
+    stage("data")
+    data = out / "data"
+    write_builtin_data(data, seed=seed, sizes=p["sizes"])
+    commands.append(f"sftrl data --out {data} --seed {seed}" + ("  # with the quick preset's smaller sizes" if p["sizes"] else ""))
+    stage("sft")
+    _run(["sft", "--data", data / "sft.train.jsonl", "--eval-data", data / "sft.eval.jsonl", "--out", out / "sft",
+          "--seed", seed, *p["sft"], *q], commands, log)
+    stage("reward model")
+    _run(["reward-model", "--data", data / "preference.train.jsonl", "--eval-data", data / "preference.eval.jsonl",
+          "--init", out / "sft", "--out", out / "reward_model", "--seed", seed, *p["reward_model"], *q], commands, log)
+    stage("ppo")
+    _run(["ppo", "--policy", out / "sft", "--prompts", data / "prompt.train.jsonl", "--eval-prompts",
+          data / "prompt.eval.jsonl", "--out", out / "ppo", "--seed", seed, *p["ppo"], *q], commands, log)
+    stage("eval")
+    _run(["eval", "--model", out / "sft", "--model", out / "ppo", "--prompts", data / "prompt.eval.jsonl",
+          "--out", out / "eval", "--seed", seed], commands, log)
+    stage("report")
+    from sftrl.report import write_report
+    summary = write_report(out, commands, preset)
+    timings = {k: round(v - started, 1) for k, v in timings.items()}
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    log("\n" + one_screen(summary, out))
+    return summary
+
+
+def one_screen(summary, out) -> str:
+    e = summary["exact_match"]
+    lines = [f"pipeline done in {summary['seconds']} s -> {out}/report.md",
+             f"  held-out exact match: SFT {e['sft']:.3f}  RL {e['rl']:.3f}  difference {e['difference']:+.3f} "
+             f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]",
+             f"  KL(RL || SFT) per completion: {summary['kl']:.3f}   reward model held-out accuracy: "
+             f"{summary['reward_model_accuracy']:.3f}",
+             f"  {summary['ngram']['order']}-gram Kneser-Ney baseline: {summary['ngram']['perplexity']:.2f} "
+             "perplexity per word on text.eval"]
+    return "\n".join(lines)
+
+
+def versions() -> dict:
+    import tensorflow as tf
+    import torch
+
+    import keras
+    import transformers
+
+    from shared import __version__
+    return {"sftrl": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "tensorflow": tf.__version__, "keras": keras.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}

@@ -1,0 +1,188 @@
+"""report.md of a pipeline run: tables from eval.json, curves from metrics.jsonl, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from shared.io import atomic_write_text
+
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def curves(out):
+    plt = _plt()
+    sft = _read_jsonl(out / "sft" / "metrics.jsonl")
+    ppo = _read_jsonl(out / "ppo" / "metrics.jsonl")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    train = [(r["step"], r["train/loss"]) for r in sft if "train/loss" in r]
+    held = [(r["step"], r["eval/loss"]) for r in sft if "eval/loss" in r]
+    axes[0].plot(*zip(*train), lw=0.8, label="train")
+    if held:
+        axes[0].plot(*zip(*held), "o-", label="held-out")
+    axes[0].set(title="SFT loss (PyTorch)", xlabel="step", ylabel="cross-entropy")
+    axes[0].legend()
+    axes[1].plot([r["iteration"] for r in ppo], [r["objective/scores"] for r in ppo])
+    axes[1].set(title="PPO reward (TensorFlow)", xlabel="iteration", ylabel="mean score of samples")
+    axes[2].plot([r["iteration"] for r in ppo], [r["objective/kl"] for r in ppo], color="tab:red")
+    axes[2].set(title="KL(policy || SFT) per completion", xlabel="iteration", ylabel="nats")
+    fig.tight_layout()
+    fig.savefig(out / "report_curves.png", dpi=100)
+    plt.close(fig)
+
+
+def attention_heatmap(out, model, tokenizer, prompt, completion):
+    from torch_impl.evaluate import attention_maps
+
+    plt = _plt()
+    weights, tokens = attention_maps(model, tokenizer, prompt, completion)
+    heads = weights.shape[0]
+    fig, axes = plt.subplots(1, heads, figsize=(3.2 * heads, 3.4))
+    for h, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(weights[h], cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"head {h}", fontsize=9)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
+    fig.suptitle(f"SFT model, last layer: {prompt!r} -> {completion!r}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "report_attention.png", dpi=100)
+    plt.close(fig)
+
+
+def calibration(out, models, tokenizers, prompts, references):
+    from shared.metrics import expected_calibration_error
+    from torch_impl.evaluate import next_token_confidences
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    eces = {}
+    for name, model, tokenizer in zip(("SFT", "RL"), models, tokenizers):
+        confidence, correct = next_token_confidences(model, tokenizer, prompts, references)
+        ece, table = expected_calibration_error(confidence, correct, bins=10)
+        eces[name] = ece
+        filled = [row for row in table if row[2] > 0]
+        ax.plot([r[3] for r in filled], [r[4] for r in filled], "o-", label=f"{name} (ECE {ece:.3f})")
+    ax.set(xlabel="confidence (top next-token probability)", ylabel="accuracy",
+           title="Reliability of next-token predictions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "report_calibration.png", dpi=100)
+    plt.close(fig)
+    return eces
+
+
+def _cell(text):
+    return (text or "").replace("|", "\\|").replace("\n", " ") or "∅"
+
+
+def write_report(out, commands, preset):
+    from shared.data import load_jsonl
+    from shared.metrics import NGramLM
+    from shared.tokenizer import Tokenizer
+    from sftrl.eval_command import format_table
+    from sftrl.pipeline import versions
+    from torch_impl.checkpoint import load_pretrained
+
+    out = Path(out)
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    rows = evaluation["models"]
+    sft_row, rl_row = rows
+    records = load_jsonl(out / "data" / "prompt.eval.jsonl", "prompt")
+    prompts, references = [r["prompt"] for r in records], [r["reference"] for r in records]
+
+    # n-gram baseline: word-level interpolated Kneser-Ney trigram on the text split
+    texts = [r["text"].split() for r in load_jsonl(out / "data" / "text.train.jsonl", "text")]
+    held = [r["text"].split() for r in load_jsonl(out / "data" / "text.eval.jsonl", "text")]
+    ngram = NGramLM(3, "kneser_ney", discount=0.1, unk_cutoff=2).fit(texts)  # rare words -> <UNK>: unseen ones get mass
+    ngram_ppl = ngram.perplexity(held)
+
+    models = [load_pretrained(out / "sft"), load_pretrained(out / "ppo")]
+    tokenizers = [Tokenizer.load(out / "sft" / "tokenizer.json"), Tokenizer.load(out / "ppo" / "tokenizer.json")]
+    curves(out)
+    attention_heatmap(out, models[0], tokenizers[0], prompts[0], references[0])
+    eces = calibration(out, models, tokenizers, prompts, references)
+    reward_model = json.loads((out / "reward_model" / "trainer_state.json").read_text())
+    task_names = sorted({r["task"] for r in records if r.get("task")})
+
+    rows_named = [{**sft_row, "model": "SFT (PyTorch)"}, {**rl_row, "model": "RL: PPO (TensorFlow)"}]
+    completions = list(evaluation["completions"].values())
+    samples = "\n".join(f"| {_cell(p)} | {_cell(r)} | {_cell(a)} | {_cell(b)} |" for p, r, a, b in
+                        list(zip(prompts, references, completions[0], completions[1]))[:10])
+    pd = rl_row.get("partial_credit_difference", {"mean": float("nan"), "ci95": [float("nan")] * 2})
+    env = versions()
+    report = f"""# sftrl pipeline report (preset `{preset}`)
+
+SFT in PyTorch on {len(load_jsonl(out / 'data' / 'sft.train.jsonl', 'sft'))} labelled examples, then PPO in
+TensorFlow on {len(load_jsonl(out / 'data' / 'prompt.train.jsonl', 'prompt'))} prompts with the task's
+verifier as reward and a KL penalty to the SFT model. Everything below is measured on the
+{len(records)} held-out prompts of `data/prompt.eval.jsonl` (greedy decoding); differences are RL
+minus SFT on the same prompts, with paired-bootstrap 95% intervals.
+
+## Models
+
+{format_table(rows_named, task_names)}
+
+RL − SFT, partial credit: {pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}].
+
+| statistical baseline | perplexity |
+| --- | ---: |
+| 3-gram, interpolated Kneser–Ney (discount 0.1, words seen once -> `<UNK>`), on `text.eval` | {ngram_ppl:.2f} per word |
+
+The n-gram perplexity is per whitespace word of whole texts; the neural "reference ppl" above is
+per BPE token of the reference completions given the prompt. They are different units: read each
+column against itself.
+
+Reward model (`reward_model/`): held-out pairwise accuracy {reward_model.get('eval/pairwise_accuracy', float('nan')):.3f}
+(training pairs {reward_model['train/pairwise_accuracy']:.3f}).
+
+## Curves
+
+![SFT loss, PPO reward and KL](report_curves.png)
+
+## Calibration
+
+Expected calibration error of next-token predictions on the reference completions:
+SFT {eces['SFT']:.3f}, RL {eces['RL']:.3f}.
+
+![reliability diagram](report_calibration.png)
+
+## Attention
+
+![attention of the SFT model, last layer, one example](report_attention.png)
+
+## Samples
+
+| prompt | reference | SFT | RL |
+| --- | --- | --- | --- |
+{samples}
+
+## Commands
+
+```
+{chr(10).join(commands)}
+```
+
+## Versions
+
+{', '.join(f'{k} {v}' for k, v in env.items())}
+"""
+    atomic_write_text(out / "report.md", report)
+    return {"exact_match": {"sft": sft_row["exact_match"], "rl": rl_row["exact_match"],
+                            "difference": rl_row["exact_match_difference"]["mean"],
+                            "ci95": rl_row["exact_match_difference"]["ci95"]},
+            "partial_credit": {"sft": sft_row["partial_credit"], "rl": rl_row["partial_credit"]},
+            "kl": rl_row["kl_to_first"], "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy"),
+            "ngram": {"order": 3, "perplexity": ngram_ppl}, "ece": eces, "versions": env}
