@@ -137,6 +137,8 @@ def run_reward_model(args) -> int:
     records = load_jsonl(args.data, "preference")
     eval_records = load_jsonl(args.eval_data, "preference") if args.eval_data else []
     tokenizer = Tokenizer.load(Path(args.init) / "tokenizer.json")
+    import keras
+    keras.utils.set_random_seed(args.seed)  # before the layers exist: their dropout seeds come from it
     model = init_from_sft(args.init)
     summary = train_reward_model(model, tokenizer, records, eval_records, args.out, epochs=args.epochs, lr=args.lr,
                                  batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)

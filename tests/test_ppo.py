@@ -164,6 +164,8 @@ def test_resume_is_exact_and_export_loads_in_pytorch(sft_dir, tokenizer, builtin
 
 
 def test_reward_model_learns_the_preferences(sft_dir, tokenizer, builtin_data, tmp_path):
+    import keras
+    keras.utils.set_random_seed(0)
     model = init_from_sft(sft_dir)
     pairs = builtin_data["preference.train"]
     before = pairwise_accuracy(model, pairs, tokenizer, 48)

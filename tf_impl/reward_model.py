@@ -76,7 +76,11 @@ def pairwise_accuracy(model, records, tokenizer, max_length, batch_size=128):
 
 def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=3, lr=1e-4, batch_size=32,
                        seed=0, quiet=False, log=print):
-    """Bradley-Terry training; writes the model, tokenizer, metrics.jsonl. Returns the summary."""
+    """Bradley-Terry training; writes the model, tokenizer, metrics.jsonl. Returns the summary.
+
+    Dropout is on while training; for repeatable runs call `keras.utils.set_random_seed(seed)`
+    before building the model (Keras layers take their dropout seeds when they are created).
+    """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
