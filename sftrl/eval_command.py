@@ -15,6 +15,7 @@ def add_arguments(p) -> None:
                    help="a model folder (repeat for several; the first is the baseline for KL and differences)")
     p.add_argument("--prompts", required=True, help="JSONL of 'prompt' records (with 'reference' for "
                    "perplexity and BLEU, 'task' for per-task rewards)")
+    p.add_argument("--refs", help="references, one per line (plain text), instead of the records' 'reference'")
     p.add_argument("--out", required=True, help="folder for eval.json and eval.md")
     p.add_argument("--max-new-tokens", type=int, default=16, help="longest greedy completion (default 16)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per batch (default 64)")
@@ -32,25 +33,43 @@ def run(args) -> int:
     from shared.metrics import corpus_bleu, paired_bootstrap, perplexity
     from shared.tokenizer import Tokenizer
     from torch_impl.checkpoint import load_pretrained
-    from torch_impl.evaluate import greedy_completions, reference_nll, sequence_kl, task_scores
+    from torch_impl.evaluate import greedy_completions, pseudo_perplexity, reference_nll, sequence_kl, task_scores
 
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise SftrlError("--max-new-tokens and --batch-size must be >= 1")
     records = load_jsonl(args.prompts, "prompt")
     prompts = [r["prompt"] for r in records]
     references = [r.get("reference") for r in records]
+    if args.refs:
+        lines = Path(args.refs).read_text(encoding="utf-8").splitlines() if Path(args.refs).is_file() else None
+        if lines is None:
+            raise SftrlError(f"--refs {args.refs}: no such file")
+        if len(lines) != len(records):
+            raise SftrlError(f"--refs {args.refs}: {len(lines)} lines for {len(records)} prompts in {args.prompts}")
+        references = lines
     has_refs = all(r is not None for r in references)
     task_names = sorted({r["task"] for r in records if r.get("task")})
     models, tokenizers = [], []
     for folder in args.model:
         models.append(load_pretrained(folder))
-        if not models[-1].config.is_causal:
-            raise SftrlError(f"--model {folder}: a bidirectional (masked-LM) model does not generate; "
-                             "`sftrl eval` compares causal models")
         tokenizers.append(Tokenizer.load(Path(folder) / "tokenizer.json"))
+    if not models[0].config.is_causal and any(m.config.is_causal for m in models[1:]):
+        raise SftrlError(f"--model {args.model[0]}: the first model is the baseline for KL and differences; "
+                         "put a causal (generating) model first")
 
     rows, per_prompt = [], []
     for folder, model, tokenizer in zip(args.model, models, tokenizers):
+        if not model.config.is_causal:
+            # A masked LM does not generate: report what is defined for it, labelled as such.
+            if not has_refs:
+                raise SftrlError(f"--model {folder}: a masked-LM row needs references (--refs or 'reference')")
+            texts = [f"{p} {r}" for p, r in zip(prompts, references)]
+            pppl, masked_loss = pseudo_perplexity(model, tokenizer, texts, args.batch_size)
+            rows.append({"model": folder, "masked_lm": True, "pseudo_perplexity": pppl, "masked_token_loss": masked_loss,
+                         "exact_match": None, "partial_credit": None, "kl_to_first": None, "mean_length_words": None,
+                         "samples_per_s": None, **{f"{t}/{m}": None for t in task_names
+                                                   for m in ("exact_match", "partial_credit")}})
+            continue
         texts, ids, samples_per_s = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
         exact, partial = task_scores(prompts, texts)
         row = {"model": folder, "samples_per_s": samples_per_s,
@@ -64,7 +83,7 @@ def run(args) -> int:
             chosen = [i for i, r in enumerate(records) if r.get("task") == task]
             row[f"{task}/exact_match"] = _mean([exact[i] for i in chosen])
             row[f"{task}/partial_credit"] = _mean([partial[i] for i in chosen])
-        if per_prompt:
+        if per_prompt and models[0].config.is_causal:
             if models[0].config.vocab_size != model.config.vocab_size:
                 raise SftrlError(f"--model {folder}: vocabulary differs from the first model's; KL needs the same one")
             row["kl_to_first"] = float(np.mean(sequence_kl(model, models[0], tokenizer, prompts, ids, args.batch_size)))
@@ -74,13 +93,14 @@ def run(args) -> int:
                     diff, low, high = paired_bootstrap(base, values, seed=args.seed)
                     row[f"{name}_difference"] = {"mean": diff, "ci95": [low, high]}
         else:
-            row["kl_to_first"] = 0.0
+            row["kl_to_first"] = 0.0 if not per_prompt else None
         per_prompt.append({"exact_match": exact, "partial_credit": partial, "completions": texts})
         rows.append(row)
 
     out = Path(args.out)
     report = {"prompts": args.prompts, "count": len(records), "max_new_tokens": args.max_new_tokens,
-              "models": rows, "completions": {m: p["completions"] for m, p in zip(args.model, per_prompt)}}
+              "models": rows, "completions": {r["model"]: p["completions"]
+                                              for r, p in zip([r for r in rows if not r.get("masked_lm")], per_prompt)}}
     atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
     markdown = format_table(rows, task_names)
     atomic_write_text(out / "eval.md", markdown + "\n")
@@ -95,12 +115,19 @@ def format_table(rows, task_names) -> str:
 
     lines = ["| model | exact match | partial credit | Δ exact match vs first [95% CI] | reference ppl | BLEU | "
              "KL to first | mean length | samples/s |", "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
+    for r in [r for r in rows if not r.get("masked_lm")]:
         d = r.get("exact_match_difference")
         delta = "(baseline)" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
         lines.append(f"| {r['model']} | {fmt(r['exact_match'])} | {fmt(r['partial_credit'])} | {delta} | "
                      f"{fmt(r.get('reference_perplexity'), 2)} | {fmt(r.get('bleu'), 1)} | {fmt(r['kl_to_first'])} | "
                      f"{fmt(r['mean_length_words'], 1)} | {fmt(r['samples_per_s'], 0)} |")
+    masked = [r for r in rows if r.get("masked_lm")]
+    if masked:
+        lines += ["", "Masked LMs do not generate; their rows give what is defined for them (Salazar et al. 2020): "
+                  "pseudo-perplexity, masking each token of prompt + reference in turn, and the masked-token loss.",
+                  "", "| masked LM | pseudo-perplexity | masked-token loss (nats) |", "| --- | ---: | ---: |"]
+        lines += [f"| {r['model']} | {r['pseudo_perplexity']:.2f} | {r['masked_token_loss']:.3f} |" for r in masked]
+    rows = [r for r in rows if not r.get("masked_lm")]
     if task_names:
         lines += ["", "| model | " + " | ".join(f"{t} exact / partial" for t in task_names) + " |",
                   "| --- |" + " ---: |" * len(task_names)]

@@ -46,15 +46,47 @@ def test_eval_rows_and_differences(trained, tmp_path):
     assert "| model | exact match |" in table and "(baseline)" in table
 
 
-def test_eval_rejects_a_masked_lm(trained, tmp_path):
+def test_masked_lm_rows_report_pseudo_perplexity(trained, tmp_path):
     folder = tmp_path / "mlm"
     result = run_cli("sft", "--data", trained / "data" / "sft.train.jsonl", "--model-config", trained / "tiny.json",
                      "--vocab-size", "300", "--objective", "mlm", "--steps", "2", "--out", folder, "--quiet")
     assert result.returncode == 0, result.stderr
-    result = run_cli("eval", "--model", folder, "--prompts", trained / "data" / "prompt.eval.jsonl", "--out", tmp_path / "o")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: --model {folder}: a bidirectional (masked-LM) model does not generate; `sftrl eval` compares causal models"]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join((trained / "data" / "prompt.eval.jsonl").read_text().splitlines()[:5]) + "\n")
+    result = run_cli("eval", "--model", trained / "a", "--model", folder, "--prompts", prompts, "--out", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    row = json.loads((tmp_path / "o" / "eval.json").read_text())["models"][1]
+    assert row["masked_lm"] and row["pseudo_perplexity"] > 1 and row["exact_match"] is None
+    assert "perplexity" not in {k for k in row if k != "pseudo_perplexity"}
+    assert "| masked LM | pseudo-perplexity | masked-token loss (nats) |" in result.stdout
+    bad = run_cli("eval", "--model", folder, "--model", trained / "a", "--prompts", prompts, "--out", tmp_path / "p")
+    assert bad.returncode == 2 and "put a causal (generating) model first" in bad.stderr
+
+
+def test_pseudo_perplexity_masks_each_token_in_turn(trained):
+    import numpy as np
+    import torch
+
+    from shared.tokenizer import Tokenizer
+    from torch_impl.evaluate import pseudo_perplexity
+    from torch_impl.model import SFTModel
+
+    tokenizer = Tokenizer.load(trained / "a" / "tokenizer.json")
+    config = ModelConfig.from_json_file(trained / "tiny.json")
+    torch.manual_seed(0)
+    model = SFTModel(config).eval()
+    text = "reverse: a b c = c b a"
+    ids = tokenizer.encode(text)
+    nll = []
+    torch.set_grad_enabled(False)
+    for i in range(1, len(ids) - 1):  # by hand, one position at a time
+        masked = list(ids)
+        masked[i] = tokenizer.mask_id
+        logp = torch.log_softmax(model(torch.tensor([masked])), -1)[0, i, ids[i]]
+        nll.append(-float(logp))
+    torch.set_grad_enabled(True)
+    pppl, loss = pseudo_perplexity(model, tokenizer, [text], batch_size=3)
+    assert loss == pytest.approx(np.mean(nll), abs=1e-6) and pppl == pytest.approx(np.exp(np.mean(nll)), rel=1e-6)
 
 
 def test_human_eval_export_from_two_models(trained, tmp_path):
@@ -69,3 +101,31 @@ def test_human_eval_export_from_two_models(trained, tmp_path):
     assert {frozenset(v.values()) for v in key["pairs"].values()} == {frozenset(key["models"])}
     result = run_cli("human-eval", "export", "--model", trained / "a", "--prompts", prompts, "--out", tmp_path / "x")
     assert result.returncode == 2 and "error: --model: give exactly two model folders (got 1)" in result.stderr
+
+
+def test_sliding_window_perplexity_scores_each_token_once(trained):
+    import numpy as np
+    import torch
+
+    from shared.tokenizer import Tokenizer
+    from torch_impl.evaluate import text_perplexity
+    from torch_impl.model import SFTModel
+
+    tokenizer = Tokenizer.load(trained / "a" / "tokenizer.json")
+    torch.manual_seed(0)
+    model = SFTModel(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=48,
+                                 attention_type="causal")).eval()
+    text = "copy: a b c d = a b c d"
+    ids = tokenizer.encode(text)
+    with torch.no_grad():  # a text that fits: one window, the plain next-token NLL
+        logp = torch.log_softmax(model(torch.tensor([ids])), -1)[0, :-1]
+        expected = -float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+    ppl, nll, count = text_perplexity(model, tokenizer, [text])
+    assert count == len(ids) - 1 and nll == pytest.approx(expected, rel=1e-5)
+    assert ppl == pytest.approx(np.exp(expected / count), rel=1e-5)
+    long_text = " ".join(["reverse: a b c = c b a"] * 12)  # longer than the 48-position context
+    n_tokens = len(tokenizer.encode(long_text))
+    assert n_tokens > 48
+    _, _, count = text_perplexity(model, tokenizer, [long_text], stride=16)
+    assert count == n_tokens - 1  # every token after the first scored exactly once

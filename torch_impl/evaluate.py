@@ -129,3 +129,60 @@ def attention_maps(model, tokenizer, prompt, completion):
             layer.attention.self.attn_implementation = implementation
     tokens = [tokenizer.id_to_token(i).replace("\u0120", "\u2423") for i in ids]  # byte-level "Ġ" (space) -> "␣"
     return attentions[-1][0].numpy(), tokens
+
+
+@torch.no_grad()
+def pseudo_perplexity(model, tokenizer, texts, batch_size=64):
+    """Masked-LM scores of texts (Salazar et al. 2020), for bidirectional models.
+
+    Each real token is masked in turn and scored by the model seeing every other token:
+    PPPL = exp(-(1/N) sum_i log P_MLM(w_i | w_{-i})). It is *pseudo*-perplexity: the product
+    of these conditionals is not a probability of the text, so it is never called perplexity.
+    Returns (pseudo-perplexity, mean masked-token loss in nats).
+    """
+    model.eval()
+    max_length = model.config.max_position_embeddings
+    rows, targets = [], []
+    for text in texts:
+        ids = [tokenizer.cls_id] + tokenizer.encode(text, add_special_tokens=False)[:max_length - 2] + [tokenizer.sep_id]
+        for position in range(1, len(ids) - 1):  # every real token, one copy each
+            masked = list(ids)
+            masked[position] = tokenizer.mask_id
+            rows.append((masked, position))
+            targets.append(ids[position])
+    nll = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = collate([r[0] for r in chunk], tokenizer.pad_id)
+        logp = F.log_softmax(model(torch.as_tensor(batch["input_ids"]),
+                                   torch.as_tensor(batch["attention_mask"])).float(), -1)
+        for k, (_, position) in enumerate(chunk):
+            nll.append(-float(logp[k, position, targets[start + k]]))
+    mean = float(np.mean(nll))
+    return float(np.exp(mean)), mean
+
+
+@torch.no_grad()
+def text_perplexity(model, tokenizer, texts, stride=None):
+    """Perplexity exp(mean NLL) of whole texts under a causal model, per token.
+
+    A text longer than the context is read in windows of max_position_embeddings tokens, `stride`
+    apart (`shared.metrics.sliding_windows`): each token is scored once, with up to
+    max_length - stride tokens of earlier context. Returns (perplexity, NLL sum, tokens scored).
+    """
+    from shared.metrics import perplexity, sliding_windows
+
+    model.eval()
+    max_length = model.config.max_position_embeddings
+    stride = stride or max_length // 2
+    nll_sum, count = 0.0, 0
+    for text in texts:
+        ids = [tokenizer.cls_id] + tokenizer.encode(text, add_special_tokens=False) + [tokenizer.sep_id]
+        for window, labels in sliding_windows(ids, max_length, stride):
+            scores = model(torch.tensor([window])).float()[0, :-1]
+            targets = torch.tensor(labels[1:])
+            keep = targets != IGNORE_INDEX
+            if keep.any():
+                nll = F.cross_entropy(scores[keep], targets[keep], reduction="sum")
+                nll_sum, count = nll_sum + float(nll), count + int(keep.sum())
+    return perplexity(nll_sum, count), nll_sum, count
