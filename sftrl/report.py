@@ -108,6 +108,7 @@ def write_report(out, commands, preset):
     held = [r["text"].split() for r in load_jsonl(out / "data" / "text.eval.jsonl", "text")]
     ngram = NGramLM(3, "kneser_ney", discount=0.1, unk_cutoff=2).fit(texts)  # rare words -> <UNK>: unseen ones get mass
     ngram_ppl = ngram.perplexity(held)
+    laplace_ppl = NGramLM(2, "laplace", unk_cutoff=2).fit(texts).perplexity(held)
 
     models = [load_pretrained(out / "sft"), load_pretrained(out / "ppo")]
     tokenizers = [Tokenizer.load(out / "sft" / "tokenizer.json"), Tokenizer.load(out / "ppo" / "tokenizer.json")]
@@ -137,9 +138,10 @@ minus SFT on the same prompts, with paired-bootstrap 95% intervals.
 
 RL − SFT, partial credit: {pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}].
 
-| statistical baseline | perplexity |
+| statistical baseline (words seen once -> `<UNK>`), on `text.eval` | perplexity |
 | --- | ---: |
-| 3-gram, interpolated Kneser–Ney (discount 0.1, words seen once -> `<UNK>`), on `text.eval` | {ngram_ppl:.2f} per word |
+| 2-gram, Laplace (add-one) | {laplace_ppl:.2f} per word |
+| 3-gram, interpolated Kneser–Ney (discount 0.1) | {ngram_ppl:.2f} per word |
 
 The n-gram perplexity is per whitespace word of whole texts; the neural "reference ppl" above is
 per BPE token of the reference completions given the prompt. They are different units: read each
@@ -185,4 +187,5 @@ SFT {eces['SFT']:.3f}, RL {eces['RL']:.3f}.
                             "ci95": rl_row["exact_match_difference"]["ci95"]},
             "partial_credit": {"sft": sft_row["partial_credit"], "rl": rl_row["partial_credit"]},
             "kl": rl_row["kl_to_first"], "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy"),
-            "ngram": {"order": 3, "perplexity": ngram_ppl}, "ece": eces, "versions": env}
+            "ngram": {"order": 3, "perplexity": ngram_ppl, "laplace_bigram_perplexity": laplace_ppl},
+            "ece": eces, "versions": env}
