@@ -6,7 +6,6 @@ Sizes: "default" for the published figures, "tiny" for the smoke test (structure
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -16,7 +16,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from sftrl.parity import FORWARD_TOL, GRADIENT_TOL, Case  # noqa: E402
+from sftrl.parity import GRADIENT_TOL, Case  # noqa: E402
 from shared import reference as ref  # noqa: E402
 from shared.config import ModelConfig  # noqa: E402
 from shared.data import build_attention_mask, collate  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from shared.config import ModelConfig, SFTConfig
+from shared.config import SFTConfig
 from shared.errors import ConfigError, SftrlError
 
 TRAINING_FLAGS = ("objective", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps",

@@ -1,6 +1,5 @@
 """RL in TensorFlow: the env, rollouts, the PPO update, KL control, resume and export."""
 
-import dataclasses
 import json
 
 import numpy as np

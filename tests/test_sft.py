@@ -1,6 +1,5 @@
 """The SFT trainer: it learns, LoRA trains adapters only, resume is bitwise, exports load in transformers."""
 
-import dataclasses
 import json
 
 import numpy as np

@@ -17,7 +17,6 @@ function of its seed and resumes exactly, and `TextGenEnv` reproduces its tokens
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
