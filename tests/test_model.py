@@ -274,3 +274,41 @@ def test_fused_and_eager_attention_agree(attention_type):
             layer.attention.self.attn_implementation = "sdpa"
         assert np.isfinite(fused).all()
         assert max_error_on_real_tokens(fused, eager, mask) <= 1e-12
+
+
+class _RunsCodeOnLoad:
+    """Unpickling this object would call touch(path): the classic malicious-checkpoint payload."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def test_a_pickle_that_runs_code_is_refused_and_the_code_does_not_run(tmp_path):
+    import pickle
+
+    make_config().to_json_file(tmp_path / "config.json")
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"bert.embeddings.word_embeddings.weight": _RunsCodeOnLoad(str(marker))}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: refused to load"):
+        load_pretrained(tmp_path)
+    assert not marker.exists()
+
+
+def test_safetensors_with_wrong_dtype_or_shape_are_rejected(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_pretrained(torch_model.SFTModel(make_config()), tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    state["bert.embeddings.LayerNorm.weight"] = torch.ones(32, dtype=torch.int64)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="bert.embeddings.LayerNorm.weight has dtype int64, expected a floating"):
+        load_pretrained(tmp_path)
+    state["bert.embeddings.LayerNorm.weight"] = torch.ones(33)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"has shape \(33,\), the model expects \(32,\)"):
+        load_pretrained(tmp_path)

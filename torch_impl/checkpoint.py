@@ -78,6 +78,9 @@ def load_state_dict_strict(model: SFTModel, state: dict[str, torch.Tensor], sour
             parts.append(f"{len(unexpected)} unexpected weight(s), e.g. {unexpected[0]}")
         raise CheckpointError(f"{source}: does not match the model: {'; '.join(parts)}")
     for name, tensor in state.items():
+        if not torch.is_floating_point(tensor):
+            raise CheckpointError(f"{source}: {name} has dtype {str(tensor.dtype).replace('torch.', '')}, "
+                                  "expected a floating-point tensor")
         if tuple(tensor.shape) != tuple(own[name].shape):
             raise CheckpointError(f"{source}: {name} has shape {tuple(tensor.shape)}, the model "
                                   f"expects {tuple(own[name].shape)}")
