@@ -87,3 +87,14 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
         return None
     path = out_dir / "checkpoints" / pointer.read_text().strip()
     return path if (path / "trainer_state.json").exists() else None
+
+
+def truncate_jsonl(path, key: str, last: int) -> None:
+    """Keep the records of a JSONL log whose `key` is <= last (what a resumed run had checkpointed)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= last]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

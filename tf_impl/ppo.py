@@ -30,7 +30,7 @@ from shared.config import ModelConfig, PPOConfig
 from shared.data import collate, encode_prompt
 from shared.errors import CheckpointError, SftrlError
 from shared.generation import gumbel_noise
-from shared.io import atomic_write_bytes, atomic_write_text, latest_checkpoint, write_checkpoint
+from shared.io import atomic_write_bytes, atomic_write_text, latest_checkpoint, truncate_jsonl, write_checkpoint
 from shared.rewards import score_all
 from shared.tensorboard import SummaryWriter
 from tf_impl import losses
@@ -328,10 +328,7 @@ def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, o
         if ckpt is None:
             raise SftrlError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} to resume from")
         start = trainer.restore(ckpt)
-        if metrics_path.exists():
-            kept = [line for line in metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["iteration"] <= start]
-            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+        truncate_jsonl(metrics_path, "iteration", start)  # drop what was logged after the checkpoint
         log(f"resumed from {ckpt} at iteration {start}")
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(out_dir)

@@ -30,7 +30,7 @@ from shared.config import ModelConfig, SFTConfig
 from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
 from shared.errors import CheckpointError, SftrlError
-from shared.io import atomic_write_text, latest_checkpoint, write_checkpoint
+from shared.io import atomic_write_text, latest_checkpoint, truncate_jsonl, write_checkpoint
 from shared.tensorboard import SummaryWriter
 from shared import tasks as builtin_tasks
 from torch_impl.checkpoint import TIED_NAMES, save_pretrained
@@ -298,10 +298,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
         state.update(json.loads((ckpt / "trainer_state.json").read_text())["state"])
         if (ckpt / "best.safetensors").exists():
             best_state = load_file(str(ckpt / "best.safetensors"))
-        if metrics_path.exists():  # drop what the interrupted run logged after its checkpoint
-            kept = [line for line in metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= state["step"]]
-            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+        truncate_jsonl(metrics_path, "step", state["step"])  # drop what was logged after the checkpoint
         log(f"resumed from {ckpt} at step {state['step']}")
     out_dir.mkdir(parents=True, exist_ok=True)
 
