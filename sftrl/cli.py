@@ -334,6 +334,10 @@ def main(argv=None) -> int:
     except SftrlError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
+    except OSError as e:  # a full disk, a read-only file system, ... outside shared.io's own checks
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"error: {where}{e.strerror or e}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from shared.config import SFTConfig
 from shared.errors import ConfigError, SftrlError
+from shared.interrupt import EXIT_INTERRUPTED
 
 TRAINING_FLAGS = ("objective", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps",
                   "max_grad_norm", "max_length", "eval_every", "early_stopping_patience", "save_every",
@@ -48,9 +50,16 @@ def add_arguments(p, pretrain: bool) -> None:
     p.add_argument("--tasks", help="only these tasks, optionally weighted: 'copy,add' or 'copy=1,add=3' "
                    "(default: every task, sampled equally often)")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the GPU (under torchrun, the GPU of each process's LOCAL_RANK)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: mixed precision (bfloat16 autocast; weights and optimizer stay float32)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out "
+                   "(after Ctrl-C, a kill or a crash; the result is bitwise that of an uninterrupted run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.epilog = ("Several processes: torchrun --nproc_per_node=N -m sftrl %s ... (DDP; gloo on CPU, NCCL with "
+                "--device cuda). --batch-size is the global batch, split between the processes; only rank 0 "
+                "writes." % ("pretrain" if pretrain else "sft"))
 
 
 def build_config(args) -> SFTConfig:
@@ -83,11 +92,32 @@ def parse_tasks(spec: str | None, records) -> tuple[set | None, dict | None]:
     return names, (weights or None)
 
 
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group -- NCCL on GPUs, gloo on CPU --
+    and return (rank, world_size, this process's device). Otherwise (0, 1, device)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 def run(args, pretrain: bool) -> int:
     import torch
 
     from shared.config import load_model_config
     from shared.data import load_jsonl, record_texts
+    from shared.io import latest_checkpoint
     from shared.tokenizer import Tokenizer
     from torch_impl.checkpoint import load_pretrained
     from torch_impl.model import SFTModel
@@ -97,6 +127,12 @@ def run(args, pretrain: bool) -> int:
     kind = "text" if pretrain else "sft"
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SftrlError("--device cuda: no CUDA device is available here")
+    if args.precision == "bf16" and args.device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SftrlError("--precision bf16: this GPU does not support bfloat16")
+    out = Path(args.out)
+    if args.resume and latest_checkpoint(out) is None:
+        raise SftrlError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
+    rank, world, device = init_distributed(args.device)
     records = load_jsonl(args.data, kind)
     eval_records = load_jsonl(args.eval_data, kind) if args.eval_data else []
     wanted, weights = parse_tasks(args.tasks, records) if not pretrain else (None, None)
@@ -105,7 +141,6 @@ def run(args, pretrain: bool) -> int:
         eval_records = [r for r in eval_records if r.get("task") in wanted]
 
     # ---- tokenizer: given, from --init, or trained here
-    out = Path(args.out)
     if args.tokenizer:
         tokenizer = Tokenizer.load(args.tokenizer)
     elif args.init and (Path(args.init) / "tokenizer.json").exists():
@@ -141,15 +176,25 @@ def run(args, pretrain: bool) -> int:
     if max_length < config.max_length:
         examples, truncated = encode_records(records, kind, tokenizer, config.objective, max_length)
     eval_examples = encode_records(eval_records, kind, tokenizer, config.objective, max_length)[0]
-    if truncated:
+    if truncated and rank == 0:
         print(f"warning: {truncated} of {len(examples)} training examples were longer than "
               f"{max_length} tokens and were truncated (prompts lose their start)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    tokenizer.save(out / "checkpoints" / "tokenizer.json")  # so --resume uses the same one
+    if rank == 0:
+        try:
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SftrlError(f"--out {out}: cannot create the run directory ({e.strerror})") from None
+        tokenizer.save(out / "checkpoints" / "tokenizer.json")  # so --resume uses the same one
 
-    summary = train(model, tokenizer, examples, eval_examples, config, out, device=args.device,
-                    quiet=args.quiet, resume=args.resume, task_weights=weights)
+    summary = train(model, tokenizer, examples, eval_examples, config, out, device=device,
+                    quiet=args.quiet, resume=args.resume, task_weights=weights, precision=args.precision)
+    if "interrupted_at" in summary:
+        if rank == 0:
+            sys.stderr.write(f"interrupted at step {summary['interrupted_at']}: checkpoint written to "
+                             f"{summary['checkpoint']}; to continue, run the same command with --resume\n")
+        return EXIT_INTERRUPTED
+    if rank != 0:
+        return 0
     m = summary["metrics"]
     print(f"done: {summary['step']} steps in {summary['train_seconds']} s"
           + (" (stopped early)" if summary["stopped_early"] else ""))

@@ -61,40 +61,87 @@ def fsync_dir(directory) -> None:
 # ----------------------------------------------------------------------------- checkpoint folders
 
 def write_checkpoint(directory: Path, files: dict[str, bytes], keep: int) -> Path:
-    """Write a complete step-N folder atomically: every file into `.step-N.tmp`, fsync, rename
-    the folder, then point `latest` at it. A folder named step-N is always complete."""
+    """Write a complete checkpoint folder (e.g. `step-N`) so that a kill at any moment leaves
+    only complete folders under visible names:
+
+        write every file into the hidden `.step-N.tmp/` (each flushed and fsync'd)
+        rename it to `step-N` (an older `step-N` is first renamed out of the way)
+        point `latest` at it, then delete all but the newest `keep` folders (renamed, then removed)
+    """
     root = directory.parent
+    prefix = directory.name.rpartition("-")[0] + "-"
     tmp = root / f".{directory.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise SftrlError(f"{tmp}: cannot write ({e.strerror})") from None
     for name, data in files.items():
         atomic_write_bytes(tmp / name, data)
-    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        _remove(directory)
     tmp.rename(directory)
     fsync_dir(root)
     atomic_write_text(root / "latest", directory.name + "\n")
-    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
-    for old in steps[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in checkpoint_folders(root, prefix)[:-keep]:
+        _remove(old)
     return directory
 
 
+def _remove(directory: Path) -> None:
+    """Delete a folder without ever leaving a half-deleted one under its visible name."""
+    trash = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(trash, ignore_errors=True)
+    directory.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def checkpoint_folders(root: Path, prefix: str = "") -> list[Path]:
+    """Complete checkpoint folders `PREFIXN` under root, oldest first."""
+    found = []
+    for p in Path(root).glob(f"{prefix}*"):
+        name, _, number = p.name.rpartition("-")
+        if p.is_dir() and name and not name.startswith(".") and number.isdigit() \
+                and (p / "trainer_state.json").exists():
+            found.append(p)
+    return sorted(found, key=lambda p: int(p.name.rpartition("-")[2]))
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The folder `out_dir/checkpoints/latest` names, if it is complete; else None."""
-    out_dir = Path(out_dir)
-    pointer = out_dir / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = out_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "trainer_state.json").exists() else None
+    """The newest complete checkpoint folder of `out_dir/checkpoints`, or None.
+
+    Folders are renamed into place only once every file is written, so any visible one is
+    complete; using the newest (rather than trusting `latest`) also covers a kill between the
+    rename and the rewrite of `latest`."""
+    folders = checkpoint_folders(Path(out_dir) / "checkpoints")
+    return folders[-1] if folders else None
 
 
 def truncate_jsonl(path, key: str, last: int) -> None:
-    """Keep the records of a JSONL log whose `key` is <= last (what a resumed run had checkpointed)."""
+    """Keep the records of a JSONL log whose `key` is <= last (what a resumed run had checkpointed).
+    A line cut short by a kill (not valid JSON) is dropped too."""
     import json
 
     path = Path(path)
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= last]
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get(key, last + 1) <= last:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def append_jsonl(path, record: dict) -> None:
+    """Append one JSON line and flush it to the kernel (a kill loses at most the line being written)."""
+    import json
+
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise SftrlError(f"{path}: cannot write ({e.strerror})") from None

@@ -30,12 +30,13 @@ from shared.config import ModelConfig, SFTConfig
 from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
 from shared.errors import CheckpointError, SftrlError
-from shared.io import atomic_write_text, latest_checkpoint, truncate_jsonl, write_checkpoint
+from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
+                       write_checkpoint)
 from shared.tensorboard import SummaryWriter
 from shared import tasks as builtin_tasks
 from torch_impl.checkpoint import TIED_NAMES, save_pretrained
 from torch_impl.generate import generate
-from torch_impl.model import SFTModel
+from torch_impl.model import SFTModel, lm_loss
 
 EVAL_MASK_SEED = 10 ** 6  # MLM evaluation masks the same tokens every time
 
@@ -259,21 +260,119 @@ def total_steps_for(config: SFTConfig, n_examples: int) -> int:
     return max(1, int(math.ceil(config.epochs * math.ceil(n_examples / config.batch_size))))
 
 
+# ----------------------------------------------------------------------------- several processes (DDP)
+
+def distributed():
+    """(rank, world_size): (0, 1) unless `torch.distributed` was initialised (under torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def barrier():
+    import torch.distributed as dist
+
+    if distributed()[1] > 1:
+        dist.barrier()
+
+
+def label_count(labels: torch.Tensor, causal: bool) -> int:
+    """Number of labelled positions the loss averages over (causal: labels shift by one)."""
+    labels = labels[:, 1:] if causal else labels
+    return int((labels != IGNORE_INDEX).sum())
+
+
+def shard_loss(scores, labels, causal: bool, global_count: int) -> torch.Tensor:
+    """Sum of this process's token losses / the whole batch's token count.
+
+    Summed over processes it is the single-process mean loss, and DDP averages gradients
+    over processes, so each process backpropagates world_size times this value."""
+    if causal:
+        scores, labels = scores[:, :-1], labels[:, 1:]
+    total = torch.nn.functional.cross_entropy(scores.reshape(-1, scores.size(-1)), labels.reshape(-1),
+                                              ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / max(global_count, 1)
+
+
+def rng_tensors(device) -> dict[str, torch.Tensor]:
+    """The random state dropout draws from: the CPU generator, and the CUDA one on a GPU."""
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def set_rng_tensors(state, device) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["torch_cuda"], torch.device(device))
+
+
+def gathered_rng_tensors(device) -> dict[str, torch.Tensor]:
+    """Every process's random state, keyed `torch_cpu` (rank 0) and `torch_cpu.rank1`, ..."""
+    import torch.distributed as dist
+
+    rank, world = distributed()
+    mine = rng_tensors(device)
+    if world == 1:
+        return mine
+    out = {}
+    for key, tensor in mine.items():
+        parts = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather_object(parts, tensor.cpu())
+        for r, part in enumerate(parts):
+            out[key if r == 0 else f"{key}.rank{r}"] = part
+    return out
+
+
+def my_rng_tensors(saved: dict, rank: int) -> dict[str, torch.Tensor]:
+    suffix = "" if rank == 0 else f".rank{rank}"
+    return {key: saved[key + suffix] for key in ("torch_cpu", "torch_cuda") if key + suffix in saved}
+
+
+# ----------------------------------------------------------------------------- the training loop
+
 def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
-          device="cpu", quiet=False, resume=False, task_weights=None, log=print, stop_after=None):
+          device="cpu", quiet=False, resume=False, task_weights=None, log=print, stop_after=None,
+          precision="fp32"):
     """Train, checkpoint, export the best (or final) weights to `out_dir`. Returns the summary.
 
-    stop_after: end the run after that step as if interrupted (tests of --resume use it).
+    Under torchrun (torch.distributed initialised) every process builds the same global batch
+    and trains on its share of the rows (DDP averages the gradients); only rank 0 writes.
+    precision: "fp32", or "bf16" (autocast: bfloat16 matmuls, float32 weights and optimizer).
+    Ctrl-C (SIGINT) or SIGTERM: the current step finishes, a checkpoint is written, and the
+    summary is {"interrupted_at": step, "checkpoint": path}.
+    stop_after: end the run after that step as if killed (tests of --resume use it).
     """
     from tqdm import tqdm
 
+    from shared.interrupt import StopRequest
+
     out_dir = Path(out_dir)
     objective = config.objective
+    causal = objective == "clm"
+    rank, world = distributed()
+    is_main = rank == 0
+    if not is_main:
+        log, quiet = (lambda *a, **k: None), True
     total_steps = total_steps_for(config, len(train_examples))
     if not resume and latest_checkpoint(out_dir) is not None:
         raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
                          "that run, or choose another directory")
-    torch.manual_seed(config.seed)
+    if world > config.batch_size:
+        raise SftrlError(f"--batch-size: {config.batch_size} is smaller than the {world} processes; "
+                         "the batch is the global batch, split between them")
+    torch.manual_seed(config.seed + rank)  # dropout: a different stream per process
     model.to(device).train()
     module = add_lora(model, config.lora_rank, config.lora_alpha) if config.lora_rank else model
     trainable = [p for p in module.parameters() if p.requires_grad]
@@ -286,6 +385,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
     best_state = None
     checkpoints = out_dir / "checkpoints"
     metrics_path = out_dir / "metrics.jsonl"
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     # ---- resume or start fresh
     if resume:
@@ -294,129 +394,183 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
             raise SftrlError(f"--resume: no checkpoint in {checkpoints} to resume from")
         load_unique_state(module, load_file(str(ckpt / "model.safetensors")), ckpt)
         load_optimizer_tensors(optimizer, load_file(str(ckpt / "optimizer.safetensors")))
-        torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch_cpu"])
-        state.update(json.loads((ckpt / "trainer_state.json").read_text())["state"])
+        saved = json.loads((ckpt / "trainer_state.json").read_text())
+        rng = my_rng_tensors(load_file(str(ckpt / "rng.safetensors")), rank)
+        if saved.get("world_size", 1) != world or "torch_cpu" not in rng:
+            log(f"warning: {ckpt} was written by {saved.get('world_size', 1)} process(es), this run has "
+                f"{world}: the weights continue exactly, dropout draws do not")
+            rng = my_rng_tensors(load_file(str(ckpt / "rng.safetensors")), 0)
+        set_rng_tensors(rng, device)
+        state.update(saved["state"])
         if (ckpt / "best.safetensors").exists():
             best_state = load_file(str(ckpt / "best.safetensors"))
-        truncate_jsonl(metrics_path, "step", state["step"])  # drop what was logged after the checkpoint
+        if is_main:
+            truncate_jsonl(metrics_path, "step", state["step"])  # drop what was logged after the checkpoint
         log(f"resumed from {ckpt} at step {state['step']}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    elif is_main:
+        truncate_jsonl(metrics_path, "step", 0)  # a run killed before its first checkpoint starts over
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ddp = module
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(module, device_ids=[torch.device(device).index]
+                                      if torch.device(device).type == "cuda" else None)
 
     def log_metrics(values: dict):
-        record = {"step": state["step"], **values}
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if not is_main:
+            return
+        append_jsonl(metrics_path, {"step": state["step"], **values})
         for key, value in values.items():
             writer.add_scalar(key, value, state["step"])
 
     def checkpoint():
-        files = {
-            "model.safetensors": save(unique_state(module)),
-            "optimizer.safetensors": save(optimizer_tensors(optimizer)),
-            "rng.safetensors": save({"torch_cpu": torch.get_rng_state()}),
-            "trainer_state.json": json.dumps({"state": state, "config": config.to_dict()}, indent=2).encode(),
-        }
-        if best_state is not None:
-            files["best.safetensors"] = save(best_state)
-        return write_checkpoint(checkpoints / f"step-{state['step']}", files, config.keep_checkpoints)
+        """Every process takes part (the random states are gathered); rank 0 writes the folder."""
+        rng = gathered_rng_tensors(device)
+        path = checkpoints / f"step-{state['step']}"
+        if is_main:
+            files = {
+                "model.safetensors": save(unique_state(module)),
+                "optimizer.safetensors": save(optimizer_tensors(optimizer)),
+                "rng.safetensors": save({k: v.cpu().contiguous() for k, v in rng.items()}),
+                "trainer_state.json": json.dumps({"state": state, "config": config.to_dict(),
+                                                  "world_size": world}, indent=2).encode(),
+            }
+            if best_state is not None:
+                files["best.safetensors"] = save(best_state)
+            write_checkpoint(path, files, config.keep_checkpoints)
+        barrier()
+        return path
 
-    writer = SummaryWriter(out_dir)
+    def stop_with(problem: str):
+        last = latest_checkpoint(out_dir)
+        raise SftrlError(f"step {state['step']}: {problem}; stopped, nothing exported. Last good checkpoint: "
+                         f"{last if last else 'none (no checkpoint was written yet)'}")
+
+    writer = SummaryWriter(out_dir) if is_main else None
     plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
                       config.batch_size, config.seed, state["epoch"], task_weights)
     bar = tqdm(total=total_steps, initial=state["step"], disable=quiet, desc="sft", unit="step",
                dynamic_ncols=True)
     started, tokens_at_start = time.perf_counter(), state["tokens"]
-    interrupted = False
+    interrupted = None
+    saved_at = None  # the step of the last checkpoint written by this process
 
-    while state["step"] < total_steps:
-        # ---- next batch of the epoch plan (a new plan when the epoch is used up)
-        if state["batch_in_epoch"] >= len(plan):
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
-                              config.batch_size, config.seed, state["epoch"], task_weights)
-        indices = plan[state["batch_in_epoch"]]
-        state["batch_in_epoch"] += 1
-        state["step"] += 1
-        step = state["step"]
-        batch = make_batch(train_examples, indices, tokenizer, objective,
-                           np.random.default_rng([config.seed, step]), device)
+    with StopRequest() as stop:
+        while state["step"] < total_steps:
+            # ---- next batch of the epoch plan (a new plan when the epoch is used up)
+            if state["batch_in_epoch"] >= len(plan):
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
+                plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
+                                  config.batch_size, config.seed, state["epoch"], task_weights)
+            indices = plan[state["batch_in_epoch"]]
+            state["batch_in_epoch"] += 1
+            state["step"] += 1
+            step = state["step"]
+            batch = make_batch(train_examples, indices, tokenizer, objective,
+                               np.random.default_rng([config.seed, step]), device)
 
-        # ---- forward, backward, clip, step
-        lr = lr_at(step, config, total_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        if not torch.isfinite(loss):
-            last = latest_checkpoint(out_dir)
-            raise SftrlError(f"step {step}: the loss is {loss.item()}; stopped. Last good checkpoint: "
-                             f"{last if last else 'none'}")
-        loss.backward()
-        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
-        if not math.isfinite(grad_norm):
-            raise SftrlError(f"step {step}: the gradient norm is {grad_norm}; stopped")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            # ---- forward, backward, clip, step
+            lr = lr_at(step, config, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if world == 1:
+                with autocast:
+                    scores = module(batch["input_ids"], batch["attention_mask"])
+                loss = lm_loss(scores.float(), batch["labels"], causal)
+                loss_to_backward = loss
+            else:  # this process's rows of the global batch; the loss over the global token count
+                count = label_count(batch["labels"], causal)
+                mine = {k: v[rank::world] for k, v in batch.items()}
+                with autocast:
+                    scores = ddp(mine["input_ids"], mine["attention_mask"])
+                shard = shard_loss(scores.float(), mine["labels"], causal, count)
+                loss = all_reduce_sum(shard)          # = the mean loss of the global batch
+                loss_to_backward = shard * world      # DDP divides the summed gradients by world
+            if not torch.isfinite(loss):
+                stop_with(f"the loss is {loss.item()}")
+            loss_to_backward.backward()
+            max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
+            if not math.isfinite(grad_norm):
+                stop_with(f"the gradient norm is {grad_norm}")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-        # ---- log
-        state["tokens"] += int(batch["attention_mask"].sum())
-        elapsed = time.perf_counter() - started
-        tokens_per_s = (state["tokens"] - tokens_at_start) / max(elapsed, 1e-9)
-        log_metrics({"train/loss": loss.item(), "train/learning_rate": lr, "train/grad_norm": grad_norm,
-                     "train/tokens_per_s": tokens_per_s})
-        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_s:,.0f}")
-        bar.update(1)
+            # ---- log
+            state["tokens"] += int(batch["attention_mask"].sum())
+            elapsed = time.perf_counter() - started
+            tokens_per_s = (state["tokens"] - tokens_at_start) / max(elapsed, 1e-9)
+            log_metrics({"train/loss": loss.item(), "train/learning_rate": lr, "train/grad_norm": grad_norm,
+                         "train/tokens_per_s": tokens_per_s})
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_s:,.0f}")
+            bar.update(1)
 
-        # ---- evaluate, keep the best, stop early
-        if eval_examples and (step % config.eval_every == 0 or step == total_steps):
-            metrics = evaluate(module, eval_examples, tokenizer, objective, config.seed,
-                               config.batch_size, device)
-            log_metrics(metrics)
-            if state["best_eval_loss"] is None or metrics["eval/loss"] < state["best_eval_loss"]:
-                state["best_eval_loss"] = metrics["eval/loss"]
-                state["evals_since_best"] = 0
-                best_state = unique_state(module)
-            else:
-                state["evals_since_best"] += 1
-            if config.early_stopping_patience and state["evals_since_best"] >= config.early_stopping_patience:
-                state["stopped_early"] = True
-                log(f"early stopping at step {step}: no better eval/loss in "
-                    f"{config.early_stopping_patience} evaluations")
+            # ---- evaluate (every process, on the plain module: the same numbers everywhere), keep the best
+            if eval_examples and (step % config.eval_every == 0 or step == total_steps):
+                with autocast:
+                    metrics = evaluate(module, eval_examples, tokenizer, objective, config.seed,
+                                       config.batch_size, device)
+                log_metrics(metrics)
+                if state["best_eval_loss"] is None or metrics["eval/loss"] < state["best_eval_loss"]:
+                    state["best_eval_loss"] = metrics["eval/loss"]
+                    state["evals_since_best"] = 0
+                    best_state = unique_state(module)
+                else:
+                    state["evals_since_best"] += 1
+                if config.early_stopping_patience and state["evals_since_best"] >= config.early_stopping_patience:
+                    state["stopped_early"] = True
+                    log(f"early stopping at step {step}: no better eval/loss in "
+                        f"{config.early_stopping_patience} evaluations")
+                    break
+
+            if config.save_every and step % config.save_every == 0:
+                checkpoint()
+                saved_at = step
+            if stop_after is not None and step >= stop_after:
+                interrupted = {"interrupted_at": step}
                 break
-
-        if config.save_every and step % config.save_every == 0:
-            checkpoint()
-        if stop_after is not None and step >= stop_after:
-            interrupted = True
-            break
+            requested = stop.requested
+            if world > 1:  # stop together, or the others would wait for this process forever
+                requested = bool(all_reduce_sum(torch.tensor(int(requested), device=device)))
+            if requested and step < total_steps:
+                path = checkpoint() if saved_at != step else checkpoints / f"step-{step}"
+                interrupted = {"interrupted_at": step, "checkpoint": str(path)}
+                break
     bar.close()
-    writer.flush()
-    if interrupted:
-        writer.close()
-        return {"interrupted_at": state["step"]}
-    if not (config.save_every and state["step"] % config.save_every == 0):
+    if writer is not None:
+        writer.flush()
+    if interrupted is not None:
+        if writer is not None:
+            writer.close()
+        return interrupted
+    if saved_at != state["step"]:
         checkpoint()  # the final one
 
-    # ---- export: the best weights (held-out loss) if there was an evaluation, else the last
+    # ---- export (rank 0): the best weights (held-out loss) if there was an evaluation, else the last
     if best_state is not None:
         load_unique_state(module, best_state, "best weights")
-    export = merged_copy(module).eval()
-    save_pretrained(export, out_dir)
-    tokenizer.save(out_dir / "tokenizer.json")
     final = {}
-    if eval_examples:
-        final = evaluate(export, eval_examples, tokenizer, objective, config.seed, config.batch_size, device)
-        if objective == "clm":
-            final.update(task_rewards(export, eval_examples, tokenizer, 64, device))
-        log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
-    writer.close()
-    summary = {
-        "step": state["step"], "total_steps": total_steps, "stopped_early": state["stopped_early"],
-        "best_eval_loss": state["best_eval_loss"], "metrics": final,
-        "trainable_parameters": n_trainable, "total_parameters": n_total,
-        "train_seconds": round(time.perf_counter() - started, 2),
-        "config": config.to_dict(), "model_config": export.config.to_dict(),
-    }
-    atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+    summary = {"step": state["step"], "total_steps": total_steps, "stopped_early": state["stopped_early"],
+               "best_eval_loss": state["best_eval_loss"], "metrics": final}
+    if is_main:
+        export = merged_copy(module).eval()
+        save_pretrained(export, out_dir)
+        tokenizer.save(out_dir / "tokenizer.json")
+        if eval_examples:
+            final.update(evaluate(export, eval_examples, tokenizer, objective, config.seed, config.batch_size,
+                                  device))
+            if causal:
+                final.update(task_rewards(export, eval_examples, tokenizer, 64, device))
+            log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
+        writer.close()
+        summary.update({
+            "trainable_parameters": n_trainable, "total_parameters": n_total,
+            "train_seconds": round(time.perf_counter() - started, 2), "processes": world,
+            "precision": precision, "config": config.to_dict(), "model_config": export.config.to_dict(),
+        })
+        atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+    barrier()
     return summary
