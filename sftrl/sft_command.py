@@ -113,32 +113,24 @@ def init_distributed(device: str) -> tuple[int, int, str]:
 
 
 def run(args, pretrain: bool) -> int:
-    import torch
-
     from shared.config import load_model_config
     from shared.data import load_jsonl, record_texts
     from shared.io import latest_checkpoint
     from shared.tokenizer import Tokenizer
-    from torch_impl.checkpoint import load_pretrained
-    from torch_impl.model import SFTModel
-    from torch_impl.sft import default_model_config, encode_records, train
 
+    # ---- everything a user can get wrong is checked before PyTorch is imported (fast errors)
     config = build_config(args)
     kind = "text" if pretrain else "sft"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SftrlError("--device cuda: no CUDA device is available here")
-    if args.precision == "bf16" and args.device == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SftrlError("--precision bf16: this GPU does not support bfloat16")
     out = Path(args.out)
     if args.resume and latest_checkpoint(out) is None:
         raise SftrlError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
-    rank, world, device = init_distributed(args.device)
     records = load_jsonl(args.data, kind)
     eval_records = load_jsonl(args.eval_data, kind) if args.eval_data else []
     wanted, weights = parse_tasks(args.tasks, records) if not pretrain else (None, None)
     if wanted is not None:
         records = [r for r in records if r.get("task") in wanted]
         eval_records = [r for r in eval_records if r.get("task") in wanted]
+    model_config = load_model_config(args.model_config) if args.model_config and not args.init else None
 
     # ---- tokenizer: given, from --init, or trained here
     if args.tokenizer:
@@ -150,12 +142,23 @@ def run(args, pretrain: bool) -> int:
     else:
         tokenizer = Tokenizer.train([t for r in records for t in record_texts(r)], args.vocab_size)
 
+    import torch
+
+    from torch_impl.checkpoint import load_pretrained
+    from torch_impl.model import SFTModel
+    from torch_impl.sft import default_model_config, encode_records, train
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SftrlError("--device cuda: no CUDA device is available here")
+    if args.precision == "bf16" and args.device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SftrlError("--precision bf16: this GPU does not support bfloat16")
+    rank, world, device = init_distributed(args.device)
+
     # ---- model: --init, --model-config, or a small default
     if args.init:
         model = load_pretrained(args.init)
         source = f"--init {args.init}"
     else:
-        model_config = load_model_config(args.model_config) if args.model_config else None
         source = f"--model-config {args.model_config}"
         model = None
     examples, truncated = encode_records(records, kind, tokenizer, config.objective, config.max_length)
