@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from shared.errors import SftrlError
+from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
 
 PRESETS = {
@@ -35,6 +37,9 @@ def _run(argv, commands, log):
     commands.append("sftrl " + " ".join(map(str, argv)))
     log(f"$ {commands[-1]}")
     code = main([str(a) for a in argv])
+    if code == EXIT_INTERRUPTED:  # Ctrl-C: the stage wrote its checkpoint and said so
+        sys.stderr.write(f"pipeline stopped in stage `{argv[0]}`; to finish it run: {commands[-1]} --resume\n")
+        raise SystemExit(EXIT_INTERRUPTED)
     if code != 0:
         raise SftrlError(f"pipeline stage `{argv[0]}` failed (exit code {code}); see the message above")
 

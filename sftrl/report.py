@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -85,7 +86,10 @@ def calibration(out, models, tokenizers, prompts, references):
 
 
 def _cell(text):
-    return (text or "").replace("|", "\\|").replace("\n", " ") or "∅"
+    """Model-written text as one Markdown table cell: HTML-escaped (Markdown viewers render raw
+    HTML, and a completion is data, not markup), pipes escaped, on one line."""
+    text = html.escape(text or "", quote=True).replace("|", "\\|").replace("\n", " ")
+    return text or "∅"
 
 
 def write_report(out, commands, preset):
