@@ -93,8 +93,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_ppo(args) -> int:
     """PPO in TensorFlow with a KL penalty to the SFT model, on prompts and a reward function."""
-    import tf_impl  # noqa: F401  (imports TensorFlow quietly)
-    from sftrl import ppo_command
+    from sftrl import ppo_command  # checks the input, then imports TensorFlow (quietly, via tf_impl)
     return ppo_command.run(args)
 
 
@@ -138,7 +137,7 @@ def cmd_human_eval(args) -> int:
     if args.action == "export":
         if len(args.model) != 2:
             raise SftrlError(f"--model: give exactly two model folders (got {len(args.model)})")
-        from shared.data import load_jsonl
+        from shared.data import check_prompts_fit, load_jsonl
         from shared.tokenizer import Tokenizer
         from torch_impl.checkpoint import load_pretrained
         from torch_impl.evaluate import greedy_completions
@@ -149,6 +148,8 @@ def cmd_human_eval(args) -> int:
         for folder in args.model:
             model = load_pretrained(folder)
             tokenizer = Tokenizer.load(Path(folder) / "tokenizer.json")
+            check_prompts_fit(args.prompts, records, tokenizer, args.max_new_tokens,
+                              model.config.max_position_embeddings, "--prompts", f"the context of --model {folder}")
             completions.append(greedy_completions(model, tokenizer, prompts, args.max_new_tokens)[0])
         pairs, key = human_eval.make_pairs(prompts, completions[0], completions[1], args.model, seed=args.seed)
         human_eval.export(pairs, key, args.out)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
 
 from shared.config import PPOConfig
 from shared.errors import ConfigError, SftrlError
+from shared.interrupt import EXIT_INTERRUPTED
 
 PPO_FLAGS = ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "lr", "max_new_tokens", "temperature",
              "top_k", "gamma", "lam", "clip_range", "clip_range_value", "vf_coef", "ent_coef", "kl_coef",
@@ -16,12 +20,15 @@ PPO_FLAGS = ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "lr", "
 def add_arguments(p) -> None:
     d = PPOConfig()
     p.add_argument("--policy", required=True, help="the SFT model folder (causal): policy and frozen reference")
-    p.add_argument("--prompts", required=True, help="JSONL of 'prompt' records to roll out on")
-    p.add_argument("--eval-prompts", help="held-out prompts: greedy reward of the SFT and the RL model, "
-                   "paired-bootstrap interval of the difference, written to eval.json")
+    p.add_argument("--prompts", required=True, help="JSONL of 'prompt' records to roll out on; every prompt "
+                   "([CLS] and [SEP] included) plus --max-new-tokens must fit the policy's context "
+                   "(max_position_embeddings), else the run is refused before training, naming FILE:LINE")
+    p.add_argument("--eval-prompts", help="held-out prompts (the same length rule): greedy reward of the SFT and "
+                   "the RL model, paired-bootstrap interval of the difference, written to eval.json")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--reward", default="task", help="task (partial credit), task-exact (sparse), bleu "
-                   "(against each record's reference), or model:DIR (a trained reward model); default: task")
+                   "(against each record's reference), model:DIR (a trained reward model), or FILE.py:FUNCTION "
+                   "(your own FUNCTION(prompt, completion, reference) -> float); default: task")
     p.add_argument("--length-penalty", type=float, default=0.0, metavar="COEF",
                    help="subtract COEF per word beyond --max-words from every reward (default 0: off)")
     p.add_argument("--max-words", type=int, default=16, help="words allowed before the length penalty (default 16)")
@@ -39,7 +46,18 @@ def add_arguments(p) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=kind,
                        help=f"{help_text} (default {getattr(d, name)})")
     p.add_argument("--whiten-rewards", action="store_true", help="normalise per-token rewards before GAE")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu hides the GPUs from TensorFlow; cuda needs a GPU TensorFlow can see (default cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: mixed precision (bfloat16 compute; weights, optimizer, log-probs, losses and KL "
+                   "stay float32; the exported weights are float32)")
+    p.add_argument("--distribute", choices=("none", "mirrored", "multi-worker"), default="none",
+                   help="mirrored: tf.distribute.MirroredStrategy over the visible devices (the GPUs with "
+                   "--device cuda); multi-worker: MultiWorkerMirroredStrategy, one process per worker, configured "
+                   "by TF_CONFIG (the chief writes, all read --out). Each minibatch is split between the "
+                   "replicas; --minibatch-size must be a multiple of their number (default none)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out "
+                   "(after Ctrl-C, a kill or a crash; the result is bitwise that of an uninterrupted run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
 
 
@@ -53,6 +71,40 @@ def build_config(args) -> PPOConfig:
         raise SftrlError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
 
 
+def load_user_reward(spec: str):
+    """`FILE.py:FUNCTION` -> the function, wrapped so that anything it raises or a non-number it
+    returns becomes a one-line error naming the file (and the line it failed on)."""
+    import importlib.util
+    import numbers
+    import traceback
+
+    path, _, name = spec.rpartition(":")
+    if not Path(path).is_file():
+        raise SftrlError(f"--reward {spec}: no such file {path}")
+    module_spec = importlib.util.spec_from_file_location(f"sftrl_user_reward_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # the user's code: report it as theirs, in one line
+        line = f":{e.lineno}" if isinstance(e, SyntaxError) and e.lineno else ""
+        raise SftrlError(f"--reward {spec}: cannot load {path}{line} ({type(e).__name__}: {e})") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise SftrlError(f"--reward {spec}: {path} has no function {name!r}")
+
+    def reward(prompt, completion, reference=None):
+        try:
+            value = fn(prompt, completion, reference)
+        except Exception as e:
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == Path(path)]
+            where = f"{path}:{frames[-1].lineno}" if frames else path
+            raise ValueError(f"{where}: {type(e).__name__}: {e}") from None
+        if not isinstance(value, numbers.Real):
+            raise ValueError(f"{path}: {name} returned {value!r}, not a number")
+        return value
+    return reward
+
+
 def reward_function(args, tokenizer):
     from shared.rewards import get_reward, with_length_penalty
 
@@ -60,6 +112,10 @@ def reward_function(args, tokenizer):
     if spec.startswith("model:"):
         from tf_impl.reward_model import load_reward_model, reward_fn_from_model
         fn = reward_fn_from_model(load_reward_model(spec[len("model:"):]), tokenizer)
+    elif spec.rpartition(":")[0].endswith(".py"):
+        fn = load_user_reward(spec)
+    elif spec.endswith(".py"):
+        raise SftrlError(f"--reward {spec}: name the function too, as FILE.py:FUNCTION")
     else:
         fn = get_reward(spec)
     if args.length_penalty < 0:
@@ -69,29 +125,96 @@ def reward_function(args, tokenizer):
     return fn
 
 
-def run(args) -> int:
-    import numpy as np
+def configure_tensorflow(device: str, distribute: str, minibatch_size: int):
+    """Devices and distribution, set before TensorFlow runs its first op. Returns (strategy or
+    None, is_chief)."""
+    import tensorflow as tf
 
-    from shared.data import load_jsonl
-    from shared.io import atomic_write_text
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cuda":
+        if not gpus:
+            raise SftrlError("--device cuda: TensorFlow sees no GPU here")
+        for gpu in gpus:  # take memory as needed, not all of it up front
+            tf.config.experimental.set_memory_growth(gpu, True)
+    elif gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # only in a process that already ran TensorFlow (a test calling main())
+            raise SftrlError("--device cpu: TensorFlow already runs on the GPU in this process") from None
+    if distribute == "none":
+        return None, True
+    if distribute == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+        is_chief = True
+    else:
+        if "TF_CONFIG" not in os.environ:
+            raise SftrlError("--distribute multi-worker: set TF_CONFIG to the cluster and this worker's task, e.g. "
+                             '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                             '"task": {"type": "worker", "index": 0}}')
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except ValueError as e:
+            raise SftrlError(f"--distribute multi-worker: TF_CONFIG is not valid JSON ({e})") from None
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        is_chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                     and "chief" not in resolver.cluster_spec().as_dict())
+    replicas = strategy.num_replicas_in_sync
+    if minibatch_size % replicas:
+        raise SftrlError(f"--minibatch-size: must be a multiple of the {replicas} replicas of --distribute "
+                         f"{distribute}, got {minibatch_size}")
+    return strategy, is_chief
+
+
+def run(args) -> int:
+    from shared.config import ModelConfig
+    from shared.data import check_prompts_fit, load_jsonl
+    from shared.io import atomic_write_text, latest_checkpoint
     from shared.metrics import paired_bootstrap
     from shared.tokenizer import Tokenizer
-    from tf_impl import ppo
 
     config = build_config(args)
+    out = Path(args.out)
+    if args.resume and latest_checkpoint(out) is None:
+        raise SftrlError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
     records = load_jsonl(args.prompts, "prompt")
     eval_records = load_jsonl(args.eval_prompts, "prompt") if args.eval_prompts else []
     policy_dir = Path(args.policy)
     if not (policy_dir / "tokenizer.json").exists():
         raise SftrlError(f"--policy {policy_dir}: no tokenizer.json (expected an `sftrl sft` output folder)")
     tokenizer = Tokenizer.load(policy_dir / "tokenizer.json")
+    if (policy_dir / "config.json").exists():
+        try:
+            context = ModelConfig.from_json_file(policy_dir / "config.json").max_position_embeddings
+        except SftrlError as e:
+            raise SftrlError(f"--policy: {e}") from None
+        check_prompts_fit(args.prompts, records, tokenizer, config.max_new_tokens, context, "--prompts",
+                          "the policy's context")
+        if eval_records:
+            check_prompts_fit(args.eval_prompts, eval_records, tokenizer, config.max_new_tokens, context,
+                              "--eval-prompts", "the policy's context")
+
+    # ---- the input is fine: now TensorFlow (imported quietly by tf_impl), set up before its first op
+    import tf_impl  # noqa: F401
+    strategy, is_chief = configure_tensorflow(args.device, args.distribute, config.minibatch_size)
+    from tf_impl import ppo
+
     reward_fn = reward_function(args, tokenizer)
-    policy, reference = ppo.load_policy_and_reference(policy_dir)
+    dtype = "mixed_bfloat16" if args.precision == "bf16" else None
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        policy, reference = ppo.load_policy_and_reference(policy_dir, dtype=dtype)
     if policy.config.vocab_size != tokenizer.vocab_size:
         raise SftrlError(f"--policy {policy_dir}: model vocabulary {policy.config.vocab_size} != tokenizer "
                          f"vocabulary {tokenizer.vocab_size}")
     summary = ppo.train(policy, reference, tokenizer, records, config, reward_fn, args.out, resume=args.resume,
-                        quiet=args.quiet)
+                        quiet=args.quiet, strategy=strategy, is_chief=is_chief)
+    if "interrupted_at" in summary:
+        if is_chief:
+            sys.stderr.write(f"interrupted at iteration {summary['interrupted_at']}: checkpoint written to "
+                             f"{summary['checkpoint']}; to continue, run the same command with --resume\n")
+        return EXIT_INTERRUPTED
+    if not is_chief:
+        return 0
     print(f"done: {config.iterations} PPO iterations; policy written to {args.out}/")
     if eval_records:
         before_exact, before_partial, _ = ppo.evaluate_policy(reference, eval_records, tokenizer, config.max_new_tokens)
@@ -108,7 +231,6 @@ def run(args) -> int:
         report["final_kl_to_sft"] = last["objective/kl"]
         print(f"KL to the SFT model (last rollout, summed over tokens): {last['objective/kl']:.3f}")
         atomic_write_text(Path(args.out) / "eval.json", json.dumps(report, indent=2) + "\n")
-        del summary, np
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from shared.constants import IGNORE_INDEX
-from shared.errors import DataError
+from shared.errors import DataError, SftrlError
 
 RECORD_KINDS = {
     # kind: (required string fields, optional string fields)
@@ -143,6 +143,23 @@ def encode_prompt(tokenizer, prompt: str, max_length: int):
     if truncated:
         prompt_ids = prompt_ids[len(prompt_ids) - room:] if room > 0 else []
     return [tokenizer.cls_id] + prompt_ids + [tokenizer.sep_id], truncated
+
+
+def check_prompts_fit(path, records, tokenizer, max_new_tokens: int, context: int, flag: str,
+                      whose: str = "the model's context") -> None:
+    """Every prompt plus the completion to generate must fit the model's positions; else a
+    DataError naming PATH:LINE and both lengths (rather than a prompt silently cut, or a
+    position-embedding lookup out of range). Training data is truncated instead (encode_sft)."""
+    with open(path, "rb") as f:  # the line of each record (load_jsonl skips blank lines)
+        lines = [n for n, raw in enumerate(f, start=1) if raw.decode("utf-8").strip()]
+    lengths = [len(ids) for ids in tokenizer.encode_batch([r["prompt"] for r in records], add_special_tokens=False)]
+    for record_no, n in enumerate(lengths):
+        n += 2  # [CLS] prompt [SEP]
+        if n + max_new_tokens > context:
+            raise SftrlError(f"{flag} {path}:{lines[record_no]}: the prompt is {n} tokens ([CLS] and [SEP] "
+                             f"included) and --max-new-tokens is {max_new_tokens}: {n + max_new_tokens} > "
+                             f"{context}, {whose} (max_position_embeddings); shorten the prompt or "
+                             "lower --max-new-tokens")
 
 
 def encode_text(tokenizer, text: str, max_length: int):

@@ -30,6 +30,8 @@ def next_token(logits, do_sample, temperature, top_k, seed=None, noise=None):
     noise: optional Gumbel(0, 1) noise (B, V); then the sample is argmax(logits / T + noise)
     (the Gumbel-max trick), so a caller that supplies the noise decides the sample exactly.
     """
+    if logits.dtype in (tf.bfloat16, tf.float16):  # mixed precision: choose in float32
+        logits = tf.cast(logits, tf.float32)
     if not do_sample:
         return tf.argmax(logits, -1, output_type=tf.int32)                 # (B,)
     logits = logits / temperature

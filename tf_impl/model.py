@@ -309,7 +309,7 @@ class Backbone(keras.layers.Layer):
     def init_cache(self, batch_size: int, max_length: int):
         """An empty fixed-size key/value cache: per layer a (key, value) pair of zeros."""
         config = self.config
-        dtype = self.embeddings.word_embeddings.embeddings.dtype
+        dtype = self.compute_dtype  # the keys and values' dtype: bfloat16 under mixed precision
         shape = (batch_size, config.num_attention_heads, max_length, config.head_size)  # (B, H, Tmax, hs)
 
         def zeros():

@@ -12,11 +12,20 @@ One iteration:
 
 Sampling uses Gumbel noise drawn per (seed, iteration, row) in NumPy, so a run is a pure
 function of its seed and resumes exactly, and `TextGenEnv` reproduces its tokens.
+
+Reliability: Ctrl-C (SIGINT) or SIGTERM finishes the current iteration, writes a checkpoint and
+returns; a run killed at any moment resumes from its newest complete checkpoint to the same final
+weights, bit for bit; a loss or gradient norm that is not finite stops the run before anything
+else is written. Mixed precision (`dtype="mixed_bfloat16"`) keeps the variables in float32 and
+computes log-probs, values, losses and KL in float32. Under a `tf.distribute` strategy each
+minibatch is split between the replicas and the summed gradients are applied once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +39,9 @@ from shared.config import ModelConfig, PPOConfig
 from shared.data import collate, encode_prompt
 from shared.errors import CheckpointError, SftrlError
 from shared.generation import gumbel_noise
-from shared.io import atomic_write_bytes, atomic_write_text, latest_checkpoint, truncate_jsonl, write_checkpoint
+from shared.interrupt import StopRequest
+from shared.io import (append_jsonl, atomic_write_bytes, atomic_write_text, latest_checkpoint, truncate_jsonl,
+                       write_checkpoint)
 from shared.rewards import score_all
 from shared.tensorboard import SummaryWriter
 from tf_impl import losses
@@ -62,9 +73,12 @@ class AdaptiveKLController:
 
 # ----------------------------------------------------------------------------- models
 
-def load_policy_and_reference(sft_dir) -> tuple[PolicyModel, PolicyModel]:
+def load_policy_and_reference(sft_dir, dtype=None) -> tuple[PolicyModel, PolicyModel]:
     """The policy (with a zero-initialised value head) and the frozen reference, both from the
-    SFT checkpoint (`config.json` + `model.safetensors`, written by PyTorch)."""
+    SFT checkpoint (`config.json` + `model.safetensors`, written by PyTorch).
+
+    dtype: a Keras dtype policy, e.g. "mixed_bfloat16" (float32 variables, bfloat16 compute).
+    Called inside `strategy.scope()`, the variables are mirrored on every replica."""
     sft_dir = Path(sft_dir)
     try:
         config = ModelConfig.from_json_file(sft_dir / "config.json")
@@ -77,10 +91,10 @@ def load_policy_and_reference(sft_dir) -> tuple[PolicyModel, PolicyModel]:
         weights = load_file(str(sft_dir / "model.safetensors"))
     except FileNotFoundError:
         raise CheckpointError(f"--policy {sft_dir}: no model.safetensors") from None
-    policy = PolicyModel(config, with_value_head=True)
+    policy = PolicyModel(config, with_value_head=True, dtype=dtype)
     value_head = {k: v for k, v in to_numpy_state_dict(policy).items() if k.startswith("value_head.")}
     assign_numpy_state_dict(policy, {**weights, **value_head}, str(sft_dir))
-    reference = PolicyModel(config)
+    reference = PolicyModel(config, dtype=dtype)
     assign_numpy_state_dict(reference, weights, str(sft_dir))
     reference.trainable = False
     return policy, reference
@@ -88,7 +102,8 @@ def load_policy_and_reference(sft_dir) -> tuple[PolicyModel, PolicyModel]:
 
 def export_policy(policy: PolicyModel, tokenizer, out_dir) -> None:
     """The policy without its value head, as a folder `torch_impl.checkpoint.load_pretrained` and
-    `transformers` read: config.json, model.safetensors, tokenizer.json."""
+    `transformers` read: config.json, model.safetensors, tokenizer.json. The weights are the
+    float32 variables, whatever the compute dtype was."""
     out_dir = Path(out_dir)
     state = {k: v for k, v in to_numpy_state_dict(policy).items() if not k.startswith("value_head.")}
     atomic_write_bytes(out_dir / "model.safetensors", save(state, metadata={"format": "pt"}))
@@ -132,15 +147,26 @@ def response_logits(logits, response_length):
     return logits[:, total - response_length - 1: total - 1]
 
 
+class NonFiniteLossError(SftrlError):
+    """A minibatch whose loss or gradient norm is NaN or infinite: the update has gone wrong."""
+
+
 class PPOTrainer:
-    def __init__(self, policy, reference, tokenizer, config: PPOConfig, reward_fn, log=print):
+    def __init__(self, policy, reference, tokenizer, config: PPOConfig, reward_fn, log=print, strategy=None):
+        """strategy: a `tf.distribute.Strategy` whose scope the policy and reference were built in,
+        or None (one device: the plain path). Rollouts run outside the replicas (each worker of a
+        multi-worker run computes the same one from the same seed and weights: the workers must
+        compute alike, i.e. the same hardware and software); each minibatch update is split."""
         self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
         self.config, self.reward_fn, self.log = config, reward_fn, log
-        self.optimizer = keras.optimizers.Adam(learning_rate=config.lr, epsilon=1e-8)
-        self.optimizer.build(policy.trainable_variables)
+        self.strategy = strategy
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.optimizer = keras.optimizers.Adam(learning_rate=config.lr, epsilon=1e-8)
+            self.optimizer.build(policy.trainable_variables)
         self.kl_controller = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
                               if config.target_kl else FixedKLController(config.kl_coef))
-        self.train_step = tf.function(self._train_step, reduce_retracing=True)
+        step = self._train_step if strategy is None else self._distributed_train_step
+        self.train_step = tf.function(step, reduce_retracing=True)
         self.score_step = tf.function(self._score, reduce_retracing=True)
         self.prompt_length = None  # pad every rollout to this length: one trace, not one per length
 
@@ -148,10 +174,11 @@ class PPOTrainer:
     def _score(self, ids, mask, position_ids, response):
         R = tf.shape(response)[1]
         logits, values = self.policy.logits_and_values(ids, mask, position_ids)
-        logits = response_logits(logits, R) / self.config.temperature
-        ref_logits = response_logits(self.reference(ids, mask, position_ids=position_ids), R)
+        # float32 from here on, whatever the compute dtype (a no-op in float32)
+        logits = tf.cast(response_logits(logits, R), tf.float32) / self.config.temperature
+        ref_logits = tf.cast(response_logits(self.reference(ids, mask, position_ids=position_ids), R), tf.float32)
         ref_logits = ref_logits / self.config.temperature
-        values = response_logits(values[..., None], R)[..., 0]
+        values = tf.cast(response_logits(values[..., None], R)[..., 0], tf.float32)
         return (losses.categorical_log_prob(logits, response), losses.categorical_log_prob(ref_logits, response),
                 values)
 
@@ -175,32 +202,75 @@ class PPOTrainer:
                        logprobs.numpy(), ref_logprobs.numpy(), values.numpy(), None, completions)
 
     # ---- update: the clipped surrogate and clipped value loss, one minibatch
-    def _train_step(self, ids, mask, position_ids, response, response_mask, old_logprobs, old_values,
-                    advantages, returns):
+    def _loss(self, ids, mask, position_ids, response, response_mask, old_logprobs, old_values, advantages,
+              returns):
+        """The PPO loss of a minibatch and its statistics; every term is a masked mean over the
+        minibatch's response tokens. Returns (loss, stats)."""
         config = self.config
         R = tf.shape(response)[1]
-        with tf.GradientTape() as tape:
-            logits, values = self.policy.logits_and_values(ids, mask, position_ids, training=False)
-            logits = response_logits(logits, R) / config.temperature
-            values = response_logits(values[..., None], R)[..., 0]
-            logprobs = losses.categorical_log_prob(logits, response)
-            pg_loss, clipfrac, approxkl = losses.ppo_clip_loss(logprobs, old_logprobs, advantages,
-                                                               config.clip_range, response_mask)
-            v_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, config.clip_range_value,
-                                                    response_mask)
-            entropy = losses.masked_mean(losses.entropy_from_logits(logits), response_mask)
-            loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        logits, values = self.policy.logits_and_values(ids, mask, position_ids, training=False)
+        logits = tf.cast(response_logits(logits, R), tf.float32) / config.temperature
+        values = tf.cast(response_logits(values[..., None], R)[..., 0], tf.float32)
+        logprobs = losses.categorical_log_prob(logits, response)
+        pg_loss, clipfrac, approxkl = losses.ppo_clip_loss(logprobs, old_logprobs, advantages,
+                                                           config.clip_range, response_mask)
+        v_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, config.clip_range_value,
+                                                response_mask)
+        entropy = losses.masked_mean(losses.entropy_from_logits(logits), response_mask)
+        loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        ratio = tf.stop_gradient(tf.exp(logprobs - old_logprobs))
+        return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
+                      "policy/approxkl": approxkl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
+                      "policy/ratio_mean": losses.masked_mean(ratio, response_mask)}
+
+    def _apply(self, grads, stats):
+        """Clip by the global norm, one Adam step; adds the (pre-clip) gradient norm to stats."""
+        config = self.config
         variables = self.policy.trainable_variables
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense, as torch
         if config.max_grad_norm > 0:
             grads, grad_norm = tf.clip_by_global_norm(grads, config.max_grad_norm)
         else:
             grad_norm = tf.linalg.global_norm(grads)
         self.optimizer.apply_gradients(zip(grads, variables))
-        ratio = tf.exp(logprobs - old_logprobs)
-        return {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
-                "policy/approxkl": approxkl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
-                "policy/ratio_mean": losses.masked_mean(ratio, response_mask), "policy/grad_norm": grad_norm}
+        return {**stats, "policy/grad_norm": grad_norm}
+
+    def _train_step(self, ids, mask, position_ids, response, response_mask, old_logprobs, old_values,
+                    advantages, returns):
+        with tf.GradientTape() as tape:
+            loss, stats = self._loss(ids, mask, position_ids, response, response_mask, old_logprobs, old_values,
+                                     advantages, returns)
+        variables = self.policy.trainable_variables
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense, as torch
+        return self._apply(grads, stats)
+
+    def _replica_gradients(self, *minibatch):
+        """One replica's gradient: its rows of the minibatch, its loss scaled by its share of the
+        minibatch's response tokens, n_r / N. Every loss term is a masked mean, sum_r(x) / n_r, so
+
+            sum over replicas of (sum_r(x) / n_r) (n_r / N) = sum(x) / N
+
+        -- the per-token terms summed over the whole minibatch and divided by its global token
+        count, as on one device (not the mean of the replicas' means, which weights a short shard's
+        tokens more). The summed gradients are then the single-device gradient."""
+        context = tf.distribute.get_replica_context()
+        rows = tf.shape(minibatch[0])[0] // context.num_replicas_in_sync
+        first = context.replica_id_in_sync_group * rows
+        shard = [t[first:first + rows] for t in minibatch]
+        response_mask = minibatch[4]
+        share = tf.reduce_sum(shard[4]) / tf.reduce_sum(response_mask)                # n_r / N
+        with tf.GradientTape() as tape:
+            loss, stats = self._loss(*shard)
+            loss = loss * share
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.policy.trainable_variables)]
+        return grads, {name: value * share for name, value in stats.items()}
+
+    def _distributed_train_step(self, *minibatch):
+        """strategy.run over the replicas, sum their gradients (an all-reduce), clip, apply once."""
+        strategy = self.strategy
+        grads, stats = strategy.run(self._replica_gradients, args=minibatch)
+        # one tensor at a time: MultiWorkerMirroredStrategy would stack a list into one tensor
+        total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
+        return self._apply([total(g) for g in grads], {name: total(v) for name, v in stats.items()})
 
     def iteration(self, records, iteration):
         """One rollout, reward and update. Returns (metrics, rollout)."""
@@ -234,6 +304,12 @@ class PPOTrainer:
                     tf.gather(tf.constant(rollout.response, tf.int32), idx), tf.gather(mask, idx),
                     tf.gather(tf.constant(rollout.logprobs), idx), tf.gather(tf.constant(rollout.values), idx),
                     tf.gather(advantages, idx), tf.gather(returns, idx)))
+                # A NaN or inf here would be written into every weight: stop at the first one.
+                for name, what in (("loss/total", "loss"), ("policy/grad_norm", "gradient norm")):
+                    value = float(stats[-1][name])
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(f"iteration {iteration}: the PPO {what} is {value} "
+                                                 f"(minibatch {len(stats)})")
         t3 = time.perf_counter()
 
         mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
@@ -259,22 +335,38 @@ class PPOTrainer:
         return metrics, rollout
 
     # ---- checkpoints: policy (with value head), optimizer, KL controller, iteration
+    @property
+    def precision(self):
+        """"bf16" under mixed precision, else "fp32" (as the --precision flag names it)."""
+        return "bf16" if self.policy.compute_dtype == "bfloat16" else "fp32"
+
     def checkpoint_files(self, iteration):
         optimizer_state = {f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)}
-        state = {"iteration": iteration, "kl_coef": self.kl_controller.value, "config": self.config.to_dict()}
+        state = {"iteration": iteration, "kl_coef": self.kl_controller.value, "config": self.config.to_dict(),
+                 "precision": self.precision}
         return {"policy.safetensors": save(to_numpy_state_dict(self.policy)),
                 "optimizer.safetensors": save(optimizer_state),
                 "trainer_state.json": json.dumps(state, indent=2).encode()}
 
     def restore(self, directory):
+        """Load a checkpoint written by `checkpoint_files`; returns its iteration. A checkpoint of a
+        run with other settings (only --iterations and --save-every may change) is refused: the
+        resumed run would silently be neither the old run nor the new one."""
         directory = Path(directory)
+        state = json.loads((directory / "trainer_state.json").read_text())
+        saved = {**state.get("config", {}), "precision": state.get("precision", "fp32")}
+        current = {**self.config.to_dict(), "precision": self.precision}
+        for name in current:
+            if name not in ("iterations", "save_every") and name in saved and saved[name] != current[name]:
+                flag = "--" + name.replace("_", "-")
+                raise SftrlError(f"--resume: {directory} was written by a run with {flag} {saved[name]}, this "
+                                 f"command has {flag} {current[name]}; resume with the same settings")
         assign_numpy_state_dict(self.policy, load_file(str(directory / "policy.safetensors")), str(directory))
         optimizer_state = load_file(str(directory / "optimizer.safetensors"))
         if len(optimizer_state) != len(self.optimizer.variables):
             raise CheckpointError(f"{directory}: optimizer state does not match this model")
         for i, variable in enumerate(self.optimizer.variables):
             variable.assign(optimizer_state[f"{i:04d}"])
-        state = json.loads((directory / "trainer_state.json").read_text())
         self.kl_controller.value = state["kl_coef"]
         return state["iteration"]
 
@@ -310,15 +402,22 @@ def prompts_for(iteration, records, config: PPOConfig):
 
 
 def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, out_dir, eval_records=None,
-          resume=False, quiet=False, log=print, sample_every=10, stop_after=None):
-    """Run PPO, checkpoint every save_every iterations, export the final policy to out_dir."""
+          resume=False, quiet=False, log=print, sample_every=10, stop_after=None, strategy=None, is_chief=True):
+    """Run PPO, checkpoint every save_every iterations, export the final policy to out_dir.
+
+    On SIGINT/SIGTERM: finish the iteration, write its checkpoint and return
+    {"interrupted_at": N, "checkpoint": path} (nothing exported). `stop_after` stops the same way
+    but without the extra checkpoint, as a crash would (for tests). A non-finite loss raises
+    SftrlError naming the last good checkpoint; nothing is written after it. strategy: see
+    `PPOTrainer`; is_chief=False (another worker of a multi-worker run) trains but writes nothing.
+    """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     if not resume and latest_checkpoint(out_dir) is not None:
         raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
                          "that run, or choose another directory")
-    trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, log)
+    trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, log, strategy=strategy)
     room = policy.config.max_position_embeddings - config.max_new_tokens
     trainer.prompt_length = max(len(encode_prompt(tokenizer, r["prompt"], room)[0]) for r in records)
     start = 0
@@ -328,43 +427,69 @@ def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, o
         if ckpt is None:
             raise SftrlError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} to resume from")
         start = trainer.restore(ckpt)
-        truncate_jsonl(metrics_path, "iteration", start)  # drop what was logged after the checkpoint
         log(f"resumed from {ckpt} at iteration {start}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(out_dir)
+    if is_chief:
+        # What a killed run logged after its last checkpoint (or, with no checkpoint, at all) is
+        # dropped: the iterations are run again and logged again.
+        truncate_jsonl(metrics_path, "iteration", start)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(out_dir)
 
     def log_metrics(iteration, values):
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"iteration": iteration, **values}) + "\n")
-        for key, value in values.items():
-            writer.add_scalar(key, value, iteration)
+        if is_chief:
+            append_jsonl(metrics_path, {"iteration": iteration, **values})
+            for key, value in values.items():
+                writer.add_scalar(key, value, iteration)
 
     def checkpoint(iteration):
-        write_checkpoint(out_dir / "checkpoints" / f"iter-{iteration}", trainer.checkpoint_files(iteration),
-                         keep=2)
+        path = out_dir / "checkpoints" / f"iter-{iteration}"
+        if is_chief:
+            write_checkpoint(path, trainer.checkpoint_files(iteration), keep=2)
+        return path
+
+    def close():
+        bar.close()
+        if is_chief:
+            writer.close()
 
     bar = tqdm(total=config.iterations, initial=start, disable=quiet, desc="ppo", unit="iter", dynamic_ncols=True)
-    for iteration in range(start + 1, config.iterations + 1):
-        batch = prompts_for(iteration, records, config)
-        metrics, rollout = trainer.iteration(batch, iteration)
-        log_metrics(iteration, metrics)
-        bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
-        bar.update(1)
-        if not quiet and sample_every and iteration % sample_every == 0:
-            for r, text, score in list(zip(batch, rollout.completions, rollout.scores))[:2]:
-                bar.write(f"  [{iteration}] {r['prompt']!r} -> {text!r}  (reward {score:.2f})")
-        if config.save_every and iteration % config.save_every == 0:
-            checkpoint(iteration)
-        if stop_after is not None and iteration >= stop_after:
-            bar.close()
+    with StopRequest() as stop:
+        for iteration in range(start + 1, config.iterations + 1):
+            batch = prompts_for(iteration, records, config)
+            try:
+                metrics, rollout = trainer.iteration(batch, iteration)
+            except NonFiniteLossError as e:
+                close()
+                raise SftrlError(f"{e}; stopped. Last good checkpoint: {latest_checkpoint(out_dir) or 'none'}") \
+                    from None
+            except BaseException:
+                close()
+                raise
+            log_metrics(iteration, metrics)
+            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+            bar.update(1)
+            if not quiet and sample_every and iteration % sample_every == 0:
+                for r, text, score in list(zip(batch, rollout.completions, rollout.scores))[:2]:
+                    bar.write(f"  [{iteration}] {r['prompt']!r} -> {text!r}  (reward {score:.2f})")
+            saved = config.save_every and iteration % config.save_every == 0
+            if saved:
+                path = checkpoint(iteration)
+            if stop_after is not None and iteration >= stop_after:
+                close()
+                return {"interrupted_at": iteration}
+            if stop.requested:
+                if not saved:
+                    path = checkpoint(iteration)
+                close()
+                return {"interrupted_at": iteration, "checkpoint": str(path)}
+        # Training is over: a stop request from here on lets these few writes finish.
+        bar.close()
+        if not (config.save_every and config.iterations % config.save_every == 0):
+            checkpoint(config.iterations)
+        summary = {"iterations": config.iterations, "config": config.to_dict(),
+                   "kl_coef": float(trainer.kl_controller.value)}
+        if is_chief:
+            export_policy(trainer.policy, tokenizer, out_dir)
             writer.close()
-            return {"interrupted_at": iteration}
-    bar.close()
-    if not (config.save_every and config.iterations % config.save_every == 0):
-        checkpoint(config.iterations)
-    export_policy(trainer.policy, tokenizer, out_dir)
-    writer.close()
-    summary = {"iterations": config.iterations, "config": config.to_dict(),
-               "kl_coef": float(trainer.kl_controller.value)}
-    atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
     return summary

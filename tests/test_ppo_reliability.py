@@ -1,0 +1,444 @@
+"""PPO when things go wrong: Ctrl-C, kills, NaNs, bad input; and the precision, device and
+distribution settings that must not change the math (beyond what they explain)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, run_cli
+from shared.config import PPOConfig
+from shared.errors import SftrlError
+from shared.io import latest_checkpoint
+from shared.rewards import task_partial
+from test_ppo import sft_dir  # noqa: F401  (the tiny causal SFT policy: a fixture)
+from tf_impl import losses, ppo
+from tf_impl.convert import to_numpy_state_dict
+
+# Small enough that one `sftrl ppo` process is mostly start-up (TensorFlow import and tracing,
+# ~8 s); an iteration then takes ~60 ms.
+ITERATIONS = 20
+TINY = ["--batch-size", 4, "--minibatch-size", 2, "--ppo-epochs", 1, "--max-new-tokens", 4, "--save-every", 2,
+        "--seed", 3, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory, builtin_data):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in builtin_data["prompt.train"]))
+    # The barely trained policy earns no task reward yet: all-zero rewards would leave the weights
+    # where they are, and every comparison below true for nothing. Longer completions earn more.
+    (path.parent / "length_reward.py").write_text(
+        "def reward(prompt, completion, reference):\n    return len(completion) / 10\n")
+    return path
+
+
+def ppo_args(sft_dir, prompts, out, *extra, iterations=ITERATIONS):  # noqa: F811
+    return ["ppo", "--policy", sft_dir, "--prompts", prompts, "--out", out, "--iterations", iterations, *TINY,
+            "--reward", f"{prompts.parent / 'length_reward.py'}:reward", *extra]
+
+
+def ppo_command(*args, **kwargs):
+    return [sys.executable, "-m", "sftrl", *ppo_args(*args, **kwargs)]
+
+
+def start(command):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def logged_iterations(out):
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def curve(out):
+    """The logged metrics without the timings (which no two runs share)."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, sft_dir, prompts):  # noqa: F811
+    """The uninterrupted run every interrupted one must reproduce bit for bit."""
+    from safetensors.numpy import load_file
+
+    out = tmp_path_factory.mktemp("straight") / "run"
+    result = run_cli(*ppo_args(sft_dir, prompts, out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    name = "bert.encoder.layer.0.attention.self.query.weight"  # PPO moved the weights: there is something to compare
+    assert not np.array_equal(load_file(str(out / "model.safetensors"))[name],
+                              load_file(str(sft_dir / "model.safetensors"))[name])
+    return out
+
+
+# ----------------------------------------------------------------------------- Ctrl-C and kills
+
+def test_sigint_writes_a_checkpoint_and_resume_finishes_the_same_run(sft_dir, prompts, straight_run,  # noqa: F811
+                                                                      tmp_path):
+    out = tmp_path / "run"
+    process = start(ppo_command(sft_dir, prompts, out))
+    while logged_iterations(out) < 2 and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    stopped = logged_iterations(out)
+    assert 2 <= stopped < ITERATIONS
+    checkpoint = out / "checkpoints" / f"iter-{stopped}"
+    assert stderr.strip().splitlines()[-1] == (f"interrupted at iteration {stopped}: checkpoint written to "
+                                               f"{checkpoint}; to continue, run the same command with --resume")
+    assert (checkpoint / "policy.safetensors").exists() and latest_checkpoint(out) == checkpoint
+    assert not (out / "model.safetensors").exists()  # nothing exported
+
+    resumed = run_cli(*ppo_args(sft_dir, prompts, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from {checkpoint} at iteration {stopped}" in resumed.stdout
+    assert (out / "model.safetensors").read_bytes() == (straight_run / "model.safetensors").read_bytes()
+    assert curve(out) == curve(straight_run)
+
+
+def checkpointed_iteration(out):
+    ckpt = latest_checkpoint(out)
+    return int(ckpt.name.rpartition("-")[2]) if ckpt else 0
+
+
+def test_killed_three_times_at_random_moments_the_run_still_ends_bitwise_identical(
+        sft_dir, prompts, straight_run, tmp_path):  # noqa: F811
+    rng = random.Random(20240607)
+    out = tmp_path / "run"
+    kills = []  # (iterations logged when killed, newest checkpoint then)
+    for _ in range(8):
+        done = checkpointed_iteration(out)
+        process = start(ppo_command(sft_dir, prompts, out, *(["--resume"] if latest_checkpoint(out) else [])))
+        started = time.time_ns()
+        if len(kills) < 3:
+            # Once this process has logged a random iteration past its checkpoint (in a file it has
+            # written itself: newer than its start), wait a random moment more (up to ~3 iterations),
+            # then SIGKILL it: anywhere in a rollout, an update, a log line, a checkpoint write.
+            # The targets leave room for three kills before the run ends.
+            target = rng.randint(done + 1, min(done + 4, ITERATIONS - 4))
+            delay = rng.uniform(0.0, 0.15)
+            metrics = out / "metrics.jsonl"
+            while process.poll() is None and not (metrics.exists() and metrics.stat().st_mtime_ns > started
+                                                  and logged_iterations(out) >= target):
+                time.sleep(0.005)
+            time.sleep(delay)
+            if process.poll() is None:
+                process.kill()  # no handler runs, nothing is cleaned up
+                process.wait()
+                kills.append((logged_iterations(out), checkpointed_iteration(out)))
+        stdout, stderr = process.communicate(timeout=120)
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, stderr[-2000:]
+    else:
+        pytest.fail(f"the run did not finish: kills {kills}")
+    print("killed at (iterations logged, newest checkpoint):", kills)
+    assert len(kills) == 3, kills
+    assert (out / "model.safetensors").read_bytes() == (straight_run / "model.safetensors").read_bytes(), kills
+    assert curve(out) == curve(straight_run), kills
+
+
+# ----------------------------------------------------------------------------- NaN
+
+def test_a_nan_stops_the_run_and_names_the_last_good_checkpoint(sft_dir, tokenizer, builtin_data,  # noqa: F811
+                                                                 tmp_path, monkeypatch):
+    config = PPOConfig(iterations=3, batch_size=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=4,
+                       save_every=2, seed=1)
+    iteration = ppo.PPOTrainer.iteration
+
+    def poisoned(self, records, i):
+        if i == 3:  # one weight of one layer goes NaN (as after an overflow)
+            kernel = self.policy.bert.encoder.layer[0].output_.dense.kernel
+            value = kernel.numpy()
+            value[0, 0] = np.nan
+            kernel.assign(value)
+        return iteration(self, records, i)
+
+    monkeypatch.setattr(ppo.PPOTrainer, "iteration", poisoned)
+    policy, reference = ppo.load_policy_and_reference(sft_dir)
+    with pytest.raises(SftrlError) as failure:
+        ppo.train(policy, reference, tokenizer, builtin_data["prompt.train"], config, task_partial, tmp_path,
+                  quiet=True, log=lambda *a: None)
+    good = tmp_path / "checkpoints" / "iter-2"
+    assert str(failure.value) == (f"iteration 3: the PPO loss is nan (minibatch 1); stopped. "
+                                  f"Last good checkpoint: {good}")
+    assert latest_checkpoint(tmp_path) == good
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "trainer_state.json").exists()
+    assert [json.loads(line)["iteration"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    monkeypatch.undo()
+
+    # the last good checkpoint loads (over the NaN weights), and holds finite weights
+    assert not all(np.isfinite(w).all() for w in to_numpy_state_dict(policy).values())
+    trainer = ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial)
+    assert trainer.restore(good) == 2
+    assert all(np.isfinite(w).all() for w in to_numpy_state_dict(policy).values())
+    # ... but not into a run with other settings, whose result would be neither run
+    other = ppo.PPOTrainer(policy, reference, tokenizer, PPOConfig(**{**config.to_dict(), "lr": 3e-4}), task_partial)
+    with pytest.raises(SftrlError, match=r"--resume: .*iter-2 was written by a run with --lr 0.0001, this command "
+                                         r"has --lr 0.0003; resume with the same settings"):
+        other.restore(good)
+
+
+# ----------------------------------------------------------------------------- device and precision
+
+def test_cli_bf16_run_exports_float32_weights_that_load(sft_dir, prompts, tmp_path):  # noqa: F811
+    from safetensors.numpy import load_file
+    from torch_impl.checkpoint import load_pretrained
+
+    out = tmp_path / "bf16"
+    result = run_cli(*ppo_args(sft_dir, prompts, out, "--precision", "bf16", iterations=2))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        assert all(np.isfinite(v) for v in json.loads(line).values())
+    weights = load_file(str(out / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {np.dtype("float32")}
+    exported = load_pretrained(out)  # PyTorch reads it, and the weights moved away from the SFT model's
+    sft = load_file(str(sft_dir / "model.safetensors"))
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert np.array_equal(exported.state_dict()[name].numpy(), weights[name])
+    assert not np.array_equal(weights[name], sft[name])
+
+
+def test_one_bf16_update_is_close_to_the_fp32_update(sft_dir, tokenizer, builtin_data, tmp_path):  # noqa: F811
+    """bfloat16 keeps 8 significant bits (a rounding error of up to 2^-9 = 0.2% per operation);
+    through a 2-layer model forward and back, that is a gradient error of about 1%: measured 0.9%.
+    So the bf16 gradient must be within 3% of the fp32 one, yet not equal to it (which would mean
+    bf16 was not used). Adam's first step is about lr * sign(g) per weight, so a few tiny gradients
+    flip sign and the update vector differs by ~10% in norm, but must point the same way (cosine
+    0.995 measured; 0.98 asked)."""
+    config = PPOConfig(batch_size=8, minibatch_size=8, ppo_epochs=1, max_new_tokens=6, lr=1e-3, seed=1,
+                       ent_coef=0.01)
+
+    def trainer(dtype):
+        policy, reference = ppo.load_policy_and_reference(sft_dir, dtype=dtype)
+        return ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial)
+
+    fp32, bf16 = trainer(None), trainer("mixed_bfloat16")
+    assert bf16.policy.bert.encoder.layer[0].output_.dense.compute_dtype == "bfloat16"
+    assert {w.dtype for w in bf16.policy.weights} == {"float32"}
+    rollout = fp32.rollout(builtin_data["prompt.train"][:8], iteration=2)
+    mask = tf.constant(rollout.response_mask, tf.float32)
+    advantages = losses.whiten(tf.constant(np.random.default_rng(0).normal(size=rollout.logprobs.shape),
+                                           tf.float32), mask) * mask
+    minibatch = (*ppo.sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response, rollout.response_mask),
+                 tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
+                 tf.constant(rollout.values), advantages, tf.constant(rollout.values) + advantages)
+
+    def gradient(t):
+        with tf.GradientTape() as tape:
+            loss, _ = t._loss(*minibatch)
+        return float(loss), [tf.convert_to_tensor(g) for g in tape.gradient(loss, t.policy.trainable_variables)]
+
+    flat = lambda tensors: np.concatenate([tf.reshape(x, [-1]).numpy() for x in tensors])  # noqa: E731
+    loss32, g32 = gradient(fp32)
+    loss16, g16 = gradient(bf16)
+    relative = np.linalg.norm(flat(g16) - flat(g32)) / np.linalg.norm(flat(g32))
+    assert 1e-4 < relative < 0.03, relative
+    assert abs(loss16 - loss32) <= 0.02 * abs(loss32), (loss16, loss32)
+
+    # the update itself: clip, Adam (what train_step applies after the gradient)
+    before = to_numpy_state_dict(fp32.policy)
+    fp32._apply(g32, {})
+    bf16._apply(g16, {})
+    a, b = to_numpy_state_dict(fp32.policy), to_numpy_state_dict(bf16.policy)
+    step32 = np.concatenate([(a[k] - before[k]).ravel() for k in before])
+    step16 = np.concatenate([(b[k] - before[k]).ravel() for k in before])
+    cosine = step16 @ step32 / (np.linalg.norm(step16) * np.linalg.norm(step32))
+    # a checkpoint of one precision is not resumed in the other (the run would be neither)
+    folder = tmp_path / "iter-0"
+    folder.mkdir()
+    for name, data in fp32.checkpoint_files(0).items():
+        (folder / name).write_bytes(data)
+    with pytest.raises(SftrlError, match=r"was written by a run with --precision fp32, this command has "
+                                         r"--precision bf16; resume with the same settings"):
+        bf16.restore(folder)
+    print(f"bf16 vs fp32: gradient relative error {relative:.2e}, loss {loss16:.6g} vs {loss32:.6g}, "
+          f"update cosine {cosine:.4f}, max update difference {np.abs(step16 - step32).max():.2e}")
+    assert cosine > 0.98, cosine
+
+
+# ----------------------------------------------------------------------------- tf.distribute
+
+MIRRORED_CHECK = textwrap.dedent('''
+    """One PPO iteration (two updates) on one device and under MirroredStrategy over two CPUs."""
+    import contextlib, json, sys
+    import tf_impl  # noqa: F401
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import numpy as np
+    from shared.config import PPOConfig
+    from shared.tokenizer import Tokenizer
+    from tf_impl import ppo
+    from tf_impl.convert import to_numpy_state_dict
+
+    sft_dir, prompts = sys.argv[1], sys.argv[2]
+    records = [json.loads(line) for line in open(prompts)][:8]
+    tokenizer = Tokenizer.load(sft_dir + "/tokenizer.json")
+    config = PPOConfig(batch_size=8, minibatch_size=8, ppo_epochs=2, max_new_tokens=6, lr=1e-3, seed=3,
+                       ent_coef=0.01)
+    reward = lambda prompt, completion, reference=None: len(completion) / 10  # varied: non-zero advantages
+
+    def one_iteration(strategy):
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            policy, reference = ppo.load_policy_and_reference(sft_dir)
+        trainer = ppo.PPOTrainer(policy, reference, tokenizer, config, reward, strategy=strategy)
+        metrics, rollout = trainer.iteration(records, 1)
+        return to_numpy_state_dict(policy), trainer.first_minibatch, rollout
+
+    single, single_stats, rollout = one_iteration(None)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored, mirrored_stats, mirrored_rollout = one_iteration(strategy)
+    order = np.random.default_rng([config.seed, 1, 0]).permutation(8)  # the first minibatch's rows
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "same_rollout": bool(np.array_equal(rollout.response, mirrored_rollout.response)),
+        "shard_tokens": [int(rollout.response_mask[order[:4]].sum()), int(rollout.response_mask[order[4:]].sum())],
+        "grad_norm": [float(single_stats["policy/grad_norm"]), float(mirrored_stats["policy/grad_norm"])],
+        "loss": [float(single_stats["loss/total"]), float(mirrored_stats["loss/total"])],
+        "max_weight_difference": max(float(np.abs(single[k] - mirrored[k]).max()) for k in single),
+    }))
+''')
+
+
+def test_mirrored_strategy_update_equals_the_single_device_update(sft_dir, prompts, tmp_path):  # noqa: F811
+    script = tmp_path / "mirrored_check.py"
+    script.write_text(MIRRORED_CHECK)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, script, sft_dir, prompts], capture_output=True, text=True, env=env,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    print("mirrored vs single device:", found)
+    assert found["replicas"] == 2 and found["same_rollout"]
+    # The shards hold different numbers of response tokens, so averaging the replicas' means
+    # (instead of dividing by the global count) would be caught: it moves weights by ~4e-3 here.
+    assert found["shard_tokens"][0] != found["shard_tokens"][1], found
+    assert found["grad_norm"][0] > 0.1, found  # a real update, not a zero gradient
+    assert found["grad_norm"][1] == pytest.approx(found["grad_norm"][0], rel=1e-5)
+    assert found["loss"][1] == pytest.approx(found["loss"][0], rel=1e-5, abs=1e-7)
+    assert found["max_weight_difference"] <= 1e-5, found
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # two worker processes at once: ~15 s on 2 cores
+def test_cli_multi_worker_run_matches_the_single_device_run(sft_dir, prompts, straight_run, tmp_path):  # noqa: F811
+    from safetensors.numpy import load_file
+
+    out = tmp_path / "run"
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": tf_config}
+        workers.append(subprocess.Popen(list(map(str, ppo_command(sft_dir, prompts, out, "--distribute",
+                                                                  "multi-worker"))),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    results = [w.communicate(timeout=300) for w in workers]
+    for worker, (stdout, stderr) in zip(workers, results):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert "policy written to" in results[0][0] and results[1][0] == ""  # only the chief (worker 0) writes
+    # two replicas, one per worker, each half of every minibatch: the single-device numbers
+    single, distributed = load_file(str(straight_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert max(float(np.abs(single[k] - distributed[k]).max()) for k in single) <= 1e-5
+    assert [line["iteration"] for line in curve(out)] == list(range(1, ITERATIONS + 1))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_user_reward_file(tmp_path):
+    from sftrl.ppo_command import load_user_reward
+
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text("def words(prompt, completion, reference):\n    return len(completion.split())\n\n"
+                       "def broken(prompt, completion, reference):\n    return 1 / 0\n\n"
+                       "def text(prompt, completion, reference):\n    return 'good'\n")
+    assert load_user_reward(f"{rewards}:words")("p", "a b c", None) == 3
+    with pytest.raises(ValueError, match=rf"^{rewards}:5: ZeroDivisionError: division by zero$"):
+        load_user_reward(f"{rewards}:broken")("p", "c", None)
+    with pytest.raises(ValueError, match=r"text returned 'good', not a number"):
+        load_user_reward(f"{rewards}:text")("p", "c", None)
+    with pytest.raises(SftrlError, match=rf"^--reward {rewards}:nope: {rewards} has no function 'nope'$"):
+        load_user_reward(f"{rewards}:nope")
+    missing = tmp_path / "missing.py"
+    with pytest.raises(SftrlError, match=rf"^--reward {missing}:f: no such file {missing}$"):
+        load_user_reward(f"{missing}:f")
+    (tmp_path / "bad.py").write_text("def f(:\n")
+    with pytest.raises(SftrlError, match=r"cannot load .*bad.py:1 \(SyntaxError"):
+        load_user_reward(f"{tmp_path / 'bad.py'}:f")
+
+
+FLAG_ERRORS = textwrap.dedent('''
+    """Each argv through sftrl's entry point in one process (one TensorFlow import for all)."""
+    import contextlib, io, json, sys
+    from sftrl.cli import main
+
+    results = []
+    for argv in json.loads(sys.argv[1]):
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            code = main(argv)
+        results.append([code, stderr.getvalue()])
+    print(json.dumps(results))
+''')
+
+
+def test_cli_bad_input_is_one_error_line_naming_the_flag_or_the_line(sft_dir, prompts, builtin_data,  # noqa: F811
+                                                                      tmp_path):
+    out = tmp_path / "o"
+    base = ["ppo", "--policy", str(sft_dir), "--prompts", str(prompts), "--out", str(out)]
+    nan_reward = tmp_path / "nan_reward.py"
+    nan_reward.write_text("def reward(prompt, completion, reference):\n    return float('nan')\n")
+    too_long = tmp_path / "long.jsonl"  # 48 positions; line 3 (after a blank line): 62 tokens + [CLS], [SEP]
+    too_long.write_text(json.dumps(builtin_data["prompt.train"][0]) + "\n\n"
+                        + json.dumps({"prompt": "copy: " + " ".join(["a"] * 60)}) + "\n")
+    cases = [(["--resume"], f"error: --resume: no checkpoint in {out / 'checkpoints'} to resume from"),
+             (["--lr", "0"], "error: --lr: must be in (0.0, inf], got 0.0"),
+             (["--lr", "-1"], "error: --lr: must be in (0.0, inf], got -1.0"),
+             (["--batch-size", "0"], "error: --batch-size: must be >= 1, got 0"),
+             (["--iterations", "0"], "error: --iterations: must be >= 1, got 0"),
+             (["--reward", "nope"], "error: --reward: unknown reward 'nope'; choose from task, task-exact, bleu, or "
+                                    "model:DIR for a trained reward model"),
+             (["--reward", "rewards.py"], "error: --reward rewards.py: name the function too, as FILE.py:FUNCTION"),
+             (["--reward", f"{tmp_path}/none.py:f"], f"error: --reward {tmp_path}/none.py:f: no such file"),
+             (["--distribute", "multi-worker"], "error: --distribute multi-worker: set TF_CONFIG to the cluster"),
+             (["--prompts", str(too_long), "--max-new-tokens", "4"],
+              f"error: --prompts {too_long}:3: the prompt is 64 tokens ([CLS] and [SEP] included) and "
+              "--max-new-tokens is 4: 68 > 48, the policy's context (max_position_embeddings); shorten the prompt "
+              "or lower --max-new-tokens"),
+             (["--eval-prompts", str(too_long), "--max-new-tokens", "4"], f"error: --eval-prompts {too_long}:3: "),
+             # a real (tiny) run whose reward is NaN: it stops at the first rollout
+             (["--reward", f"{nan_reward}:reward", *map(str, TINY)],
+              "error: reward: the reward function returned nan for prompt ")]
+    if not tf.config.list_physical_devices("GPU"):
+        cases.append((["--device", "cuda"], "error: --device cuda: TensorFlow sees no GPU here"))
+    script = tmp_path / "flags.py"
+    script.write_text(FLAG_ERRORS)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = subprocess.run([sys.executable, script, json.dumps([base + extra for extra, _ in cases])],
+                            capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for (extra, message), (code, stderr) in zip(cases, json.loads(result.stdout.strip().splitlines()[-1])):
+        assert code == 2, (extra, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and stderr.startswith(message), (extra, stderr)
+    # nothing was exported or checkpointed
+    assert not (out / "model.safetensors").exists() and not (out / "trainer_state.json").exists()
+    assert latest_checkpoint(out) is None
