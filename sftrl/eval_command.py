@@ -28,7 +28,7 @@ def _mean(values):
 
 
 def run(args) -> int:
-    from shared.data import load_jsonl
+    from shared.data import check_prompts_fit, load_jsonl
     from shared.io import atomic_write_text
     from shared.metrics import corpus_bleu, paired_bootstrap, perplexity
     from shared.tokenizer import Tokenizer
@@ -53,6 +53,9 @@ def run(args) -> int:
     for folder in args.model:
         models.append(load_pretrained(folder))
         tokenizers.append(Tokenizer.load(Path(folder) / "tokenizer.json"))
+        if models[-1].config.is_causal:  # a prompt the model cannot complete is an error, not a cut
+            check_prompts_fit(args.prompts, records, tokenizers[-1], args.max_new_tokens,
+                              models[-1].config.max_position_embeddings, "--prompts", f"the context of --model {folder}")
     if not models[0].config.is_causal and any(m.config.is_causal for m in models[1:]):
         raise SftrlError(f"--model {args.model[0]}: the first model is the baseline for KL and differences; "
                          "put a causal (generating) model first")

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from conftest import run_cli
 from shared.config import ModelConfig
-from torch_impl.checkpoint import TIED_NAMES
+from torch_impl.checkpoint import TIED_NAMES, save_pretrained
 from torch_impl.model import SFTModel
 
 SFT_RECORD = {"prompt": "copy: a b", "completion": "a b", "task": "copy"}
@@ -53,6 +53,10 @@ def ws(tmp_path_factory, builtin_data, tokenizer):
     state["bert.embeddings.word_embeddings.weight"] = torch.zeros(10, 8)
     save_file(state, shapes / "model.safetensors")
     (d / "a-file").write_text("not a directory\n")
+    causal = d / "causal"  # a small generating model, for the commands that complete prompts
+    save_pretrained(SFTModel(ModelConfig(**{**small, "attention_type": "causal"})), causal)
+    tokenizer.save(causal / "tokenizer.json")
+    (d / "long_prompt.jsonl").write_text(lines([{"prompt": "copy: a b"}, {"prompt": "copy: " + "x y " * 40}]))
     return d
 
 
@@ -102,6 +106,8 @@ CASES = {
     # ---- other commands
     "eval of a missing model": (lambda w: ["eval", "--model", w / "no-model", "--prompts", w / "prompts.jsonl",
                                            "--out", w / "out"], "no-model"),
+    "prompt longer than the context": (lambda w: ["eval", "--model", w / "causal", "--prompts", w / "long_prompt.jsonl",
+                                                  "--out", w / "out"], "long_prompt.jsonl:2: the prompt is"),
     "tokenizer vocabulary too small": (lambda w: ["tokenizer", "--data", w / "sft.jsonl", "--vocab-size", "3",
                                                   "--out", w / "out" / "t.json"], "--vocab-size"),
 }
