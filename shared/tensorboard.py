@@ -19,12 +19,19 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
 
 class SummaryWriter:
-    def __init__(self, directory):
+    """purge_step: the first step a resumed run logs again. TensorBoard then drops what the
+    interrupted run logged from that step on (a SessionLog START event, as torch's
+    `SummaryWriter(purge_step=...)` writes), so resumed curves have no doubled stretch."""
+
+    def __init__(self, directory, purge_step: int | None = None):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.sftrl"
         self._file = open(directory / name, "ab")
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if purge_step is not None:
+            self._write(event_pb2.Event(wall_time=time.time(), step=int(purge_step),
+                                        session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
 
     def _write(self, event) -> None:
         data = event.SerializeToString()

@@ -284,3 +284,25 @@ def test_device_cuda_without_a_gpu_is_one_error_line(run_inputs, tmp_path):
     result = run_cli(*sft_args(run_inputs, tmp_path / "run", 5), "--device", "cuda")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: --device cuda: no CUDA device is available here"]
+
+
+def test_tensorboard_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
+    """Killed at step 15 with a checkpoint at 10: the resumed run's writer purges steps >= 11
+    (whether it opens a new event file or, within the same second, appends to the old one)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from shared.tensorboard import SummaryWriter
+
+    first = SummaryWriter(tmp_path)
+    for step in range(1, 16):
+        first.add_scalar("train/loss", 100.0 + step, step)
+    first.close()
+    time.sleep(1.1)  # another file name (they carry the second)
+    second = SummaryWriter(tmp_path, purge_step=11)
+    for step in range(11, 21):
+        second.add_scalar("train/loss", float(step), step)
+    second.close()
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    values = [(e.step, e.value) for e in accumulator.Scalars("train/loss")]
+    assert values == [(s, 100.0 + s) for s in range(1, 11)] + [(s, float(s)) for s in range(11, 21)]

@@ -433,7 +433,7 @@ def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, o
         # dropped: the iterations are run again and logged again.
         truncate_jsonl(metrics_path, "iteration", start)
         out_dir.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(out_dir)
+        writer = SummaryWriter(out_dir, purge_step=start + 1 if resume else None)
 
     def log_metrics(iteration, values):
         if is_chief:

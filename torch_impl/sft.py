@@ -448,7 +448,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
         raise SftrlError(f"step {state['step']}: {problem}; stopped, nothing exported. Last good checkpoint: "
                          f"{last if last else 'none (no checkpoint was written yet)'}")
 
-    writer = SummaryWriter(out_dir) if is_main else None
+    writer = SummaryWriter(out_dir, purge_step=state["step"] + 1 if resume else None) if is_main else None
     plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
                       config.batch_size, config.seed, state["epoch"], task_weights)
     bar = tqdm(total=total_steps, initial=state["step"], disable=quiet, desc="sft", unit="step",
