@@ -70,9 +70,16 @@ def wait_for_step(proc, out, step, timeout=120):
     return True
 
 
-def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(run_inputs, tmp_path):
-    straight = run_cli(*sft_args(run_inputs, tmp_path / "straight"), timeout=300)
-    assert straight.returncode == 0, straight.stderr
+@pytest.fixture(scope="module")
+def straight(run_inputs, tmp_path_factory):
+    """The uninterrupted run the interrupted ones must reproduce bit for bit."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    result = run_cli(*sft_args(run_inputs, out), timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(run_inputs, straight, tmp_path):
 
     out, rng, kills = tmp_path / "killed", random.Random(2026), []
     for target in sorted(rng.sample(range(1, STEPS), 3)):
@@ -93,13 +100,13 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(run_inputs, 
     final = run_cli(*sft_args(run_inputs, out), *resume, timeout=300)
     assert final.returncode == 0, final.stderr
     print("kills (target step, logged steps at kill):", kills)
-    assert (out / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes(), kills
+    assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes(), kills
     losses = lambda p: [json.loads(l)["train/loss"] for l in (p / "metrics.jsonl").read_text().splitlines()
                         if "train/loss" in l]
-    assert losses(out) == losses(tmp_path / "straight")  # the log, too, is the uninterrupted one
+    assert losses(out) == losses(straight)  # the log, too, is the uninterrupted one
 
 
-def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(run_inputs, tmp_path):
+def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(run_inputs, straight, tmp_path):
     out = tmp_path / "run"
     proc = start_cli(*sft_args(run_inputs, out))
     assert wait_for_step(proc, out, 30), proc.stderr.read()
@@ -117,8 +124,7 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(run_inputs, tmp_path)
 
     resumed = run_cli(*sft_args(run_inputs, out), "--resume", timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    straight = run_cli(*sft_args(run_inputs, tmp_path / "straight"), timeout=300)
-    assert (out / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
+    assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
 
 
 # ----------------------------------------------------------------------------- NaN / Inf
