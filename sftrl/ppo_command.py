@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.config import PPOConfig
 from shared.errors import ConfigError, SftrlError
-from shared.interrupt import EXIT_INTERRUPTED
+from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
 
 PPO_FLAGS = ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "lr", "max_new_tokens", "temperature",
              "top_k", "gamma", "lam", "clip_range", "clip_range_value", "vf_coef", "ent_coef", "kl_coef",
@@ -210,8 +210,8 @@ def run(args) -> int:
                         quiet=args.quiet, strategy=strategy, is_chief=is_chief)
     if "interrupted_at" in summary:
         if is_chief:
-            sys.stderr.write(f"interrupted at iteration {summary['interrupted_at']}: checkpoint written to "
-                             f"{summary['checkpoint']}; to continue, run the same command with --resume\n")
+            sys.stderr.write(interrupted_message(f"iteration {summary['interrupted_at']}", summary["checkpoint"])
+                             + "\n")
         return EXIT_INTERRUPTED
     if not is_chief:
         return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shared.config import SFTConfig
 from shared.errors import ConfigError, SftrlError
-from shared.interrupt import EXIT_INTERRUPTED
+from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
 
 TRAINING_FLAGS = ("objective", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps",
                   "max_grad_norm", "max_length", "eval_every", "early_stopping_patience", "save_every",
@@ -193,8 +193,7 @@ def run(args, pretrain: bool) -> int:
                     quiet=args.quiet, resume=args.resume, task_weights=weights, precision=args.precision)
     if "interrupted_at" in summary:
         if rank == 0:
-            sys.stderr.write(f"interrupted at step {summary['interrupted_at']}: checkpoint written to "
-                             f"{summary['checkpoint']}; to continue, run the same command with --resume\n")
+            sys.stderr.write(interrupted_message(f"step {summary['interrupted_at']}", summary["checkpoint"]) + "\n")
         return EXIT_INTERRUPTED
     if rank != 0:
         return 0

@@ -22,6 +22,12 @@ import threading
 EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT (128 + 2)
 
 
+def interrupted_message(where: str, checkpoint) -> str:
+    """The line both trainers' commands print after a stop request: where, and how to go on."""
+    return (f"interrupted at {where}: checkpoint written to {checkpoint}; to continue, run the same "
+            "command with --resume")
+
+
 class StopRequest:
     def __init__(self, message: str = "stopping after this step and writing a checkpoint "
                                       "(press Ctrl-C again to stop at once)"):

@@ -322,7 +322,7 @@ def gathered_rng_tensors(device) -> dict[str, torch.Tensor]:
     """Every process's random state, keyed `torch_cpu` (rank 0) and `torch_cpu.rank1`, ..."""
     import torch.distributed as dist
 
-    rank, world = distributed()
+    world = distributed()[1]
     mine = rng_tensors(device)
     if world == 1:
         return mine
