@@ -315,7 +315,18 @@ def rl_inputs(rng):
             "advantages": rng.normal(size=(4, 8)), "values": rng.normal(size=(4, 8)),
             "old_values": rng.normal(size=(4, 8)), "returns": rng.normal(size=(4, 8)),
             "rewards": rng.normal(size=(4, 8)), "scores": rng.normal(size=4),
-            "chosen": rng.normal(size=16), "rejected": rng.normal(size=16), "mask": mask}
+            "chosen": rng.normal(size=16), "rejected": rng.normal(size=16), "mask": mask,
+            "logits": rng.normal(0, 2, size=(4, 8, 11)), "actions": rng.integers(0, 11, size=(4, 8))}
+
+
+# Masks that are not a right-padded prefix: left padding (prompts are left-padded), a hole (masked
+# tokens between unmasked ones), an empty row, and a full one so that no mean is over nothing.
+IRREGULAR_MASK = np.array([[0, 0, 0, 1, 1, 1, 1, 1], [1, 1, 0, 0, 1, 1, 0, 1], [0] * 8, [1] * 8])
+
+
+def rl_irregular_inputs(rng):
+    """`rl_inputs` with IRREGULAR_MASK: one behaviour for every mask, the same in NumPy, torch, TF."""
+    return {**rl_inputs(rng), "mask": IRREGULAR_MASK}
 
 
 def loss_case(name, formula, inputs, numpy_fn, call, outputs=("y",)):
@@ -362,6 +373,40 @@ def whiten_unbiased_torch(d, dtype):
     return np_out(y=(x - x.mean()) / torch.sqrt(torch.var(x) + ref.WHITEN_EPS))
 
 
+def masked_cases(inputs, suffix):
+    """The losses that take a mask of response tokens, on the masks `inputs` makes."""
+    return [
+        loss_case("loss.approx_kl.k1" + suffix, "k1 = -log r, r = ref(a) / pi(a)", inputs, None,
+                  lambda m, d, t: m.approx_kl(t(d["logprobs"]), t(d["ref_logprobs"]), "k1", t(d["mask"]))),
+        loss_case("loss.approx_kl.k3" + suffix, "k3 = (r - 1) - log r", inputs, None,
+                  lambda m, d, t: m.approx_kl(t(d["logprobs"]), t(d["ref_logprobs"]), "k3", t(d["mask"]))),
+        loss_case("loss.whiten" + suffix, "(x - mean) / sqrt(var + eps), biased var over the mask", inputs, None,
+                  lambda m, d, t: m.whiten(t(d["advantages"]), t(d["mask"]))),
+        loss_case("loss.gae" + suffix,
+                  "A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t, t+1 the next unmasked step",
+                  inputs, None, lambda m, d, t: m.gae(t(d["rewards"]), t(d["values"]), 0.99, 0.95, t(d["mask"])),
+                  outputs=("advantages", "returns")),
+        loss_case("loss.ppo_clip_loss" + suffix,
+                  "mean max(-A r, -A clip(r, 1 - eps, 1 + eps)), r = exp(logp - logp_old)", inputs, None,
+                  lambda m, d, t: m.ppo_clip_loss(t(d["logprobs"]), t(d["old_logprobs"]), t(d["advantages"]),
+                                                  0.2, t(d["mask"])),
+                  outputs=("loss", "clipfrac", "approxkl")),
+        loss_case("loss.value_loss" + suffix, "0.5 mean max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)",
+                  inputs, None,
+                  lambda m, d, t: m.value_loss(t(d["values"]), t(d["old_values"]), t(d["returns"]), 0.2,
+                                               t(d["mask"])),
+                  outputs=("loss", "clipfrac")),
+        loss_case("loss.kl_penalty_rewards" + suffix,
+                  "r_t = -beta (log pi - log ref) + score at the last unmasked token", inputs, None,
+                  lambda m, d, t: m.kl_penalty_rewards(t(d["scores"]), t(d["logprobs"]), t(d["ref_logprobs"]),
+                                                       0.1, t(d["mask"])),
+                  outputs=("rewards", "kl")),
+        loss_case("loss.sequence_log_prob" + suffix, "log P(w_1..w_m) = sum over unmasked i of log P(w_i | w_<i)",
+                  inputs, None,
+                  lambda m, d, t: m.sequence_log_prob(t(d["logits"]), t(d["actions"]), t(d["mask"]))),
+    ]
+
+
 LOSSES = [
     loss_case("loss.cross_entropy", "CE = -(1/N) sum_{y_i != -100} log softmax(z_i)[y_i]  (MLM loss)",
               lm_inputs, None, lambda m, d, t: m.cross_entropy(t(d["logits"]), t(d["labels"]))),
@@ -369,16 +414,10 @@ LOSSES = [
               lm_inputs, None, lambda m, d, t: m.completion_only_loss(t(d["logits"]), t(d["labels"]))),
     loss_case("loss.categorical_log_prob", "log pi(a|s) = log softmax(z)[a]  (TF: tfp Categorical)",
               lm_inputs, None, lambda m, d, t: m.categorical_log_prob(t(d["logits"]), t(d["actions"]))),
-    loss_case("loss.sequence_log_prob", "log P(w_1..w_m) = sum_i log P(w_i | w_<i)",
-              lm_inputs, None, lambda m, d, t: m.sequence_log_prob(t(d["logits"]), t(d["actions"]), t(d["mask"]))),
     loss_case("loss.entropy_from_logits", "H(pi) = -sum_a pi(a) log pi(a)  (TF: tfp Categorical)",
               lm_inputs, None, lambda m, d, t: m.entropy_from_logits(t(d["logits"]))),
-    loss_case("loss.approx_kl.k1", "k1 = -log r, r = ref(a) / pi(a)", rl_inputs, None,
-              lambda m, d, t: m.approx_kl(t(d["logprobs"]), t(d["ref_logprobs"]), "k1", t(d["mask"]))),
-    loss_case("loss.approx_kl.k3", "k3 = (r - 1) - log r", rl_inputs, None,
-              lambda m, d, t: m.approx_kl(t(d["logprobs"]), t(d["ref_logprobs"]), "k3", t(d["mask"]))),
-    loss_case("loss.whiten", "(x - mean) / sqrt(var + eps), biased var over the mask", rl_inputs, None,
-              lambda m, d, t: m.whiten(t(d["advantages"]), t(d["mask"]))),
+    *masked_cases(rl_inputs, ""),
+    *masked_cases(rl_irregular_inputs, ".irregular_masks"),
     Case("loss.whiten.torch_var_unbiased", "losses", "torch.var(x) divides by n - 1, tf.nn.moments by n",
          rl_inputs, lambda d: {"y": ref.whiten(d["advantages"])}, whiten_unbiased_torch,
          lambda d, dt: np_out(y=tf_losses.whiten(TF(d["advantages"]))),
@@ -387,21 +426,6 @@ LOSSES = [
               "tf.nn.moments is biased (divide by n), so whitened values differ by a factor "
               "sqrt((n - 1) / n). The matched case `loss.whiten` writes the biased variance in both.",
          shows=(ref.whiten, whiten_unbiased_torch, tf_losses.whiten)),
-    loss_case("loss.gae", "A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t",
-              rl_inputs, None, lambda m, d, t: m.gae(t(d["rewards"]), t(d["values"]), 0.99, 0.95, t(d["mask"])),
-              outputs=("advantages", "returns")),
-    loss_case("loss.ppo_clip_loss", "mean max(-A r, -A clip(r, 1 - eps, 1 + eps)), r = exp(logp - logp_old)",
-              rl_inputs, None,
-              lambda m, d, t: m.ppo_clip_loss(t(d["logprobs"]), t(d["old_logprobs"]), t(d["advantages"]), 0.2, t(d["mask"])),
-              outputs=("loss", "clipfrac", "approxkl")),
-    loss_case("loss.value_loss", "0.5 mean max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)",
-              rl_inputs, None,
-              lambda m, d, t: m.value_loss(t(d["values"]), t(d["old_values"]), t(d["returns"]), 0.2, t(d["mask"])),
-              outputs=("loss", "clipfrac")),
-    loss_case("loss.kl_penalty_rewards", "r_t = -beta (log pi - log ref) + score at the last token",
-              rl_inputs, None,
-              lambda m, d, t: m.kl_penalty_rewards(t(d["scores"]), t(d["logprobs"]), t(d["ref_logprobs"]), 0.1, t(d["mask"])),
-              outputs=("rewards", "kl")),
     loss_case("loss.bradley_terry_loss", "-mean log sigmoid(s_chosen - s_rejected)", rl_inputs, None,
               lambda m, d, t: m.bradley_terry_loss(t(d["chosen"]), t(d["rejected"]))),
     Case("loss.policy_evaluation", "losses", "V = (I - gamma P_pi)^-1 r_pi  (Bellman equation)",

@@ -188,19 +188,27 @@ def whiten(x, mask=None, shift_mean=True, eps=WHITEN_EPS):
 def gae(rewards, values, gamma, lam, mask=None):
     """Generalised advantage estimation (Schulman et al. 2016) for episodes (B, T).
 
-    delta_t = r_t + gamma V_{t+1} - V_t,   A_t = delta_t + gamma lam A_{t+1},
-    an episode ending at its last unmasked step (V and A after it are 0). Returns (A, A + V).
+    delta_t = r_t + gamma V_{t+1} - V_t,   A_t = delta_t + gamma lam A_{t+1}.
+
+    The steps of an episode are its unmasked positions, whatever lies around them: t + 1 means
+    the next unmasked position, so left padding is skipped and a hole in the mask (masked tokens
+    between two unmasked ones) is passed over, not taken for the end of the episode. The episode
+    ends at its last unmasked step (V and A after it are 0). Masked positions get A = 0 and
+    return 0, and their rewards and values are not used; a row with no unmasked position is all
+    zeros. Returns (A, A + V).
     """
     B, T = rewards.shape
     mask = np.ones_like(rewards) if mask is None else np.asarray(mask, dtype=rewards.dtype)
     advantages = np.zeros_like(rewards)
-    next_value = np.zeros(B, dtype=rewards.dtype)
+    next_value = np.zeros(B, dtype=rewards.dtype)      # V and A of the next unmasked step
     next_advantage = np.zeros(B, dtype=rewards.dtype)
     for t in reversed(range(T)):
+        step = mask[:, t] > 0                          # (B,) is t a step of the episode?
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        advantages[:, t] = (delta + gamma * lam * next_advantage) * mask[:, t]
-        next_value = values[:, t] * mask[:, t]
-        next_advantage = advantages[:, t]
+        advantage = delta + gamma * lam * next_advantage
+        advantages[:, t] = np.where(step, advantage, 0.0)
+        next_value = np.where(step, values[:, t], next_value)  # a masked t passes them on
+        next_advantage = np.where(step, advantage, next_advantage)
     return advantages, (advantages + values) * mask
 
 
@@ -232,14 +240,19 @@ def value_loss(values, old_values, returns, clip_range_value, mask=None):
 
 
 def kl_penalty_rewards(scores, logprobs, ref_logprobs, kl_coef, mask):
-    """Per-token reward r_t = -beta (log pi(a_t) - log ref(a_t)), plus the score at the last
-    unmasked token (as lm-human-preferences and TRL). Returns (rewards (B, T), kl (B, T))."""
+    """Per-token reward r_t = -beta (log pi(a_t) - log ref(a_t)) on unmasked tokens, plus the score
+    at the last unmasked token (as lm-human-preferences and TRL). Returns (rewards (B, T), kl (B, T)).
+
+    "Last unmasked" is the largest t with mask 1, wherever the row's padding is (right, left, or
+    holes inside). A row with no unmasked token has no token to credit: its score is dropped and
+    its rewards and KL are all 0.
+    """
     mask = np.asarray(mask, dtype=logprobs.dtype)
     kl = (logprobs - ref_logprobs) * mask
-    rewards = -kl_coef * kl
-    last = mask.sum(-1).astype(int) - 1
-    rewards[np.arange(len(scores)), last] += scores
-    return rewards, kl
+    positions = np.arange(mask.shape[1])                                   # (T,)
+    last = np.max(np.where(mask > 0, positions, -1), axis=-1)              # (B,), -1 if empty
+    score_at_last = (positions == last[:, None]) * scores[:, None]         # (B, T)
+    return -kl_coef * kl + score_at_last, kl
 
 
 def bradley_terry_loss(chosen_scores, rejected_scores):

@@ -74,17 +74,22 @@ def whiten(x, mask=None, shift_mean=True, eps=WHITEN_EPS):
 
 
 def gae(rewards, values, gamma, lam, mask=None):
-    """A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t. Returns (A, A + V)."""
+    """A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t. Returns (A, A + V).
+
+    t + 1 is the next unmasked position: left padding and holes are passed over (see the reference).
+    """
     B, T = rewards.shape
     mask = torch.ones_like(rewards) if mask is None else mask.to(rewards.dtype)
     advantages = []
-    next_value = torch.zeros(B, dtype=rewards.dtype)
+    next_value = torch.zeros(B, dtype=rewards.dtype)      # V and A of the next unmasked step
     next_advantage = torch.zeros(B, dtype=rewards.dtype)
     for t in reversed(range(T)):
+        step = mask[:, t] > 0                             # (B,) is t a step of the episode?
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
-        next_value = values[:, t] * mask[:, t]
-        advantages.append(next_advantage)
+        advantage = delta + gamma * lam * next_advantage
+        advantages.append(torch.where(step, advantage, torch.zeros_like(advantage)))
+        next_value = torch.where(step, values[:, t], next_value)  # a masked t passes them on
+        next_advantage = torch.where(step, advantage, next_advantage)
     advantages = torch.stack(advantages[::-1], 1)                           # (B, T)
     return advantages, (advantages + values) * mask
 
@@ -112,11 +117,13 @@ def value_loss(values, old_values, returns, clip_range_value, mask=None):
 
 
 def kl_penalty_rewards(scores, logprobs, ref_logprobs, kl_coef, mask):
-    """r_t = -beta (log pi - log ref), plus the score at the last unmasked token. Returns (rewards, kl)."""
+    """r_t = -beta (log pi - log ref), plus the score at the last unmasked token (none for an
+    empty row). Returns (rewards, kl)."""
     mask = mask.to(logprobs.dtype)
     kl = (logprobs - ref_logprobs) * mask
-    last = mask.sum(-1).long() - 1                                          # (B,)
-    score_at_last = F.one_hot(last, kl.shape[1]).to(kl.dtype) * scores[:, None]
+    positions = torch.arange(mask.shape[1], device=mask.device)             # (T,)
+    last = torch.where(mask > 0, positions, -1).amax(-1)                    # (B,), -1 if empty
+    score_at_last = (positions == last[:, None]).to(kl.dtype) * scores[:, None]  # (B, T)
     return -kl_coef * kl + score_at_last, kl
 
 

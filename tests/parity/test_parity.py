@@ -79,3 +79,38 @@ def test_ppo_clip_loss_by_hand():
     assert loss == pytest.approx((-1.2 + 0.8 - 2.0) / 3)
     assert clipfrac == pytest.approx(2 / 3)
     assert approxkl == pytest.approx(np.mean([0.5 - np.log(1.5), -0.5 - np.log(0.5), 0.0]))
+
+
+# ----------------------------------------------------------------------------- masks that are not a right-padded prefix
+
+def test_kl_penalty_rewards_credits_the_last_unmasked_token_of_any_mask():
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=float)
+    scores = np.array([10.0, 20.0, 30.0])
+    zeros = np.zeros((3, 5))
+    rewards, kl = ref.kl_penalty_rewards(scores, zeros, zeros, 0.1, mask)
+    expected = np.zeros((3, 5))
+    expected[0, 4] = 10.0  # left padded: the last column, not mask.sum() - 1 = 2
+    expected[1, 3] = 20.0  # a hole: the last 1, not mask.sum() - 1 = 2
+    # the empty row has no token to credit: its score is dropped, nothing lands in its last column
+    np.testing.assert_array_equal(rewards, expected)
+    np.testing.assert_array_equal(kl, zeros)
+
+
+@pytest.mark.parametrize("mask_row", [[0, 0, 1, 1, 1, 1], [1, 1, 0, 0, 1, 1], [1, 0, 1, 0, 1, 0], [0, 1, 1, 0, 1, 1]])
+def test_gae_passes_over_masked_positions(mask_row):
+    """A masked position is not a step: GAE over a holed or left-padded row equals GAE over the
+    row with the masked positions cut out (a hole is not the end of the episode)."""
+    rng = np.random.default_rng(len(mask_row) + sum(mask_row))
+    rewards, values = rng.normal(size=(1, 6)), rng.normal(size=(1, 6))
+    mask = np.array([mask_row], dtype=float)
+    advantages, returns = ref.gae(rewards, values, 0.9, 0.8, mask)
+    keep = mask[0] > 0
+    cut_advantages, cut_returns = ref.gae(rewards[:, keep], values[:, keep], 0.9, 0.8)
+    np.testing.assert_allclose(advantages[0, keep], cut_advantages[0], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(returns[0, keep], cut_returns[0], rtol=0, atol=1e-14)
+    assert np.all(advantages[0, ~keep] == 0) and np.all(returns[0, ~keep] == 0)
+
+
+def test_gae_of_an_empty_row_is_zero():
+    advantages, returns = ref.gae(np.ones((1, 4)), np.ones((1, 4)), 0.9, 0.8, np.zeros((1, 4)))
+    assert not advantages.any() and not returns.any()
