@@ -86,10 +86,18 @@ def test_first_minibatch_has_zero_kl_and_unit_ratio(trainer, builtin_data):
     metrics, rollout = trainer.iteration(records, iteration=1)
     np.testing.assert_allclose(rollout.logprobs, rollout.ref_logprobs, atol=1e-6)  # policy == reference
     assert abs(metrics["objective/kl"]) < 1e-5
-    first = trainer.first_minibatch
+    first = trainer.minibatch_stats[0]
     assert abs(float(first["policy/ratio_mean"]) - 1.0) < 1e-5
     assert abs(float(first["policy/approxkl"])) < 1e-6
     assert float(first["policy/clipfrac"]) == 0.0
+    # Each logged statistic is the mean over all 4 minibatches (2 epochs of 8 / 4), entropy included.
+    stats = trainer.minibatch_stats
+    assert len(stats) == 4
+    for key, name in (("objective/entropy", "policy/entropy"), ("policy/approxkl", "policy/approxkl"),
+                      ("policy/clipfrac", "policy/clipfrac"), ("loss/policy", "loss/policy"),
+                      ("loss/value", "loss/value"), ("val/clipfrac", "val/clipfrac")):
+        assert metrics[key] == pytest.approx(np.mean([float(s[name]) for s in stats]), rel=1e-12, abs=0), key
+    assert metrics["objective/entropy"] != float(first["policy/entropy"])  # not the first minibatch's
     for key in ("objective/scores", "objective/kl_coef", "objective/entropy", "policy/approxkl", "policy/clipfrac",
                 "loss/policy", "loss/value", "val/clipfrac", "val/var_explained", "time/rollout", "time/reward",
                 "time/update"):

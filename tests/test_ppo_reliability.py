@@ -296,7 +296,7 @@ MIRRORED_CHECK = textwrap.dedent('''
             policy, reference = ppo.load_policy_and_reference(sft_dir)
         trainer = ppo.PPOTrainer(policy, reference, tokenizer, config, reward, strategy=strategy)
         metrics, rollout = trainer.iteration(records, 1)
-        return to_numpy_state_dict(policy), trainer.first_minibatch, rollout
+        return to_numpy_state_dict(policy), trainer.minibatch_stats[0], rollout
 
     single, single_stats, rollout = one_iteration(None)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -102,13 +102,14 @@ def load_policy_and_reference(sft_dir, dtype=None) -> tuple[PolicyModel, PolicyM
 
 def export_policy(policy: PolicyModel, tokenizer, out_dir) -> None:
     """The policy without its value head, as a folder `torch_impl.checkpoint.load_pretrained` and
-    `transformers` read: config.json, model.safetensors, tokenizer.json. The weights are the
-    float32 variables, whatever the compute dtype was."""
+    `transformers` read: config.json, model.safetensors and the tokenizer files
+    (`Tokenizer.save_pretrained`). The weights are the float32 variables, whatever the compute
+    dtype was."""
     out_dir = Path(out_dir)
     state = {k: v for k, v in to_numpy_state_dict(policy).items() if not k.startswith("value_head.")}
     atomic_write_bytes(out_dir / "model.safetensors", save(state, metadata={"format": "pt"}))
     policy.config.to_json_file(out_dir / "config.json")
-    tokenizer.save(out_dir / "tokenizer.json")
+    tokenizer.save_pretrained(out_dir, policy.config.max_position_embeddings, generates=True)
 
 
 # ----------------------------------------------------------------------------- rollout
@@ -315,23 +316,26 @@ class PPOTrainer:
         mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
         returns_np, values_np, m = returns.numpy(), rollout.values, rollout.response_mask.astype(bool)
         var_returns = float(np.var(returns_np[m]))
+
+        def over_minibatches(name):  # every statistic is the mean over all minibatches of the update
+            return float(np.mean([float(s[name]) for s in stats]))
         metrics = {
             "objective/scores": float(scores.mean()),
             "objective/kl": mean_kl,
             "objective/kl_coef": float(self.kl_controller.value),
-            "objective/entropy": float(np.mean([float(s["policy/entropy"]) for s in stats[:1]])),
-            "policy/approxkl": float(np.mean([float(s["policy/approxkl"]) for s in stats])),
-            "policy/clipfrac": float(np.mean([float(s["policy/clipfrac"]) for s in stats])),
-            "loss/policy": float(np.mean([float(s["loss/policy"]) for s in stats])),
-            "loss/value": float(np.mean([float(s["loss/value"]) for s in stats])),
-            "val/clipfrac": float(np.mean([float(s["val/clipfrac"]) for s in stats])),
+            "objective/entropy": over_minibatches("policy/entropy"),
+            "policy/approxkl": over_minibatches("policy/approxkl"),
+            "policy/clipfrac": over_minibatches("policy/clipfrac"),
+            "loss/policy": over_minibatches("loss/policy"),
+            "loss/value": over_minibatches("loss/value"),
+            "val/clipfrac": over_minibatches("val/clipfrac"),
             "val/var_explained": 1.0 - float(np.var((returns_np - values_np)[m])) / var_returns
                                  if var_returns > 0 else 0.0,
             "objective/response_length": float(rollout.response_mask.sum(1).mean()),
             "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2,
         }
         self.kl_controller.update(mean_kl, B)
-        self.first_minibatch = stats[0]
+        self.minibatch_stats = stats  # each minibatch's statistics, in order (tests read them)
         return metrics, rollout
 
     # ---- checkpoints: policy (with value head), optimizer, KL controller, iteration
