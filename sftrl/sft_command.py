@@ -10,7 +10,7 @@ from shared.config import SFTConfig
 from shared.errors import ConfigError, SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
 
-TRAINING_FLAGS = ("objective", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps",
+TRAINING_FLAGS = ("objective", "mlm_probability", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps",
                   "max_grad_norm", "max_length", "eval_every", "early_stopping_patience", "save_every",
                   "keep_checkpoints", "lora_rank", "lora_alpha", "seed")
 
@@ -25,6 +25,9 @@ def add_arguments(p, pretrain: bool) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--objective", choices=("clm", "mlm"), default="mlm" if pretrain else "clm",
                    help="clm: causal next-token loss (completion-only for sft data); mlm: masked LM")
+    p.add_argument("--mlm-probability", type=float, metavar="P",
+                   help=f"mlm: share of the real, non-special tokens chosen for the loss, each then "
+                   f"[MASK]ed 80%%, replaced 10%%, kept 10%% (default {defaults.mlm_probability})")
     p.add_argument("--init", help="start from a model folder (ours, or a Hugging Face BERT folder)")
     p.add_argument("--tokenizer", help="tokenizer.json to use (default: the --init folder's, else "
                    "one trained on the training data)")

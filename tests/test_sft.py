@@ -56,6 +56,42 @@ def test_mlm_overfits_a_few_texts(tokenizer, builtin_data, tmp_path):
     assert "eval/perplexity" not in summary["metrics"]  # MLM loss is not a perplexity
 
 
+@pytest.mark.parametrize("probability", [0.15, 0.4])
+def test_mlm_probability_flag_sets_the_masked_share(probability, tokenizer, builtin_data, tmp_path, monkeypatch):
+    """`--mlm-probability P` reaches the batches of the training loop: over >= 10k eligible
+    (real, non-special) tokens, P +- 0.02 of them carry a label. Binomial: the share's standard
+    deviation is sqrt(P (1 - P) / n) <= 0.005 at n = 10k, so 0.02 is 4 standard deviations."""
+    from sftrl.cli import build_parser
+    from sftrl.sft_command import build_config
+    from torch_impl import sft
+
+    args = build_parser().parse_args(["pretrain", "--data", "x.jsonl", "--out", str(tmp_path / "run"),
+                                      "--objective", "mlm", "--mlm-probability", str(probability)])
+    config = build_config(args)
+    assert config.mlm_probability == probability
+    config = SFTConfig(**{**config.to_dict(), "steps": 12, "batch_size": 256, "eval_every": 1000})
+    texts = encode_records(builtin_data["text.train"], "text", tokenizer, "mlm", 64)[0] * 4
+    seen, make_batch = [], sft.make_batch
+
+    def recording_make_batch(*a, **k):
+        seen.append(make_batch(*a, **k))
+        return seen[-1]
+    monkeypatch.setattr(sft, "make_batch", recording_make_batch)
+    model = SFTModel(tiny_config(tokenizer, "bidirectional", max_position_embeddings=64))
+    quiet_train(model, tokenizer, texts, [], config, tmp_path / "run")
+    assert len(seen) == config.steps
+    special = torch.tensor(sorted(tokenizer.special_ids))
+    chosen = eligible = 0
+    for batch in seen:  # eligible: real, non-special tokens (the labels keep the ids of the chosen ones)
+        labels = batch["labels"]
+        original = torch.where(labels != -100, labels, batch["input_ids"])
+        eligible += int(((batch["attention_mask"] == 1) & ~torch.isin(original, special)).sum())
+        chosen += int((labels != -100).sum())
+    assert eligible >= 10_000, eligible
+    share = chosen / eligible
+    assert abs(share - probability) <= 0.02, (share, eligible)
+
+
 def test_lora_trains_adapters_only_and_merges_exactly(tokenizer, sft_examples, tmp_path):
     torch.manual_seed(0)
     model = SFTModel(tiny_config(tokenizer))

@@ -66,8 +66,9 @@ def encode_records(records, kind: str, tokenizer, objective: str, max_length: in
     return examples, truncated
 
 
-def make_batch(examples, indices, tokenizer, objective, rng, device):
-    """Pad the chosen examples (dynamic padding); for MLM draw the masked tokens with `rng`."""
+def make_batch(examples, indices, tokenizer, objective, rng, device, mlm_probability=SFTConfig.mlm_probability):
+    """Pad the chosen examples (dynamic padding); for MLM draw the masked tokens with `rng`, each
+    eligible token chosen with `mlm_probability`."""
     chosen = [examples[i] for i in indices]
     ids = [e.input_ids for e in chosen]
     if objective == "clm":
@@ -76,7 +77,7 @@ def make_batch(examples, indices, tokenizer, objective, rng, device):
         batch = collate(ids, tokenizer.pad_id)
         batch["input_ids"], batch["labels"] = mask_tokens(
             batch["input_ids"], batch["attention_mask"], tokenizer.special_ids, tokenizer.mask_id,
-            tokenizer.vocab_size, rng)
+            tokenizer.vocab_size, rng, probability=mlm_probability)
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
 
@@ -101,7 +102,8 @@ def lr_at(step: int, config: SFTConfig, total_steps: int) -> float:
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def evaluate(model, examples, tokenizer, objective, seed, batch_size, device):
+def evaluate(model, examples, tokenizer, objective, seed, batch_size, device,
+             mlm_probability=SFTConfig.mlm_probability):
     """Loss, token accuracy and (causal only) perplexity = exp(loss), overall and per task.
 
     For MLM the loss is over masked tokens only (the same tokens every call); exp of it is a
@@ -112,7 +114,7 @@ def evaluate(model, examples, tokenizer, objective, seed, batch_size, device):
     sums: dict[str, list[float]] = {}  # task -> [nll sum, correct, count]
     for start in range(0, len(examples), batch_size):
         indices = list(range(start, min(start + batch_size, len(examples))))
-        batch = make_batch(examples, indices, tokenizer, objective, rng, device)
+        batch = make_batch(examples, indices, tokenizer, objective, rng, device, mlm_probability)
         scores = model(batch["input_ids"], batch["attention_mask"]).float()
         labels = batch["labels"]
         if objective == "clm":
@@ -470,7 +472,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
             state["step"] += 1
             step = state["step"]
             batch = make_batch(train_examples, indices, tokenizer, objective,
-                               np.random.default_rng([config.seed, step]), device)
+                               np.random.default_rng([config.seed, step]), device, config.mlm_probability)
 
             # ---- forward, backward, clip, step
             lr = lr_at(step, config, total_steps)
@@ -512,7 +514,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
             if eval_examples and (step % config.eval_every == 0 or step == total_steps):
                 with autocast:
                     metrics = evaluate(module, eval_examples, tokenizer, objective, config.seed,
-                                       config.batch_size, device)
+                                       config.batch_size, device, config.mlm_probability)
                 log_metrics(metrics)
                 if state["best_eval_loss"] is None or metrics["eval/loss"] < state["best_eval_loss"]:
                     state["best_eval_loss"] = metrics["eval/loss"]
@@ -558,10 +560,11 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
     if is_main:
         export = merged_copy(module).eval()
         save_pretrained(export, out_dir)
-        tokenizer.save(out_dir / "tokenizer.json")
+        tokenizer.save_pretrained(out_dir, export.config.max_position_embeddings,
+                                  generates=export.config.is_causal)
         if eval_examples:
             final.update(evaluate(export, eval_examples, tokenizer, objective, config.seed, config.batch_size,
-                                  device))
+                                  device, config.mlm_probability))
             if causal:
                 final.update(task_rewards(export, eval_examples, tokenizer, 64, device))
             log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
