@@ -66,6 +66,57 @@ def test_parameter_names_are_equal_in_both_frameworks(with_value_head):
     assert torch_names == keras_names
 
 
+# ----------------------------------------------------------------------------- init
+
+INIT_MODELS = {
+    "SFTModel/PolicyModel": (lambda c: torch_model.SFTModel(c), lambda c: tf_model.PolicyModel(c)),
+    "SFTModel/PolicyModel with value head": (lambda c: torch_model.SFTModel(c, with_value_head=True),
+                                             lambda c: tf_model.PolicyModel(c, with_value_head=True)),
+    "RewardModel": (lambda c: torch_model.RewardModel(c), lambda c: tf_model.RewardModel(c)),
+}
+
+
+@pytest.mark.parametrize("pair", INIT_MODELS, ids=list(INIT_MODELS))
+def test_every_parameter_has_the_same_init_rule_in_both_frameworks(pair):
+    """Fresh models, no shared seed: each parameter must follow the same rule on both sides.
+
+    - Exact zeros and exact ones fall in the same places (a N(0, s) draw is never exactly 0 or 1):
+      zero biases, zero scalar heads, the zero [PAD] row, LayerNorm's unit scale.
+    - The other entries are draws of N(0, initializer_range): each side's sample mean is within
+      5 s / sqrt(n) of 0, and the two sample standard deviations differ by less than 5 standard
+      errors (the standard error of a sample std of n normal draws is s / sqrt(2 n)).
+    """
+    torch_factory, keras_factory = INIT_MODELS[pair]
+    config = make_config(vocab_size=512, hidden_size=64, intermediate_size=128, max_position_embeddings=64,
+                         pad_token_id=3)
+    torch.manual_seed(1)
+    torch_state = {k: v.detach().numpy() for k, v in state_dict_for_saving(torch_factory(config)).items()}
+    keras_state = to_numpy_state_dict(keras_factory(config))
+    assert torch_state.keys() == keras_state.keys()
+    s = config.initializer_range
+    for name, a in torch_state.items():
+        b = keras_state[name]
+        assert a.shape == b.shape, name
+        for value in (0.0, 1.0):
+            assert np.array_equal(a == value, b == value), f"{name}: the entries equal to {value} differ"
+        drawn_a, drawn_b = a[(a != 0) & (a != 1)], b[(b != 0) & (b != 1)]
+        if drawn_a.size == 0:
+            continue
+        n = drawn_a.size
+        for drawn in (drawn_a, drawn_b):
+            assert abs(drawn.mean()) < 5 * s / np.sqrt(n), name
+        standard_error = s / np.sqrt(2 * n)
+        assert abs(drawn_a.std() - drawn_b.std()) < 5 * np.sqrt(2) * standard_error, \
+            (name, drawn_a.std(), drawn_b.std())
+        assert abs(drawn_a.std() - s) < 5 * standard_error, (name, drawn_a.std())
+    # the rules the docstrings name, on both sides
+    for state in (torch_state, keras_state):
+        assert not state["bert.embeddings.word_embeddings.weight"][config.pad_token_id].any()
+        for head in ("value_head", "reward_head"):
+            if f"{head}.dense.weight" in state:
+                assert not state[f"{head}.dense.weight"].any() and not state[f"{head}.dense.bias"].any()
+
+
 def test_keras_layer_names_equal_torch_attribute_names():
     """Walk the Keras layer tree: each sub-layer's name is the attribute that holds it (Keras
     reserves `output`, so that attribute is `output_`), or `layer.i` inside a list."""

@@ -33,6 +33,19 @@ def _normal(config: ModelConfig):
     return keras.initializers.RandomNormal(mean=0.0, stddev=config.initializer_range)
 
 
+def _normal_with_zero_pad_row(config: ModelConfig):
+    """N(0, std) with the [PAD] row zero, as torch's nn.Embedding(padding_idx=...) after init.
+
+    In the initializer, not in `build`: Keras may build a layer while tracing symbolically,
+    where an `assign` to the table is never run."""
+    normal = _normal(config)
+
+    def initializer(shape, dtype=None):
+        table = normal(shape, dtype)                                        # (V, C)
+        return tf.tensor_scatter_nd_update(table, [[config.pad_token_id]], tf.zeros([1, shape[1]], table.dtype))
+    return initializer
+
+
 def _dense(units: int, name: str, config: ModelConfig, dtype):
     return keras.layers.Dense(units, name=name, dtype=dtype, kernel_initializer=_normal(config),
                               bias_initializer="zeros")
@@ -110,7 +123,7 @@ class Embeddings(keras.layers.Layer):
         dtype = kwargs.get("dtype")
         self.pad_token_id = config.pad_token_id
         self.word_embeddings = keras.layers.Embedding(
-            config.vocab_size, config.hidden_size, embeddings_initializer=_normal(config),
+            config.vocab_size, config.hidden_size, embeddings_initializer=_normal_with_zero_pad_row(config),
             name="word_embeddings", dtype=dtype)
         self.position_embeddings = keras.layers.Embedding(
             config.max_position_embeddings, config.hidden_size, embeddings_initializer=_normal(config),
@@ -125,10 +138,6 @@ class Embeddings(keras.layers.Layer):
         for layer in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
             layer.build((None, None))
         self.LayerNorm.build((None, None, self.word_embeddings.output_dim))
-        # The [PAD] row starts at zero, as torch's nn.Embedding(padding_idx=...).
-        table = self.word_embeddings.embeddings
-        table.assign(tf.tensor_scatter_nd_update(
-            table, [[self.pad_token_id]], tf.zeros([1, table.shape[1]], table.dtype)))
         self.built = True
 
     def call(self, input_ids, position_ids, token_type_ids, training=False):

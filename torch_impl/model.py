@@ -293,14 +293,17 @@ class PredictionHeadTransform(nn.Module):
 class LMPredictionHead(nn.Module):
     """transform, then scores = h E^T + b with E the word-embedding matrix (tied weights)."""
 
-    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.transform = PredictionHeadTransform(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        # Tie as Hugging Face does: decoder.weight is E itself and decoder.bias is self.bias.
-        self.decoder.weight = word_embeddings.weight
         self.decoder.bias = self.bias
+
+    def tie_weights(self, word_embeddings: nn.Embedding):
+        """decoder.weight becomes E itself, as Hugging Face ties. Called after `init_weights`
+        (Hugging Face's order), so the shared matrix keeps the embedding's init: [PAD] row zero."""
+        self.decoder.weight = word_embeddings.weight
 
     def forward(self, hidden_states):
         return self.decoder(self.transform(hidden_states))                  # (B, T, V)
@@ -309,30 +312,36 @@ class LMPredictionHead(nn.Module):
 class LMHead(nn.Module):
     """The MLM / LM head (`cls` in Hugging Face names: `cls.predictions.*`)."""
 
-    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.predictions = LMPredictionHead(config, word_embeddings)
+        self.predictions = LMPredictionHead(config)
 
     def forward(self, hidden_states):
         return self.predictions(hidden_states)
 
 
 class ScalarHead(nn.Module):
-    """A scalar per position: the PPO value head or the reward head. Zero-initialised."""
+    """A scalar per position: the PPO value head or the reward head. Zero-initialised (`init_weights`)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, 1)
-        nn.init.zeros_(self.dense.weight)
-        nn.init.zeros_(self.dense.bias)
 
     def forward(self, hidden_states):
         return self.dense(hidden_states).squeeze(-1)                         # (B, T)
 
 
 def init_weights(module: nn.Module, std: float) -> None:
-    """BERT's init: normal(0, std) weights, zero biases, unit LayerNorm, zero [PAD] row."""
-    if isinstance(module, nn.Linear):
+    """BERT's init: normal(0, std) weights, zero biases, unit LayerNorm, zero [PAD] row, and zero
+    scalar heads (the first value or reward estimate is 0 for every input).
+
+    `model.apply(init_weights)` visits a module's children before the module, so the ScalarHead
+    rule comes after the generic Linear one and has the last word on its layer.
+    """
+    if isinstance(module, ScalarHead):
+        nn.init.zeros_(module.dense.weight)
+        nn.init.zeros_(module.dense.bias)
+    elif isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, mean=0.0, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
@@ -361,11 +370,10 @@ class SFTModel(nn.Module):
         super().__init__()
         self.config = config
         self.bert = Backbone(config)
-        self.cls = LMHead(config, self.bert.embeddings.word_embeddings)
+        self.cls = LMHead(config)
         self.value_head = ScalarHead(config) if with_value_head else None
         self.apply(lambda m: init_weights(m, config.initializer_range))
-        if self.value_head is not None:
-            nn.init.zeros_(self.value_head.dense.weight)
+        self.cls.predictions.tie_weights(self.bert.embeddings.word_embeddings)
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None,
                 token_type_ids=None):
