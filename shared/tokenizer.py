@@ -7,12 +7,15 @@ BERT's ([PAD] [UNK] [CLS] [SEP] [MASK], ids 0..4 when trained here) and a sequen
 
 The saved `tokenizer.json` is the library's own format, so
 `transformers.PreTrainedTokenizerFast(tokenizer_file=path)` loads it and encodes identically.
+`save_pretrained` also writes what `transformers.AutoTokenizer` and `pipeline` read in a model
+folder (`tokenizer_config.json`, `special_tokens_map.json`, `generation_config.json`).
 `Tokenizer.load` also reads other `tokenizer.json` files (e.g. a BERT WordPiece one) as long as
 they define the five special tokens.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -91,6 +94,34 @@ class Tokenizer:
         if path.is_dir():
             path = path / "tokenizer.json"
         atomic_write_text(path, self.backend.to_str(pretty=True))
+
+    def save_pretrained(self, directory, model_max_length: int, generates: bool) -> None:
+        """Write the tokenizer files of a model folder, as `transformers` reads them.
+
+        generates: the folder holds a model that generates (causal, with an LM head): batches are
+        left-padded, as for generation, and a generation config is written; otherwise (masked LM,
+        reward model) batches are right-padded, as the reward is read at the last real token.
+
+        - tokenizer.json: the tokenizer itself.
+        - tokenizer_config.json: names the fast tokenizer class and the special tokens. Without it
+          `AutoTokenizer` goes by config.json's model_type ("bert"), builds a WordPiece
+          `BertTokenizer` from the BPE vocabulary and encodes with the wrong ids. No clean-up of
+          spaces on decoding: `decode` must give back exactly what `self.decode` gives.
+        - special_tokens_map.json: the same special tokens, for older `transformers` versions.
+        - generation_config.json (if it generates): a completion follows `[CLS] prompt [SEP]` and
+          ends at the next [SEP], as `shared.data.encode_prompt` and the project's generate do.
+        """
+        directory = Path(directory)
+        self.save(directory / "tokenizer.json")
+        special = {"pad_token": PAD_TOKEN, "unk_token": UNK_TOKEN, "cls_token": CLS_TOKEN, "sep_token": SEP_TOKEN,
+                   "mask_token": MASK_TOKEN}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "model_max_length": model_max_length,
+                  "padding_side": "left" if generates else "right", "clean_up_tokenization_spaces": False}
+        atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        atomic_write_text(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+        if generates:
+            generation = {"bos_token_id": self.cls_id, "eos_token_id": self.sep_id, "pad_token_id": self.pad_id}
+            atomic_write_text(directory / "generation_config.json", json.dumps(generation, indent=2) + "\n")
 
     # ------------------------------------------------------------------ use
 

@@ -118,7 +118,7 @@ def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=
         summary["eval/pairwise_accuracy"] = pairwise_accuracy(model, eval_records, tokenizer, max_length)
     atomic_write_bytes(out_dir / "model.safetensors", save(to_numpy_state_dict(model), metadata={"format": "pt"}))
     model.config.to_json_file(out_dir / "config.json")
-    tokenizer.save(out_dir / "tokenizer.json")
+    tokenizer.save_pretrained(out_dir, model.config.max_position_embeddings, generates=False)
     atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
     atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
     return summary
