@@ -9,7 +9,7 @@ SFTRL  := $(VENV)/bin/sftrl
 STAMP  := $(VENV)/.installed-stamp
 RUN    ?= runs/main
 
-.PHONY: run test test-slow install lock clean
+.PHONY: run test test-slow test-cpus install lock clean
 
 # The main job on the built-in data: data -> SFT (PyTorch) -> reward model, PPO (TensorFlow) ->
 # evaluation -> $(RUN)/report.md (about 3 minutes on 2 cores).
@@ -22,6 +22,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+# The suite as other x86-64 CPUs compute: oneDNN and ATen held to AVX2 (an AVX2-only AMD or Intel
+# CPU), then TensorFlow without its oneDNN ops. Every tolerance must hold under both (and natively).
+test-cpus: $(STAMP)
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -m "not slow"
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -m "not slow"
 
 install: $(STAMP)
 

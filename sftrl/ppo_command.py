@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from shared.config import PPOConfig
+from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import ConfigError, SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
 
@@ -195,6 +196,8 @@ def run(args) -> int:
                               "--eval-prompts", "the policy's context")
 
     # ---- the input is fine: now TensorFlow (imported quietly by tf_impl), set up before its first op
+    if args.precision == "bf16" and onednn_bf16_would_crash_tensorflow():
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # TensorFlow's own bfloat16 kernels, as on an AVX2 CPU
     import tf_impl  # noqa: F401
     strategy, is_chief = configure_tensorflow(args.device, args.distribute, config.minibatch_size)
     from tf_impl import ppo

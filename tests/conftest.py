@@ -5,18 +5,21 @@ from pathlib import Path
 
 import pytest
 
+from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.tasks import make_builtin_data
 from shared.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+SMALL_SIZES = {"sft.train": 80, "sft.eval": 20, "prompt.train": 80, "prompt.eval": 20,
+               "preference.train": 40, "preference.eval": 10, "text.train": 80, "text.eval": 10}
+
+
 @pytest.fixture(scope="session")
 def builtin_data():
     """The built-in files at small sizes, as lists of records."""
-    sizes = {"sft.train": 80, "sft.eval": 20, "prompt.train": 80, "prompt.eval": 20,
-             "preference.train": 40, "preference.eval": 10, "text.train": 80, "text.eval": 10}
-    return make_builtin_data(seed=0, sizes=sizes)
+    return make_builtin_data(seed=0, sizes=SMALL_SIZES)
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +33,39 @@ def run_cli(*args, cwd=None, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "sftrl", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def tf_bf16_env() -> dict:
+    """The environment for a subprocess that runs TensorFlow in bfloat16: this one, with
+    TensorFlow's oneDNN ops off where they would crash on bfloat16 under this CPU setting, as
+    `sftrl ppo --precision bf16` does (see `shared.cpu.onednn_bf16_would_crash_tensorflow`)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if onednn_bf16_would_crash_tensorflow():
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    return env
+
+
+# bfloat16 keeps 8 significant bits: rounding a value moves it by up to 2^-9 of itself, and an op
+# that rounds its inputs and its output moves its result by up to about BF16_UNIT = 2^-8 of it.
+BF16_UNIT = 2.0 ** -8
+
+
+def bf16_ops_to_logits(num_layers: int) -> int:
+    """Rounded ops on the longest path from the ids to the log-probabilities of the post-LN model:
+    embedding sum + LayerNorm (2); per block Q/K/V projection, Q K^T, softmax, weights @ V, output
+    projection + residual, LayerNorm, feed-forward in, GELU, feed-forward out + residual,
+    LayerNorm (10, counted 12 for the adds); head dense, GELU, LayerNorm, tied projection,
+    log-softmax (5)."""
+    return 12 * num_layers + 7
+
+
+def bf16_relative_error_bound(num_layers: int, backward: bool = False) -> float:
+    """How far a bfloat16 result may be from the float32 one, relative to its size.
+
+    n rounded ops of relative error <= BF16_UNIT each, errors of independent roundings adding like
+    a random walk: about sqrt(n) BF16_UNIT; the backward pass runs the path again (2n ops). The
+    bound allows 3 times that: 6.5 % forward, 9.2 % for a gradient, for 2 layers. It depends on
+    the arithmetic only, not on which kernels (AVX-512 BF16, AVX2, oneDNN or not) a CPU runs.
+    """
+    n = bf16_ops_to_logits(num_layers) * (2 if backward else 1)
+    return 3 * n ** 0.5 * BF16_UNIT

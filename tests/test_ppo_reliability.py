@@ -7,15 +7,18 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_cli
+from conftest import REPO, bf16_relative_error_bound, run_cli, tf_bf16_env
 from shared.config import PPOConfig
+from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import SftrlError
 from shared.io import latest_checkpoint
 from shared.rewards import task_partial
@@ -211,13 +214,16 @@ def test_cli_bf16_run_exports_float32_weights_that_load(sft_dir, prompts, tmp_pa
     assert not np.array_equal(weights[name], sft[name])
 
 
-def test_one_bf16_update_is_close_to_the_fp32_update(sft_dir, tokenizer, builtin_data, tmp_path):  # noqa: F811
-    """bfloat16 keeps 8 significant bits (a rounding error of up to 2^-9 = 0.2% per operation);
-    through a 2-layer model forward and back, that is a gradient error of about 1%: measured 0.9%.
-    So the bf16 gradient must be within 3% of the fp32 one, yet not equal to it (which would mean
-    bf16 was not used). Adam's first step is about lr * sign(g) per weight, so a few tiny gradients
-    flip sign and the update vector differs by ~10% in norm, but must point the same way (cosine
-    0.995 measured; 0.98 asked)."""
+def bf16_against_fp32(sft_dir):  # noqa: F811
+    """One PPO minibatch of the tiny policy in float32 and in mixed bfloat16 (float32 weights):
+    its loss terms, gradient and first Adam update in each. Returns plain numbers (it may run in a
+    subprocess: see the test below)."""
+    from conftest import SMALL_SIZES
+    from shared.tasks import make_builtin_data
+    from shared.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(sft_dir)
+    records = make_builtin_data(seed=0, sizes=SMALL_SIZES)["prompt.train"][:8]
     config = PPOConfig(batch_size=8, minibatch_size=8, ppo_epochs=1, max_new_tokens=6, lr=1e-3, seed=1,
                        ent_coef=0.01)
 
@@ -226,9 +232,7 @@ def test_one_bf16_update_is_close_to_the_fp32_update(sft_dir, tokenizer, builtin
         return ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial)
 
     fp32, bf16 = trainer(None), trainer("mixed_bfloat16")
-    assert bf16.policy.bert.encoder.layer[0].output_.dense.compute_dtype == "bfloat16"
-    assert {w.dtype for w in bf16.policy.weights} == {"float32"}
-    rollout = fp32.rollout(builtin_data["prompt.train"][:8], iteration=2)
+    rollout = fp32.rollout(records, iteration=2)
     mask = tf.constant(rollout.response_mask, tf.float32)
     advantages = losses.whiten(tf.constant(np.random.default_rng(0).normal(size=rollout.logprobs.shape),
                                            tf.float32), mask) * mask
@@ -236,37 +240,85 @@ def test_one_bf16_update_is_close_to_the_fp32_update(sft_dir, tokenizer, builtin
                  tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
                  tf.constant(rollout.values), advantages, tf.constant(rollout.values) + advantages)
 
-    def gradient(t):
+    def gradient_and_update(t):
         with tf.GradientTape() as tape:
-            loss, _ = t._loss(*minibatch)
-        return float(loss), [tf.convert_to_tensor(g) for g in tape.gradient(loss, t.policy.trainable_variables)]
+            loss, stats = t._loss(*minibatch)
+        variables = t.policy.trainable_variables
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+        before = [v.numpy() for v in variables]
+        t._apply(grads, {})  # clip by the global norm, one Adam step: what train_step applies
+        flat = lambda arrays: np.concatenate([np.ravel(a) for a in arrays])  # noqa: E731
+        return ({k: float(v) for k, v in stats.items()}, flat([g.numpy() for g in grads]),
+                flat([v.numpy() - b for v, b in zip(variables, before)]))
 
-    flat = lambda tensors: np.concatenate([tf.reshape(x, [-1]).numpy() for x in tensors])  # noqa: E731
-    loss32, g32 = gradient(fp32)
-    loss16, g16 = gradient(bf16)
-    relative = np.linalg.norm(flat(g16) - flat(g32)) / np.linalg.norm(flat(g32))
-    assert 1e-4 < relative < 0.03, relative
-    assert abs(loss16 - loss32) <= 0.02 * abs(loss32), (loss16, loss32)
-
-    # the update itself: clip, Adam (what train_step applies after the gradient)
-    before = to_numpy_state_dict(fp32.policy)
-    fp32._apply(g32, {})
-    bf16._apply(g16, {})
-    a, b = to_numpy_state_dict(fp32.policy), to_numpy_state_dict(bf16.policy)
-    step32 = np.concatenate([(a[k] - before[k]).ravel() for k in before])
-    step16 = np.concatenate([(b[k] - before[k]).ravel() for k in before])
-    cosine = step16 @ step32 / (np.linalg.norm(step16) * np.linalg.norm(step32))
+    stats32, g32, step32 = gradient_and_update(fp32)
+    stats16, g16, step16 = gradient_and_update(bf16)
+    m = rollout.response_mask.astype(bool)
     # a checkpoint of one precision is not resumed in the other (the run would be neither)
-    folder = tmp_path / "iter-0"
-    folder.mkdir()
-    for name, data in fp32.checkpoint_files(0).items():
-        (folder / name).write_bytes(data)
-    with pytest.raises(SftrlError, match=r"was written by a run with --precision fp32, this command has "
-                                         r"--precision bf16; resume with the same settings"):
-        bf16.restore(folder)
-    print(f"bf16 vs fp32: gradient relative error {relative:.2e}, loss {loss16:.6g} vs {loss32:.6g}, "
-          f"update cosine {cosine:.4f}, max update difference {np.abs(step16 - step32).max():.2e}")
-    assert cosine > 0.98, cosine
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in fp32.checkpoint_files(0).items():
+            (Path(folder) / name).write_bytes(data)
+        try:
+            bf16.restore(folder)
+            resume_error = None
+        except SftrlError as e:
+            resume_error = str(e)
+    return {"compute_dtype": bf16.policy.bert.encoder.layer[0].output_.dense.compute_dtype,
+            "variable_dtypes": sorted({w.dtype for w in bf16.policy.weights}),
+            "layers": fp32.policy.config.num_hidden_layers, "stats32": stats32, "stats16": stats16,
+            "rms_advantage": float(np.sqrt(np.mean(advantages.numpy()[m] ** 2))),
+            "rms_logprob": float(np.sqrt(np.mean(rollout.logprobs[m] ** 2))),
+            "gradient_relative_l2": float(np.linalg.norm(g16 - g32) / np.linalg.norm(g32)),
+            "gradient_relative_l1": float(np.abs(g16 - g32).sum() / np.abs(g32).sum()),
+            "decrease_ratio": float((g32 @ step16) / (g32 @ step32)), "resume_error": resume_error}
+
+
+def test_one_bf16_update_is_close_to_the_fp32_update(sft_dir):  # noqa: F811
+    """Every bound follows from bfloat16's arithmetic (`conftest.bf16_relative_error_bound`:
+    eps = 3 sqrt(n) 2^-8 for n rounded ops, 6.5 % forward and eps_g = 9.2 % for a gradient of this
+    2-layer model), not from one CPU's kernels: natively, on AVX2 and without oneDNN alike.
+
+    The loss is not compared as a whole: here it is 0.007, what is left of a value term of 0.05
+    minus an entropy bonus of 0.04 with a policy term of about 0, so its relative error says
+    nothing about bfloat16. Each term is compared on its own scale instead.
+    """
+    if onednn_bf16_would_crash_tensorflow():  # in a process with TensorFlow's own bf16 kernels
+        code = ("import json, sys; sys.path.insert(0, 'tests'); import test_ppo_reliability as t; "
+                f"print(json.dumps(t.bf16_against_fp32({str(sft_dir)!r})))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                              env=tf_bf16_env(), timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    else:
+        result = bf16_against_fp32(sft_dir)
+    print("bf16 vs fp32:", json.dumps(result))
+    eps, eps_g = bf16_relative_error_bound(result["layers"]), bf16_relative_error_bound(result["layers"], True)
+    s32, s16 = result["stats32"], result["stats16"]
+    assert result["compute_dtype"] == "bfloat16" and result["variable_dtypes"] == ["float32"]
+
+    # Gradient: within eps_g of float32's, yet not equal to it -- a float32 computation would be
+    # within about sqrt(2n) 2^-24 = 5e-7; 1e-4 is far above that and far below bfloat16's error.
+    assert 1e-4 < result["gradient_relative_l2"] <= eps_g, result["gradient_relative_l2"]
+    assert result["gradient_relative_l1"] <= eps_g, result["gradient_relative_l1"]
+    # Value term: the value head starts at zero, 0 x + 0 = 0 in any precision: exactly equal.
+    assert s16["loss/value"] == s32["loss/value"]
+    # Entropy: a sum of positive terms -p log p, each within eps of its float32 value.
+    assert abs(s16["policy/entropy"] - s32["policy/entropy"]) <= eps * s32["policy/entropy"]
+    # Policy term: -mean(A r) with r = exp(delta), delta = log pi_bf16 - log pi_old, and
+    # |delta| <= eps |log pi|. So approx_kl = mean(r - 1 - delta) ~ mean(delta^2) / 2 is at most
+    # (eps rms(log pi))^2 / 2, and by Cauchy-Schwarz |policy term| <= rms(A) rms(r - 1), with
+    # rms(r - 1) ~ rms(delta) = sqrt(2 approx_kl). In float32 the ratio is 1: the term is ~0.
+    assert s16["policy/approxkl"] <= (eps * result["rms_logprob"]) ** 2 / 2, s16["policy/approxkl"]
+    rms_ratio_change = np.sqrt(2 * s16["policy/approxkl"]) * 1.01  # r - 1 = delta (1 + delta/2 + ...)
+    assert abs(s16["loss/policy"] - s32["loss/policy"]) <= result["rms_advantage"] * rms_ratio_change
+    assert abs(s32["loss/policy"]) < 1e-6
+    # Update: Adam's first step is -lr g / (|g| + eps_adam) ~ -lr sign(g), so the bfloat16 step
+    # differs only where a gradient entry flips sign, which needs |g32_i| <= |g16_i - g32_i|. The
+    # flipped entries' share of ||g32||_1 is then at most the L1 error (<= eps_g), and the step's
+    # first-order decrease of the loss, g32 . step, keeps at least 1 - 2 eps_g of float32's.
+    assert result["decrease_ratio"] >= 1 - 2 * eps_g, result["decrease_ratio"]
+    assert result["resume_error"].endswith("was written by a run with --precision fp32, this command has "
+                                           "--precision bf16; resume with the same settings")
 
 
 # ----------------------------------------------------------------------------- tf.distribute
