@@ -167,7 +167,7 @@ def cmd_pipeline(args) -> int:
     evaluation of SFT vs RL -> report.md with tables and plots in the run directory."""
     import tf_impl  # noqa: F401  (imports TensorFlow quietly)
     from sftrl import pipeline
-    pipeline.run(args.preset, args.out, quiet=args.quiet, seed=args.seed)
+    pipeline.run(args.preset, args.out, main, quiet=args.quiet, seed=args.seed)
     return 0
 
 

@@ -8,12 +8,9 @@ the report's "commands" section can be pasted to rerun any stage alone.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
@@ -31,12 +28,10 @@ PRESETS = {
 }
 
 
-def _run(argv, commands, log):
-    from sftrl.cli import main
-
+def _run(argv, commands, log, run_command):
     commands.append("sftrl " + " ".join(map(str, argv)))
     log(f"$ {commands[-1]}")
-    code = main([str(a) for a in argv])
+    code = run_command([str(a) for a in argv])
     if code == EXIT_INTERRUPTED:  # Ctrl-C: the stage wrote its checkpoint and said so
         sys.stderr.write(f"pipeline stopped in stage `{argv[0]}`; to finish it run: {commands[-1]} --resume\n")
         raise SystemExit(EXIT_INTERRUPTED)
@@ -44,7 +39,9 @@ def _run(argv, commands, log):
         raise SftrlError(f"pipeline stage `{argv[0]}` failed (exit code {code}); see the message above")
 
 
-def run(preset: str, out, quiet: bool = False, seed: int = 0, log=print):
+def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=print):
+    """Every stage, then the report. run_command(argv) -> exit code runs one `sftrl` command
+    (the CLI's `main`, passed in: the CLI calls the pipeline, not the other way round)."""
     from shared.tasks import write_builtin_data
 
     if preset not in PRESETS:
@@ -66,16 +63,16 @@ def run(preset: str, out, quiet: bool = False, seed: int = 0, log=print):
     commands.append(f"sftrl data --out {data} --seed {seed}" + ("  # with the quick preset's smaller sizes" if p["sizes"] else ""))
     stage("sft")
     _run(["sft", "--data", data / "sft.train.jsonl", "--eval-data", data / "sft.eval.jsonl", "--out", out / "sft",
-          "--seed", seed, *p["sft"], *q], commands, log)
+          "--seed", seed, *p["sft"], *q], commands, log, run_command)
     stage("reward model")
     _run(["reward-model", "--data", data / "preference.train.jsonl", "--eval-data", data / "preference.eval.jsonl",
-          "--init", out / "sft", "--out", out / "reward_model", "--seed", seed, *p["reward_model"], *q], commands, log)
+          "--init", out / "sft", "--out", out / "reward_model", "--seed", seed, *p["reward_model"], *q], commands, log, run_command)
     stage("ppo")
     _run(["ppo", "--policy", out / "sft", "--prompts", data / "prompt.train.jsonl", "--eval-prompts",
-          data / "prompt.eval.jsonl", "--out", out / "ppo", "--seed", seed, *p["ppo"], *q], commands, log)
+          data / "prompt.eval.jsonl", "--out", out / "ppo", "--seed", seed, *p["ppo"], *q], commands, log, run_command)
     stage("eval")
     _run(["eval", "--model", out / "sft", "--model", out / "ppo", "--prompts", data / "prompt.eval.jsonl",
-          "--out", out / "eval", "--seed", seed], commands, log)
+          "--out", out / "eval", "--seed", seed], commands, log, run_command)
     stage("report")
     from sftrl.report import write_report
     summary = write_report(out, commands, preset)
@@ -96,16 +93,3 @@ def one_screen(summary, out) -> str:
              f"  {summary['ngram']['order']}-gram Kneser-Ney baseline: {summary['ngram']['perplexity']:.2f} "
              "perplexity per word on text.eval"]
     return "\n".join(lines)
-
-
-def versions() -> dict:
-    import tensorflow as tf
-    import torch
-
-    import keras
-    import transformers
-
-    from shared import __version__
-    return {"sftrl": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "tensorflow": tf.__version__, "keras": keras.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}

@@ -97,7 +97,6 @@ def write_report(out, commands, preset):
     from shared.metrics import NGramLM
     from shared.tokenizer import Tokenizer
     from sftrl.eval_command import format_table
-    from sftrl.pipeline import versions
     from torch_impl.checkpoint import load_pretrained
 
     out = Path(out)
@@ -193,3 +192,18 @@ SFT {eces['SFT']:.3f}, RL {eces['RL']:.3f}.
             "kl": rl_row["kl_to_first"], "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy"),
             "ngram": {"order": 3, "perplexity": ngram_ppl, "laplace_bigram_perplexity": laplace_ppl},
             "ece": eces, "versions": env}
+
+
+def versions() -> dict:
+    """The versions a report's numbers were measured with."""
+    import platform
+
+    import keras
+    import tensorflow as tf
+    import torch
+    import transformers
+
+    from shared import __version__
+    return {"sftrl": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "tensorflow": tf.__version__, "keras": keras.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}

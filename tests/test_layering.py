@@ -40,3 +40,75 @@ def test_importing_shared_loads_no_framework():
 ])
 def test_package_imports_respect_layering(package, forbidden):
     assert not imported_modules(package) & forbidden
+
+
+PACKAGES = ("shared", "torch_impl", "tf_impl", "sftrl", "benchmarks")
+
+
+def project_import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports, anywhere in its source (inside functions too:
+    a lazy import is still a dependency)."""
+    def module_name(path):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {module_name(p): p for package in PACKAGES for p in (REPO / package).rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]) if node.level else ""
+                module = ".".join(part for part in (base, node.module) if part)
+                imported.update([module] + [f"{module}.{alias.name}" for alias in node.names])
+        deps = set()
+        for target in imported:
+            while target and target not in modules:  # `from a.b import c`: c may be a name, not a module
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                deps.add(target)
+        graph[name] = deps
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_import_cycle_finder_finds_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_project():
+    """Not between packages, nor inside one (sftrl.cli -> sftrl.pipeline -> sftrl.cli was one)."""
+    graph = project_import_graph()
+    assert "sftrl.pipeline" in graph and "shared.reference" in graph  # the walk found the modules
+    assert import_cycles(graph) == []
