@@ -21,3 +21,7 @@ SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
 
 # Added to the variance before the square root when whitening advantages or rewards.
 WHITEN_EPS = 1e-8
+
+# The LM head's decoder is the word-embedding matrix and its bias is `cls.predictions.bias`
+# (tied): checkpoints do not store these two names, and loading does not expect them.
+TIED_NAMES = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")

@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 
 from conftest import run_cli
 from shared.config import ModelConfig
-from torch_impl.checkpoint import TIED_NAMES, save_pretrained
+from shared.constants import TIED_NAMES
+from torch_impl.checkpoint import save_pretrained
 from torch_impl.model import SFTModel
 
 SFT_RECORD = {"prompt": "copy: a b", "completion": "a b", "task": "copy"}

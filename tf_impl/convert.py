@@ -18,6 +18,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
+from shared.constants import TIED_NAMES
 from shared.errors import CheckpointError
 from shared.io import atomic_write_bytes
 
@@ -29,7 +30,6 @@ _LEAF_NAMES = {
     "beta": ("bias", False),
     "bias": ("bias", False),
 }
-TIED_NAMES = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
 def hf_name(variable, model=None) -> tuple[str, bool]:

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from shared.config import ModelConfig
+from shared.constants import TIED_NAMES
 from shared.errors import CheckpointError, ConfigError
 from shared.io import atomic_write_bytes
 from torch_impl.model import SFTModel
@@ -22,8 +23,6 @@ from torch_impl.model import SFTModel
 WEIGHTS_NAME = "model.safetensors"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
-# Tied to bert.embeddings.word_embeddings.weight and cls.predictions.bias: not stored twice.
-TIED_NAMES = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
 def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -27,14 +27,14 @@ import torch
 from safetensors.torch import load_file, save
 
 from shared.config import ModelConfig, SFTConfig
-from shared.constants import IGNORE_INDEX
+from shared.constants import IGNORE_INDEX, TIED_NAMES
 from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
 from shared.errors import CheckpointError, SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
 from shared.tensorboard import SummaryWriter
 from shared import tasks as builtin_tasks
-from torch_impl.checkpoint import TIED_NAMES, save_pretrained
+from torch_impl.checkpoint import save_pretrained
 from torch_impl.generate import generate
 from torch_impl.model import SFTModel, lm_loss
 
