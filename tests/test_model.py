@@ -131,11 +131,15 @@ def test_keras_layer_names_equal_torch_attribute_names():
                     yield f"{path}.{expected.rstrip('_')}"
                     yield from walk(child, f"{path}.{expected.rstrip('_')}")
 
-    keras_paths = {p.lstrip(".") for p in walk(tf_model.PolicyModel(make_config()), "")}
+    keras_model = tf_model.PolicyModel(make_config())
+    keras_paths = {p.lstrip(".") for p in walk(keras_model, "")}
     torch_paths = {name for name, _ in torch_model.SFTModel(make_config()).named_modules() if name}
-    # torch's tied `decoder` Linear has no Keras twin (Keras ties by passing the matrix in), and
-    # the ModuleList `encoder.layer` is a plain list in Keras.
-    assert keras_paths == torch_paths - {"cls.predictions.decoder", "bert.encoder.layer"}
+    # The tied head: torch's `decoder` Linear shares the embedding's Parameter; the Keras head holds
+    # the embedding layer itself (the same object, not a second layer). The ModuleList
+    # `encoder.layer` is a plain list in Keras.
+    assert keras_model.cls.predictions.word_embeddings is keras_model.bert.embeddings.word_embeddings
+    assert keras_paths - {"cls.predictions.word_embeddings"} == \
+        torch_paths - {"cls.predictions.decoder", "bert.encoder.layer"}
     assert "bert.encoder.layer.1.attention.self.query" in keras_paths
 
 

@@ -7,14 +7,10 @@ documents. Shapes: B batch, T time, V vocabulary. Masks are 1 on positions that 
 
 from __future__ import annotations
 
-import os
+import tensorflow as tf
+import tensorflow_probability as tfp
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
-
-from shared.constants import IGNORE_INDEX, WHITEN_EPS  # noqa: E402
+from shared.constants import IGNORE_INDEX, WHITEN_EPS
 
 
 def masked_mean(x, mask=None):

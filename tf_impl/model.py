@@ -7,26 +7,25 @@ converting weights is a name rewrite plus the Dense-kernel transpose. Post-Layer
     x = LayerNorm(x + Dropout(SelfAttention(x)))
     x = LayerNorm(x + Dropout(W_2 GELU(W_1 x)))
 
-Every `call` takes `training=False` and passes it to each Dropout.
+Every `call` with a Dropout under it takes `training=False` (last) and passes it down. Sub-layers
+take the dtype policy of the layer that builds them (`dtype=self.dtype_policy`), so a model built
+with "mixed_bfloat16" computes in bfloat16 throughout.
 
 Shape legend (the same in both files):
-    B batch, T time (= Tq query length), Tk key length, C hidden size, H heads,
+    B batch, T time (= Tq query length), Tk key length, Tmax cache length, C hidden size, H heads,
     hs head size (C / H), V vocabulary, I intermediate (feed-forward) size.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the CLI
+import keras
+import tensorflow as tf
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from shared.config import ModelConfig  # noqa: E402
-from shared.constants import ATTENTION_MASK_FILL  # noqa: E402
-from tf_impl.losses import completion_only_loss, cross_entropy  # noqa: E402
+from shared.config import ModelConfig
+from shared.constants import ATTENTION_MASK_FILL
+from tf_impl.losses import completion_only_loss, cross_entropy
 
 
 def _normal(config: ModelConfig):
@@ -81,7 +80,7 @@ def build_attention_mask(attention_mask, causal: bool, query_length=None, query_
         query_pos = query_offset + tf.range(query_length)[:, None]          # (Tq, 1)
         key_pos = tf.range(key_length)[None, :]                             # (1, Tk)
         allowed = allowed & (key_pos <= query_pos)                          # (B, 1, Tq, Tk)
-    return tf.broadcast_to(allowed, [batch, 1, query_length, key_length])
+    return tf.broadcast_to(allowed, [batch, 1, query_length, key_length])  # (B, 1, Tq, Tk)
 
 
 def write_cache(cache, new, index):
@@ -120,7 +119,7 @@ class Embeddings(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.pad_token_id = config.pad_token_id
         self.word_embeddings = keras.layers.Embedding(
             config.vocab_size, config.hidden_size, embeddings_initializer=_normal_with_zero_pad_row(config),
@@ -159,7 +158,7 @@ class SelfAttention(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.head_size
         self.query = _dense(config.hidden_size, "query", config, dtype)
@@ -192,7 +191,7 @@ class SelfOutput(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.dense = _dense(config.hidden_size, "dense", config, dtype)
         self.LayerNorm = _layer_norm(config, dtype)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
@@ -204,7 +203,7 @@ class SelfOutput(keras.layers.Layer):
 class Attention(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.self = SelfAttention(config, name="self", dtype=dtype)
         self.output_ = SelfOutput(config, name="output", dtype=dtype)  # `output` is taken in Keras
 
@@ -219,7 +218,7 @@ class Intermediate(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        self.dense = _dense(config.intermediate_size, "dense", config, kwargs.get("dtype"))
+        self.dense = _dense(config.intermediate_size, "dense", config, self.dtype_policy)
 
     def call(self, hidden_states):
         return gelu(self.dense(hidden_states))    # (B, T, I)
@@ -230,7 +229,7 @@ class Output(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.dense = _dense(config.hidden_size, "dense", config, dtype)
         self.LayerNorm = _layer_norm(config, dtype)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
@@ -244,7 +243,7 @@ class TransformerBlock(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.attention = Attention(config, name="attention", dtype=dtype)
         self.intermediate = Intermediate(config, name="intermediate", dtype=dtype)
         self.output_ = Output(config, name="output", dtype=dtype)
@@ -261,7 +260,7 @@ class Encoder(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         # Named "layer.i" so the variable path reads as the Hugging Face name `encoder.layer.i`.
-        self.layer = [TransformerBlock(config, name=f"layer.{i}", dtype=kwargs.get("dtype"))
+        self.layer = [TransformerBlock(config, name=f"layer.{i}", dtype=self.dtype_policy)
                       for i in range(config.num_hidden_layers)]
 
     def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
@@ -280,7 +279,7 @@ class Backbone(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.config = config
         self.embeddings = Embeddings(config, name="embeddings", dtype=dtype)
         self.encoder = Encoder(config, name="encoder", dtype=dtype)
@@ -329,7 +328,7 @@ class Backbone(keras.layers.Layer):
 class PredictionHeadTransform(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        dtype = kwargs.get("dtype")
+        dtype = self.dtype_policy
         self.dense = _dense(config.hidden_size, "dense", config, dtype)
         self.LayerNorm = _layer_norm(config, dtype)
 
@@ -338,35 +337,37 @@ class PredictionHeadTransform(keras.layers.Layer):
 
 
 class LMPredictionHead(keras.layers.Layer):
-    """transform, then scores = h E^T + b with E the word-embedding matrix (tied weights).
+    """transform, then logits = h E^T + b with E the word-embedding matrix (tied weights).
 
-    PyTorch ties by sharing one Parameter between `decoder` and the embedding; Keras ties by
-    passing the embedding matrix in, so no `decoder` layer (and no duplicate weight) exists here.
+    Tied at construction, as Hugging Face's TF BERT was: the head holds the embedding layer and
+    multiplies by its matrix, so no `decoder` weight (and no duplicate of E) exists here. PyTorch
+    ties by making `decoder.weight` the embedding's Parameter.
     """
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, word_embeddings: keras.layers.Embedding, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size = config.vocab_size
-        self.transform = PredictionHeadTransform(config, name="transform", dtype=kwargs.get("dtype"))
+        self.transform = PredictionHeadTransform(config, name="transform", dtype=self.dtype_policy)
+        self.word_embeddings = word_embeddings  # a layer of `bert`: Keras counts its weight once
 
     def build(self, input_shape=None):
         self.bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="bias")
         self.built = True
 
-    def call(self, hidden_states, word_embeddings):
+    def call(self, hidden_states):
         hidden_states = self.transform(hidden_states)                       # (B, T, C)
-        return tf.matmul(hidden_states, word_embeddings, transpose_b=True) + self.bias  # (B, T, V)
+        return tf.matmul(hidden_states, self.word_embeddings.embeddings, transpose_b=True) + self.bias  # (B, T, V)
 
 
 class LMHead(keras.layers.Layer):
     """The MLM / LM head (`cls` in Hugging Face names: `cls.predictions.*`)."""
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, word_embeddings: keras.layers.Embedding, **kwargs):
         super().__init__(**kwargs)
-        self.predictions = LMPredictionHead(config, name="predictions", dtype=kwargs.get("dtype"))
+        self.predictions = LMPredictionHead(config, word_embeddings, name="predictions", dtype=self.dtype_policy)
 
-    def call(self, hidden_states, word_embeddings):
-        return self.predictions(hidden_states, word_embeddings)
+    def call(self, hidden_states):
+        return self.predictions(hidden_states)
 
 
 class ScalarHead(keras.layers.Layer):
@@ -374,8 +375,9 @@ class ScalarHead(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
+        # zero: the first value or reward estimate is 0 for every input (torch: `init_weights`)
         self.dense = keras.layers.Dense(1, name="dense", kernel_initializer="zeros",
-                                        bias_initializer="zeros", dtype=kwargs.get("dtype"))
+                                        bias_initializer="zeros", dtype=self.dtype_policy)
 
     def call(self, hidden_states):
         return tf.squeeze(self.dense(hidden_states), -1)                    # (B, T)
@@ -386,14 +388,15 @@ class ScalarHead(keras.layers.Layer):
 class PolicyModel(keras.Model):
     """Backbone + tied LM head (+ optional value head): the Keras twin of `SFTModel`.
 
-    `model(input_ids, attention_mask=None, training=False)` returns the logits (B, T, V).
+    `model(input_ids, attention_mask=None, position_ids=None, token_type_ids=None, training=False)`
+    returns the logits (B, T, V).
     """
 
     def __init__(self, config: ModelConfig, with_value_head: bool = False, dtype=None, **kwargs):
         super().__init__(dtype=dtype, **kwargs)
         self.config = config
         self.bert = Backbone(config, name="bert", dtype=dtype)
-        self.cls = LMHead(config, name="cls", dtype=dtype)
+        self.cls = LMHead(config, self.bert.embeddings.word_embeddings, name="cls", dtype=dtype)
         self.value_head = ScalarHead(config, name="value_head", dtype=dtype) if with_value_head else None
         self.build_weights()
 
@@ -401,16 +404,15 @@ class PolicyModel(keras.Model):
         """Create every variable now (Keras would wait for the first call)."""
         ids = tf.zeros([1, 1], tf.int32)
         hidden_states, _, _ = self.bert(ids)
-        self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)
+        self.cls(hidden_states)
         if self.value_head is not None:
             self.value_head(hidden_states)
 
-    def call(self, input_ids, attention_mask=None, training=False, position_ids=None,
-             token_type_ids=None):
+    def call(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None, training=False):
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
                                         position_ids=position_ids, token_type_ids=token_type_ids,
                                         training=training)
-        return self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)  # (B, T, V)
+        return self.cls(hidden_states)                                      # (B, T, V)
 
     def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
         """Logits of T new tokens written into the cache at cache_index.
@@ -420,8 +422,7 @@ class PolicyModel(keras.Model):
         hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask,
                                                position_ids=position_ids, cache=cache,
                                                cache_index=cache_index)
-        logits = self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)
-        return logits, presents, hidden_states
+        return self.cls(hidden_states), presents, hidden_states
 
     def values(self, input_ids, attention_mask=None, training=False):
         """Value-head output per position (B, T); needs `with_value_head=True`."""
@@ -432,8 +433,7 @@ class PolicyModel(keras.Model):
         """One pass for PPO: logits (B, T, V) and value-head output (B, T)."""
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
                                         position_ids=position_ids, training=training)
-        logits = self.cls(hidden_states, self.bert.embeddings.word_embeddings.embeddings)
-        return logits, self.value_head(hidden_states)
+        return self.cls(hidden_states), self.value_head(hidden_states)
 
 
 class RewardModel(keras.Model):
@@ -458,9 +458,9 @@ class RewardModel(keras.Model):
         return tf.gather(rewards, last, batch_dims=1)                       # (B,)
 
 
-def lm_loss(scores, labels, causal: bool):
+def lm_loss(logits, labels, causal: bool):
     """Mean cross-entropy over labelled positions (labels == IGNORE_INDEX are skipped).
 
     causal: position t predicts token t + 1 (the shift of `BertLMHeadModel`).
     """
-    return completion_only_loss(scores, labels) if causal else cross_entropy(scores, labels)
+    return completion_only_loss(logits, labels) if causal else cross_entropy(logits, labels)

@@ -7,8 +7,10 @@ Post-LayerNorm blocks, as in the original Transformer and BERT:
     x = LayerNorm(x + Dropout(SelfAttention(x)))
     x = LayerNorm(x + Dropout(W_2 GELU(W_1 x)))
 
+Train/eval mode is the module's (`.train()` / `.eval()`), where Keras passes `training` down.
+
 Shape legend (the same in both files):
-    B batch, T time (= Tq query length), Tk key length, C hidden size, H heads,
+    B batch, T time (= Tq query length), Tk key length, Tmax cache length, C hidden size, H heads,
     hs head size (C / H), V vocabulary, I intermediate (feed-forward) size.
 """
 
@@ -51,7 +53,7 @@ def build_attention_mask(attention_mask, causal: bool, query_length=None, query_
         query_pos = query_offset + torch.arange(query_length, device=device)[:, None]  # (Tq, 1)
         key_pos = torch.arange(key_length, device=device)[None, :]                     # (1, Tk)
         allowed = allowed & (key_pos <= query_pos)                          # (B, 1, Tq, Tk)
-    return allowed.expand(batch, 1, query_length, key_length)
+    return allowed.expand(batch, 1, query_length, key_length)              # (B, 1, Tq, Tk)
 
 
 def write_cache(cache, new, index):
@@ -291,7 +293,7 @@ class PredictionHeadTransform(nn.Module):
 
 
 class LMPredictionHead(nn.Module):
-    """transform, then scores = h E^T + b with E the word-embedding matrix (tied weights)."""
+    """transform, then logits = h E^T + b with E the word-embedding matrix (tied weights)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -361,8 +363,8 @@ class SFTModel(nn.Module):
     """Backbone + tied LM head (+ optional value head): `BertForMaskedLM` / `BertLMHeadModel`.
 
     forward(input_ids, attention_mask, labels=None) returns the loss when labels are given and
-    the prediction scores (B, T, V) otherwise. In causal mode the loss is the next-token loss:
-    scores at t are compared with labels at t + 1 (the shift happens here, as in
+    the logits (B, T, V) otherwise. In causal mode the loss is the next-token loss:
+    logits at t are compared with labels at t + 1 (the shift happens here, as in
     `BertLMHeadModel`); in bidirectional mode it is the masked-LM loss on labelled positions.
     """
 
@@ -379,15 +381,15 @@ class SFTModel(nn.Module):
                 token_type_ids=None):
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
                                         position_ids=position_ids, token_type_ids=token_type_ids)
-        scores = self.cls(hidden_states)                                    # (B, T, V)
+        logits = self.cls(hidden_states)                                    # (B, T, V)
         if labels is None:
-            return scores
-        return lm_loss(scores, labels, self.config.is_causal)
+            return logits
+        return lm_loss(logits, labels, self.config.is_causal)
 
     def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
-        """Scores of T new tokens written into the cache at cache_index.
+        """Logits of T new tokens written into the cache at cache_index.
 
-        Returns (scores (B, T, V), new cache, hidden_states (B, T, C)).
+        Returns (logits (B, T, V), new cache, hidden_states (B, T, C)).
         """
         hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask,
                                                position_ids=position_ids, cache=cache,
@@ -400,7 +402,7 @@ class SFTModel(nn.Module):
         return self.value_head(hidden_states)
 
     def logits_and_values(self, input_ids, attention_mask=None, position_ids=None):
-        """One pass for PPO: scores (B, T, V) and value-head output (B, T)."""
+        """One pass for PPO: logits (B, T, V) and value-head output (B, T)."""
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
                                         position_ids=position_ids)
         return self.cls(hidden_states), self.value_head(hidden_states)
@@ -423,9 +425,9 @@ class RewardModel(nn.Module):
         return rewards.gather(1, last[:, None]).squeeze(1)                  # (B,)
 
 
-def lm_loss(scores, labels, causal: bool):
+def lm_loss(logits, labels, causal: bool):
     """Mean cross-entropy over labelled positions (labels == IGNORE_INDEX are skipped).
 
     causal: position t predicts token t + 1 (the shift of `BertLMHeadModel`).
     """
-    return completion_only_loss(scores, labels) if causal else cross_entropy(scores, labels)
+    return completion_only_loss(logits, labels) if causal else cross_entropy(logits, labels)
