@@ -327,8 +327,7 @@ def suite_ppo(s, device):
     batch = 64 if s is SIZES["default"] else 4
     ppo_config = PPOConfig(batch_size=batch, minibatch_size=min(16, batch), max_new_tokens=16 if batch == 64 else 4)
     trainer = PPOTrainer(PolicyModel(config, with_value_head=True), PolicyModel(config), tokenizer, ppo_config,
-                         task_partial, log=lambda *a: None)
-    trainer.prompt_length = 16
+                         task_partial, log=lambda *a: None, prompt_length=16)
     phases = {"rollout": [], "reward": [], "update": []}
     for iteration in range(1, 2 + max(1, s["repeat"] // 2)):
         metrics, _ = trainer.iteration([data[(iteration * batch + i) % len(data)] for i in range(batch)], iteration)

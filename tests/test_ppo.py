@@ -114,18 +114,19 @@ def test_updates_lower_the_clipped_loss_on_a_fixed_batch(trainer, builtin_data):
     advantages = tf.constant(np.random.default_rng(0).normal(size=rollout.logprobs.shape), tf.float32)
     advantages = losses.whiten(advantages, mask) * mask
     returns = tf.constant(rollout.values) + advantages
-    args = (*ppo.sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response, rollout.response_mask),
-            tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
-            tf.constant(rollout.values), advantages, returns)
+    batch = ppo.Minibatch(*ppo.sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
+                                               rollout.response_mask),
+                          tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
+                          tf.constant(rollout.values), advantages, returns)
 
     def clipped_loss():
-        logits, _ = trainer.policy.logits_and_values(*args[:3])
-        logprobs = losses.categorical_log_prob(ppo.response_logits(logits, NEW) / config.temperature, args[3])
-        return float(losses.ppo_clip_loss(logprobs, args[5], advantages, config.clip_range, mask)[0])
+        logits, _ = trainer.policy.logits_and_values(batch.ids, batch.mask, batch.position_ids)
+        logprobs = losses.categorical_log_prob(ppo.response_slice(logits, NEW) / config.temperature, batch.response)
+        return float(losses.ppo_clip_loss(logprobs, batch.old_logprobs, advantages, config.clip_range, mask)[0])
 
     before = clipped_loss()
     for _ in range(5):
-        trainer.train_step(*args)
+        trainer.train_step(batch)
     after = clipped_loss()
     assert abs(before) < 1e-6  # ratio 1: the surrogate is -mean(A), and whitened A has mean 0
     assert after < before - 1e-3

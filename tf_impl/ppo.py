@@ -29,6 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -142,10 +143,30 @@ def sequence_inputs(query_ids, query_mask, response, response_mask):
     return ids, mask, position_ids
 
 
-def response_logits(logits, response_length):
-    """Logits that chose the response tokens: position P-1+t scores token t. (B, R, V)"""
-    total = tf.shape(logits)[1]
-    return logits[:, total - response_length - 1: total - 1]
+def response_slice(per_position, response_length):
+    """The positions that chose the response tokens, of any per-position tensor (logits, values):
+    position P-1+t chose token t. (B, P+R, ...) -> (B, R, ...)"""
+    total = tf.shape(per_position)[1]
+    return per_position[:, total - response_length - 1: total - 1]
+
+
+class Minibatch(NamedTuple):
+    """What one PPO update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
+    ids: tf.Tensor              # (B, P+R) [query | response]
+    mask: tf.Tensor             # (B, P+R) attention mask
+    position_ids: tf.Tensor     # (B, P+R)
+    response: tf.Tensor         # (B, R) the sampled tokens
+    response_mask: tf.Tensor    # (B, R) 1 on the tokens that count
+    old_logprobs: tf.Tensor     # (B, R) log pi_old, at sampling time
+    old_values: tf.Tensor       # (B, R)
+    advantages: tf.Tensor       # (B, R)
+    returns: tf.Tensor          # (B, R)
+
+    def rows(self, index):
+        """The minibatch of these rows (a tensor of row numbers, or a slice)."""
+        if isinstance(index, slice):
+            return Minibatch(*(t[index] for t in self))
+        return Minibatch(*(tf.gather(t, index) for t in self))
 
 
 class NonFiniteLossError(SftrlError):
@@ -153,11 +174,14 @@ class NonFiniteLossError(SftrlError):
 
 
 class PPOTrainer:
-    def __init__(self, policy, reference, tokenizer, config: PPOConfig, reward_fn, log=print, strategy=None):
+    def __init__(self, policy, reference, tokenizer, config: PPOConfig, reward_fn, log=print, strategy=None,
+                 prompt_length=None):
         """strategy: a `tf.distribute.Strategy` whose scope the policy and reference were built in,
         or None (one device: the plain path). Rollouts run outside the replicas (each worker of a
         multi-worker run computes the same one from the same seed and weights: the workers must
-        compute alike, i.e. the same hardware and software); each minibatch update is split."""
+        compute alike, i.e. the same hardware and software); each minibatch update is split.
+        prompt_length: left-pad every rollout's prompts to at least this length, so the traced
+        steps see one shape (one trace, not one per batch's longest prompt)."""
         self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
         self.config, self.reward_fn, self.log = config, reward_fn, log
         self.strategy = strategy
@@ -169,17 +193,17 @@ class PPOTrainer:
         step = self._train_step if strategy is None else self._distributed_train_step
         self.train_step = tf.function(step, reduce_retracing=True)
         self.score_step = tf.function(self._score, reduce_retracing=True)
-        self.prompt_length = None  # pad every rollout to this length: one trace, not one per length
+        self.prompt_length = prompt_length
 
     # ---- rollout: sample, then score under policy and reference
     def _score(self, ids, mask, position_ids, response):
         R = tf.shape(response)[1]
         logits, values = self.policy.logits_and_values(ids, mask, position_ids)
         # float32 from here on, whatever the compute dtype (a no-op in float32)
-        logits = tf.cast(response_logits(logits, R), tf.float32) / self.config.temperature
-        ref_logits = tf.cast(response_logits(self.reference(ids, mask, position_ids=position_ids), R), tf.float32)
+        logits = tf.cast(response_slice(logits, R), tf.float32) / self.config.temperature
+        ref_logits = tf.cast(response_slice(self.reference(ids, mask, position_ids=position_ids), R), tf.float32)
         ref_logits = ref_logits / self.config.temperature
-        values = tf.cast(response_logits(values[..., None], R)[..., 0], tf.float32)
+        values = tf.cast(response_slice(values, R), tf.float32)
         return (losses.categorical_log_prob(logits, response), losses.categorical_log_prob(ref_logits, response),
                 values)
 
@@ -203,26 +227,25 @@ class PPOTrainer:
                        logprobs.numpy(), ref_logprobs.numpy(), values.numpy(), None, completions)
 
     # ---- update: the clipped surrogate and clipped value loss, one minibatch
-    def _loss(self, ids, mask, position_ids, response, response_mask, old_logprobs, old_values, advantages,
-              returns):
+    def _loss(self, batch: Minibatch):
         """The PPO loss of a minibatch and its statistics; every term is a masked mean over the
         minibatch's response tokens. Returns (loss, stats)."""
         config = self.config
-        R = tf.shape(response)[1]
-        logits, values = self.policy.logits_and_values(ids, mask, position_ids, training=False)
-        logits = tf.cast(response_logits(logits, R), tf.float32) / config.temperature
-        values = tf.cast(response_logits(values[..., None], R)[..., 0], tf.float32)
-        logprobs = losses.categorical_log_prob(logits, response)
-        pg_loss, clipfrac, approxkl = losses.ppo_clip_loss(logprobs, old_logprobs, advantages,
-                                                           config.clip_range, response_mask)
-        v_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, config.clip_range_value,
-                                                response_mask)
-        entropy = losses.masked_mean(losses.entropy_from_logits(logits), response_mask)
+        R = tf.shape(batch.response)[1]
+        logits, values = self.policy.logits_and_values(batch.ids, batch.mask, batch.position_ids, training=False)
+        logits = tf.cast(response_slice(logits, R), tf.float32) / config.temperature   # (B, R, V)
+        values = tf.cast(response_slice(values, R), tf.float32)                        # (B, R)
+        logprobs = losses.categorical_log_prob(logits, batch.response)
+        pg_loss, clipfrac, approxkl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
+                                                           config.clip_range, batch.response_mask)
+        v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
+                                                batch.response_mask)
+        entropy = losses.masked_mean(losses.entropy_from_logits(logits), batch.response_mask)
         loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
-        ratio = tf.stop_gradient(tf.exp(logprobs - old_logprobs))
+        ratio = tf.stop_gradient(tf.exp(logprobs - batch.old_logprobs))
         return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
                       "policy/approxkl": approxkl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
-                      "policy/ratio_mean": losses.masked_mean(ratio, response_mask)}
+                      "policy/ratio_mean": losses.masked_mean(ratio, batch.response_mask)}
 
     def _apply(self, grads, stats):
         """Clip by the global norm, one Adam step; adds the (pre-clip) gradient norm to stats."""
@@ -235,16 +258,14 @@ class PPOTrainer:
         self.optimizer.apply_gradients(zip(grads, variables))
         return {**stats, "policy/grad_norm": grad_norm}
 
-    def _train_step(self, ids, mask, position_ids, response, response_mask, old_logprobs, old_values,
-                    advantages, returns):
+    def _train_step(self, batch: Minibatch):
         with tf.GradientTape() as tape:
-            loss, stats = self._loss(ids, mask, position_ids, response, response_mask, old_logprobs, old_values,
-                                     advantages, returns)
+            loss, stats = self._loss(batch)
         variables = self.policy.trainable_variables
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense, as torch
         return self._apply(grads, stats)
 
-    def _replica_gradients(self, *minibatch):
+    def _replica_gradients(self, batch: Minibatch):
         """One replica's gradient: its rows of the minibatch, its loss scaled by its share of the
         minibatch's response tokens, n_r / N. Every loss term is a masked mean, sum_r(x) / n_r, so
 
@@ -254,21 +275,20 @@ class PPOTrainer:
         count, as on one device (not the mean of the replicas' means, which weights a short shard's
         tokens more). The summed gradients are then the single-device gradient."""
         context = tf.distribute.get_replica_context()
-        rows = tf.shape(minibatch[0])[0] // context.num_replicas_in_sync
+        rows = tf.shape(batch.ids)[0] // context.num_replicas_in_sync
         first = context.replica_id_in_sync_group * rows
-        shard = [t[first:first + rows] for t in minibatch]
-        response_mask = minibatch[4]
-        share = tf.reduce_sum(shard[4]) / tf.reduce_sum(response_mask)                # n_r / N
+        shard = batch.rows(slice(first, first + rows))
+        share = tf.reduce_sum(shard.response_mask) / tf.reduce_sum(batch.response_mask)  # n_r / N
         with tf.GradientTape() as tape:
-            loss, stats = self._loss(*shard)
+            loss, stats = self._loss(shard)
             loss = loss * share
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.policy.trainable_variables)]
         return grads, {name: value * share for name, value in stats.items()}
 
-    def _distributed_train_step(self, *minibatch):
+    def _distributed_train_step(self, batch: Minibatch):
         """strategy.run over the replicas, sum their gradients (an all-reduce), clip, apply once."""
         strategy = self.strategy
-        grads, stats = strategy.run(self._replica_gradients, args=minibatch)
+        grads, stats = strategy.run(self._replica_gradients, args=(batch,))
         # one tensor at a time: MultiWorkerMirroredStrategy would stack a list into one tensor
         total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
         return self._apply([total(g) for g in grads], {name: total(v) for name, v in stats.items()})
@@ -292,19 +312,17 @@ class PPOTrainer:
             advantages = losses.whiten(advantages, mask) * mask
         t2 = time.perf_counter()
 
-        ids, full_mask, position_ids = sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
-                                                       rollout.response_mask)
+        everything = Minibatch(*sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
+                                                rollout.response_mask),
+                               tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
+                               tf.constant(rollout.values), advantages, returns)
         B = len(records)
         stats = []
         for epoch in range(config.ppo_epochs):
             order = np.random.default_rng([config.seed, iteration, epoch]).permutation(B)
             for start in range(0, B, config.minibatch_size):
                 idx = tf.constant(order[start:start + config.minibatch_size])
-                stats.append(self.train_step(
-                    tf.gather(ids, idx), tf.gather(full_mask, idx), tf.gather(position_ids, idx),
-                    tf.gather(tf.constant(rollout.response, tf.int32), idx), tf.gather(mask, idx),
-                    tf.gather(tf.constant(rollout.logprobs), idx), tf.gather(tf.constant(rollout.values), idx),
-                    tf.gather(advantages, idx), tf.gather(returns, idx)))
+                stats.append(self.train_step(everything.rows(idx)))
                 # A NaN or inf here would be written into every weight: stop at the first one.
                 for name, what in (("loss/total", "loss"), ("policy/grad_norm", "gradient norm")):
                     value = float(stats[-1][name])
@@ -421,9 +439,10 @@ def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, o
     if not resume and latest_checkpoint(out_dir) is not None:
         raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
                          "that run, or choose another directory")
-    trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, log, strategy=strategy)
     room = policy.config.max_position_embeddings - config.max_new_tokens
-    trainer.prompt_length = max(len(encode_prompt(tokenizer, r["prompt"], room)[0]) for r in records)
+    prompt_length = max(len(encode_prompt(tokenizer, r["prompt"], room)[0]) for r in records)
+    trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, log, strategy=strategy,
+                         prompt_length=prompt_length)
     start = 0
     metrics_path = out_dir / "metrics.jsonl"
     if resume:
