@@ -132,34 +132,8 @@ def cmd_eval(args) -> int:
 
 def cmd_human_eval(args) -> int:
     """Human evaluation by pairwise preference: export blind pairs, rate them, score them."""
-    from sftrl import human_eval
-
-    if args.action == "export":
-        if len(args.model) != 2:
-            raise SftrlError(f"--model: give exactly two model folders (got {len(args.model)})")
-        from shared.data import check_prompts_fit, load_jsonl
-        from shared.tokenizer import Tokenizer
-        from torch_impl.checkpoint import load_pretrained
-        from torch_impl.evaluate import greedy_completions
-
-        records = load_jsonl(args.prompts, "prompt")
-        prompts = [r["prompt"] for r in records]
-        completions = []
-        for folder in args.model:
-            model = load_pretrained(folder)
-            tokenizer = Tokenizer.load(Path(folder) / "tokenizer.json")
-            check_prompts_fit(args.prompts, records, tokenizer, args.max_new_tokens,
-                              model.config.max_position_embeddings, "--prompts", f"the context of --model {folder}")
-            completions.append(greedy_completions(model, tokenizer, prompts, args.max_new_tokens)[0])
-        pairs, key = human_eval.make_pairs(prompts, completions[0], completions[1], args.model, seed=args.seed)
-        human_eval.export(pairs, key, args.out)
-        print(f"wrote {args.out}/pairs.jsonl and {args.out}/sheet.html ({len(pairs)} blind pairs); the key is in "
-              f"{args.out}/unblinding-key.json -- keep it from the raters")
-    elif args.action == "rate":
-        human_eval.rate(args.dir, args.rater)
-    else:
-        print(human_eval.format_score(human_eval.score(args.dir)))
-    return 0
+    from sftrl import human_eval_command
+    return human_eval_command.run(args)
 
 
 def cmd_pipeline(args) -> int:
@@ -173,45 +147,8 @@ def cmd_pipeline(args) -> int:
 
 def cmd_parity(args) -> int:
     """Run the parity registry: the same math in NumPy, PyTorch and TensorFlow, case by case."""
-    from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
-    from sftrl.parity_cases import CASES
-
-    names = {c.name for c in CASES}
-    if args.show is not None:
-        if args.show not in names:
-            raise SftrlError(f"--show: unknown case {args.show!r}; see 'sftrl parity --list'")
-        print(show(next(c for c in CASES if c.name == args.show)))
-        return 0
-    if args.list:
-        for case in CASES:
-            print(f"{case.name:40s} {case.level:11s} {case.formula}")
-        return 0
-    unknown = [n for n in (args.case or []) if n not in names]
-    if unknown:
-        raise SftrlError(f"--case: unknown case {unknown[0]!r}; see 'sftrl parity --list'")
-    cases = select(CASES, args.level, set(args.case) if args.case else None)
-    dtypes = DTYPES if args.dtype == "all" else (args.dtype,)
-    jobs = [(case, dtype) for case in cases for dtype in dtypes]
-    results = []
-    with _progress(len(jobs), "parity", args.quiet) as bar:
-        for case, dtype in jobs:
-            results.append(run_case(case, dtype))
-            bar.update(1)
-    print(format_table(results))
-    failed = [r for r in results if not r.passed]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
-    if args.json:
-        from shared.io import atomic_write_text
-        atomic_write_text(args.json, results_json(results) + "\n")
-    return 1 if failed else 0
-
-
-def _progress(total: int, desc: str, quiet: bool):
-    """A tqdm progress bar on stderr (silent with --quiet or when stderr is not a terminal)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), file=sys.stderr,
-                leave=False)
+    from sftrl import parity_command
+    return parity_command.run(args)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -271,20 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.add_arguments(p)
     p.set_defaults(func=cmd_eval)
 
+    from sftrl import human_eval_command, parity_command  # argparse definitions only: cheap
+
     p = commands.add_parser("human-eval", help="human evaluation: export blind A/B pairs, rate, score",
                             description=cmd_human_eval.__doc__)
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
-    q = actions.add_parser("export", help="blind, randomly ordered A/B pairs of two models' completions")
-    q.add_argument("--model", action="append", required=True, metavar="DIR", help="two model folders")
-    q.add_argument("--prompts", required=True, help="JSONL of 'prompt' records")
-    q.add_argument("--out", required=True, help="folder for pairs.jsonl, sheet.html, unblinding-key.json")
-    q.add_argument("--max-new-tokens", type=int, default=16)
-    q.add_argument("--seed", type=int, default=0, help="seed of the A/B order")
-    q = actions.add_parser("rate", help="rate pairs in the terminal (stop with q, resume any time)")
-    q.add_argument("dir", help="the export folder")
-    q.add_argument("--rater", required=True, help="your name (ratings are kept per rater)")
-    q = actions.add_parser("score", help="win/tie/loss with 95%% Wilson intervals and rater agreement")
-    q.add_argument("dir", help="the export folder")
+    human_eval_command.add_arguments(p, _Parser)
     p.set_defaults(func=cmd_human_eval)
 
     p = commands.add_parser("pipeline", help="the main job: data, SFT, reward model, PPO, evaluation, report",
@@ -307,19 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    from sftrl.parity import LEVELS  # numpy only: cheap
-
     p = commands.add_parser("parity", help="check NumPy / PyTorch / TensorFlow parity, case by case",
                             description=cmd_parity.__doc__ + " Exits 0 only if every case passes.")
-    p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
-                   help="precision to run in (default: all)")
-    p.add_argument("--level", choices=LEVELS, help="only the cases of one level")
-    p.add_argument("--case", nargs="+", metavar="NAME", help="only these cases")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--show", metavar="CASE", help="print a case's formula and its NumPy, PyTorch and "
-                   "TensorFlow source, side by side, and exit")
-    p.add_argument("--list", action="store_true", help="list the cases and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    parity_command.add_arguments(p)
     p.set_defaults(func=cmd_parity)
     return parser
 

@@ -1,0 +1,65 @@
+"""`sftrl parity`: arguments -> run, list or show the cases of the parity registry
+(`sftrl.parity_cases`; the machinery is `sftrl.parity`)."""
+
+from __future__ import annotations
+
+import sys
+
+from shared.errors import SftrlError
+
+
+def add_arguments(p) -> None:
+    from sftrl.parity import LEVELS  # numpy only: cheap
+
+    p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
+                   help="precision to run in (default: all)")
+    p.add_argument("--level", choices=LEVELS, help="only the cases of one level")
+    p.add_argument("--case", nargs="+", metavar="NAME", help="only these cases")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--show", metavar="CASE", help="print a case's formula and its NumPy, PyTorch and "
+                   "TensorFlow source, side by side, and exit")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def progress(total: int, desc: str, quiet: bool):
+    """A tqdm progress bar on stderr (silent with --quiet or when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), file=sys.stderr,
+                leave=False)
+
+
+def run(args) -> int:
+    """Exit 0 only if every selected case passes."""
+    from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
+    from sftrl.parity_cases import CASES
+
+    names = {c.name for c in CASES}
+    if args.show is not None:
+        if args.show not in names:
+            raise SftrlError(f"--show: unknown case {args.show!r}; see 'sftrl parity --list'")
+        print(show(next(c for c in CASES if c.name == args.show)))
+        return 0
+    if args.list:
+        for case in CASES:
+            print(f"{case.name:40s} {case.level:11s} {case.formula}")
+        return 0
+    unknown = [n for n in (args.case or []) if n not in names]
+    if unknown:
+        raise SftrlError(f"--case: unknown case {unknown[0]!r}; see 'sftrl parity --list'")
+    cases = select(CASES, args.level, set(args.case) if args.case else None)
+    dtypes = DTYPES if args.dtype == "all" else (args.dtype,)
+    jobs = [(case, dtype) for case in cases for dtype in dtypes]
+    results = []
+    with progress(len(jobs), "parity", args.quiet) as bar:
+        for case, dtype in jobs:
+            results.append(run_case(case, dtype))
+            bar.update(1)
+    print(format_table(results))
+    failed = [r for r in results if not r.passed]
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    if args.json:
+        from shared.io import atomic_write_text
+        atomic_write_text(args.json, results_json(results) + "\n")
+    return 1 if failed else 0
