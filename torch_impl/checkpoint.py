@@ -103,3 +103,47 @@ def load_pretrained(directory, with_value_head: bool = False) -> SFTModel:
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("value_head.")})
     load_state_dict_strict(model, state, str(directory))
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- training checkpoints
+# What a training run writes besides the model: the model's own tensors (LoRA adapters
+# included) and the optimizer's, as flat name -> tensor dicts that safetensors stores.
+
+def unique_state(module) -> dict[str, torch.Tensor]:
+    """State dict without tied duplicates (safetensors refuses shared tensors)."""
+    seen, out = set(), {}
+    for name, tensor in module.state_dict().items():
+        if tensor.data_ptr() in seen or name.endswith(TIED_NAMES):
+            continue
+        seen.add(tensor.data_ptr())
+        out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def load_unique_state(module, state, source):
+    """Load `unique_state`'s tensors back; anything missing or unexpected is a CheckpointError."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith(TIED_NAMES)]
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: does not match the model (missing {missing[:1]}, "
+                              f"unexpected {unexpected[:1]})")
+
+
+def optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state as flat tensors: "{parameter index}.{key}"."""
+    out = {}
+    for i, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    return out
+
+
+def load_optimizer_tensors(optimizer, tensors):
+    """The inverse of `optimizer_tensors` (the optimizer's hyperparameters are its own)."""
+    state_dict = optimizer.state_dict()
+    state = {}
+    for name, value in tensors.items():
+        i, key = name.split(".", 1)
+        state.setdefault(int(i), {})[key] = value
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)

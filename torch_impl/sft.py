@@ -11,6 +11,10 @@ stopping, LoRA through `peft`, and checkpoints that resume bit for bit.
         loss.backward(); clip; optimizer.step(); optimizer.zero_grad()
         every eval_every steps: evaluate, keep the best weights
         every save_every steps: checkpoint
+
+`train` is that loop, one screen long; `SFTRun` holds its phases as methods (resume, next_batch,
+step, evaluate_and_keep_best, checkpoint, export). The checkpoint tensors are
+`torch_impl.checkpoint`'s, the DDP and random-state helpers `torch_impl.distributed`'s.
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ import torch
 from safetensors.torch import load_file, save
 
 from shared.config import ModelConfig, SFTConfig
-from shared.constants import IGNORE_INDEX, TIED_NAMES
+from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
-from shared.errors import CheckpointError, SftrlError
+from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
 from shared.tensorboard import SummaryWriter
 from shared import tasks as builtin_tasks
-from torch_impl.checkpoint import save_pretrained
+from torch_impl.checkpoint import (load_optimizer_tensors, load_unique_state, optimizer_tensors, save_pretrained,
+                                   unique_state)
+from torch_impl.distributed import (all_reduce_sum, barrier, distributed, gathered_rng_tensors, label_count,
+                                    my_rng_tensors, set_rng_tensors, shard_loss)
 from torch_impl.generate import generate
 from torch_impl.model import SFTModel, lm_loss
 
@@ -206,45 +213,6 @@ def merged_copy(module) -> SFTModel:
     return module.merge_and_unload() if hasattr(module, "merge_and_unload") else module
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def unique_state(module) -> dict[str, torch.Tensor]:
-    """State dict without tied duplicates (safetensors refuses shared tensors)."""
-    seen, out = set(), {}
-    for name, tensor in module.state_dict().items():
-        if tensor.data_ptr() in seen or name.endswith(TIED_NAMES):
-            continue
-        seen.add(tensor.data_ptr())
-        out[name] = tensor.detach().cpu().contiguous()
-    return out
-
-
-def load_unique_state(module, state, source):
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith(TIED_NAMES)]
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: does not match the model (missing {missing[:1]}, "
-                              f"unexpected {unexpected[:1]})")
-
-
-def optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            out[f"{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
-    return out
-
-
-def load_optimizer_tensors(optimizer, tensors):
-    state_dict = optimizer.state_dict()
-    state = {}
-    for name, value in tensors.items():
-        i, key = name.split(".", 1)
-        state.setdefault(int(i), {})[key] = value
-    state_dict["state"] = state
-    optimizer.load_state_dict(state_dict)
-
-
 # ----------------------------------------------------------------------------- the training loop
 
 def parameter_groups(module, weight_decay):
@@ -262,87 +230,221 @@ def total_steps_for(config: SFTConfig, n_examples: int) -> int:
     return max(1, int(math.ceil(config.epochs * math.ceil(n_examples / config.batch_size))))
 
 
-# ----------------------------------------------------------------------------- several processes (DDP)
+# ----------------------------------------------------------------------------- the run, phase by phase
 
-def distributed():
-    """(rank, world_size): (0, 1) unless `torch.distributed` was initialised (under torchrun)."""
-    import torch.distributed as dist
+class SFTRun:
+    """One training run: the model (LoRA-wrapped, DDP-wrapped where asked), its optimizer, the
+    loop's state and its logs. Each phase of `train` is a method."""
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    def __init__(self, model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
+                 device, quiet, task_weights, log, precision):
+        self.rank, self.world = distributed()
+        self.is_main = self.rank == 0
+        self.log, self.quiet = (log, quiet) if self.is_main else ((lambda *a, **k: None), True)
+        self.tokenizer, self.train_examples, self.eval_examples = tokenizer, train_examples, eval_examples
+        self.config, self.out_dir, self.device, self.precision = config, Path(out_dir), device, precision
+        self.task_weights, self.causal = task_weights, config.objective == "clm"
+        self.total_steps = total_steps_for(config, len(train_examples))
+        torch.manual_seed(config.seed + self.rank)  # dropout: a different stream per process
+        model.to(device).train()
+        self.module = add_lora(model, config.lora_rank, config.lora_alpha) if config.lora_rank else model
+        self.trainable = [p for p in self.module.parameters() if p.requires_grad]
+        self.n_trainable = sum(p.numel() for p in self.trainable)
+        self.n_total = sum(p.numel() for p in self.module.parameters())
+        self.log(f"trainable parameters: {self.n_trainable:,} of {self.n_total:,} "
+                 f"({100 * self.n_trainable / self.n_total:.2f}%)")
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.module, config.weight_decay), lr=config.lr,
+                                           betas=(0.9, 0.999), eps=1e-8)
+        self.state = dict(step=0, epoch=0, batch_in_epoch=0, best_eval_loss=None, evals_since_best=0,
+                          tokens=0, stopped_early=False)
+        self.best_state = None
+        self.autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.saved_at = None  # the step of the last checkpoint written by this process
 
+    # ---- resume or start fresh
+    def resume(self):
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is None:
+            raise SftrlError(f"--resume: no checkpoint in {self.out_dir / 'checkpoints'} to resume from")
+        load_unique_state(self.module, load_file(str(ckpt / "model.safetensors")), ckpt)
+        load_optimizer_tensors(self.optimizer, load_file(str(ckpt / "optimizer.safetensors")))
+        saved = json.loads((ckpt / "trainer_state.json").read_text())
+        rng = my_rng_tensors(load_file(str(ckpt / "rng.safetensors")), self.rank)
+        if saved.get("world_size", 1) != self.world or "torch_cpu" not in rng:
+            self.log(f"warning: {ckpt} was written by {saved.get('world_size', 1)} process(es), this run has "
+                     f"{self.world}: the weights continue exactly, dropout draws do not")
+            rng = my_rng_tensors(load_file(str(ckpt / "rng.safetensors")), 0)
+        set_rng_tensors(rng, self.device)
+        self.state.update(saved["state"])
+        if (ckpt / "best.safetensors").exists():
+            self.best_state = load_file(str(ckpt / "best.safetensors"))
+        if self.is_main:
+            truncate_jsonl(self.metrics_path, "step", self.state["step"])  # drop what was logged after it
+        self.log(f"resumed from {ckpt} at step {self.state['step']}")
 
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
+    def open_logs(self, resumed: bool):
+        """metrics.jsonl and TensorBoard (rank 0); a resumed run's TensorBoard purges past its step."""
+        if not self.is_main:
+            self.writer = None
+            return
+        if not resumed:
+            truncate_jsonl(self.metrics_path, "step", 0)  # a run killed before its first checkpoint starts over
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(self.out_dir, purge_step=self.state["step"] + 1 if resumed else None)
 
-    value = value.detach().clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
+    def log_metrics(self, values: dict):
+        if not self.is_main:
+            return
+        append_jsonl(self.metrics_path, {"step": self.state["step"], **values})
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, self.state["step"])
 
+    # ---- one step: the next batch of the epoch plan, forward, backward, clip, optimizer step
+    def plan_epoch(self):
+        """The batches of the current epoch: a pure function of (seed, epoch), so a resumed run
+        continues the very plan the killed one followed."""
+        self.plan = plan_epoch([len(e.input_ids) for e in self.train_examples], [e.task for e in self.train_examples],
+                               self.config.batch_size, self.config.seed, self.state["epoch"], self.task_weights)
 
-def barrier():
-    import torch.distributed as dist
+    def next_batch(self):
+        state, config = self.state, self.config
+        if state["batch_in_epoch"] >= len(self.plan):  # the epoch is used up: the next one's plan
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            self.plan_epoch()
+        indices = self.plan[state["batch_in_epoch"]]
+        state["batch_in_epoch"] += 1
+        state["step"] += 1
+        return make_batch(self.train_examples, indices, self.tokenizer, config.objective,
+                          np.random.default_rng([config.seed, state["step"]]), self.device, config.mlm_probability)
 
-    if distributed()[1] > 1:
-        dist.barrier()
+    def step(self, batch) -> tuple[float, float, float]:
+        """One optimizer step on the global batch. Returns (loss, gradient norm, learning rate)."""
+        lr = lr_at(self.state["step"], self.config, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.world == 1:
+            with self.autocast:
+                logits = self.module(batch["input_ids"], batch["attention_mask"])
+            loss = lm_loss(logits.float(), batch["labels"], self.causal)
+            loss_to_backward = loss
+        else:  # this process's rows of the global batch; the loss over the global token count
+            count = label_count(batch["labels"], self.causal)
+            mine = {k: v[self.rank::self.world] for k, v in batch.items()}
+            with self.autocast:
+                logits = self.ddp(mine["input_ids"], mine["attention_mask"])
+            shard = shard_loss(logits.float(), mine["labels"], self.causal, count)
+            loss = all_reduce_sum(shard)          # = the mean loss of the global batch
+            loss_to_backward = shard * self.world  # DDP divides the summed gradients by world
+        if not torch.isfinite(loss):
+            self.stop_with(f"the loss is {loss.item()}")
+        loss_to_backward.backward()
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm))
+        if not math.isfinite(grad_norm):
+            self.stop_with(f"the gradient norm is {grad_norm}")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state["tokens"] += int(batch["attention_mask"].sum())
+        return loss.item(), grad_norm, lr
 
+    def stop_with(self, problem: str):
+        last = latest_checkpoint(self.out_dir)
+        raise SftrlError(f"step {self.state['step']}: {problem}; stopped, nothing exported. Last good checkpoint: "
+                         f"{last if last else 'none (no checkpoint was written yet)'}")
 
-def label_count(labels: torch.Tensor, causal: bool) -> int:
-    """Number of labelled positions the loss averages over (causal: labels shift by one)."""
-    labels = labels[:, 1:] if causal else labels
-    return int((labels != IGNORE_INDEX).sum())
+    # ---- evaluate (every process, on the plain module: the same numbers everywhere), keep the best
+    def evaluate_and_keep_best(self) -> bool:
+        """Returns True when early stopping ends the run."""
+        state, config = self.state, self.config
+        with self.autocast:
+            metrics = evaluate(self.module, self.eval_examples, self.tokenizer, config.objective, config.seed,
+                               config.batch_size, self.device, config.mlm_probability)
+        self.log_metrics(metrics)
+        if state["best_eval_loss"] is None or metrics["eval/loss"] < state["best_eval_loss"]:
+            state["best_eval_loss"] = metrics["eval/loss"]
+            state["evals_since_best"] = 0
+            self.best_state = unique_state(self.module)
+        else:
+            state["evals_since_best"] += 1
+        if config.early_stopping_patience and state["evals_since_best"] >= config.early_stopping_patience:
+            state["stopped_early"] = True
+            self.log(f"early stopping at step {state['step']}: no better eval/loss in "
+                     f"{config.early_stopping_patience} evaluations")
+            return True
+        return False
 
+    # ---- checkpoint: every process takes part (the random states are gathered); rank 0 writes
+    def checkpoint(self):
+        rng = gathered_rng_tensors(self.device)
+        path = self.out_dir / "checkpoints" / f"step-{self.state['step']}"
+        if self.is_main:
+            files = {
+                "model.safetensors": save(unique_state(self.module)),
+                "optimizer.safetensors": save(optimizer_tensors(self.optimizer)),
+                "rng.safetensors": save({k: v.cpu().contiguous() for k, v in rng.items()}),
+                "trainer_state.json": json.dumps({"state": self.state, "config": self.config.to_dict(),
+                                                  "world_size": self.world}, indent=2).encode(),
+            }
+            if self.best_state is not None:
+                files["best.safetensors"] = save(self.best_state)
+            write_checkpoint(path, files, self.config.keep_checkpoints)
+        barrier()
+        self.saved_at = self.state["step"]
+        return path
 
-def shard_loss(scores, labels, causal: bool, global_count: int) -> torch.Tensor:
-    """Sum of this process's token losses / the whole batch's token count.
+    def wrap_ddp(self):
+        """Under torchrun: DDP around the module (it averages the gradients over the processes)."""
+        self.ddp = self.module
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-    Summed over processes it is the single-process mean loss, and DDP averages gradients
-    over processes, so each process backpropagates world_size times this value."""
-    if causal:
-        scores, labels = scores[:, :-1], labels[:, 1:]
-    total = torch.nn.functional.cross_entropy(scores.reshape(-1, scores.size(-1)), labels.reshape(-1),
-                                              ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / max(global_count, 1)
+            device = torch.device(self.device)
+            self.ddp = DistributedDataParallel(self.module, device_ids=[device.index] if device.type == "cuda"
+                                               else None)
 
+    def finish(self, interrupted, started) -> dict:
+        """Interrupted: the logs closed, the summary {"interrupted_at": ...}. Else the final
+        checkpoint (if the last step has none yet) and the export."""
+        if self.writer is not None:
+            self.writer.flush()
+        if interrupted is not None:
+            if self.writer is not None:
+                self.writer.close()
+            return interrupted
+        if self.saved_at != self.state["step"]:
+            self.checkpoint()  # the final one
+        return self.export(started)
 
-def rng_tensors(device) -> dict[str, torch.Tensor]:
-    """The random state dropout draws from: the CPU generator, and the CUDA one on a GPU."""
-    state = {"torch_cpu": torch.get_rng_state()}
-    if torch.device(device).type == "cuda":
-        state["torch_cuda"] = torch.cuda.get_rng_state(torch.device(device))
-    return state
+    # ---- export (rank 0): the best weights (held-out loss) if there was an evaluation, else the last
+    def export(self, started) -> dict:
+        if self.best_state is not None:
+            load_unique_state(self.module, self.best_state, "best weights")
+        config, state, final = self.config, self.state, {}
+        summary = {"step": state["step"], "total_steps": self.total_steps, "stopped_early": state["stopped_early"],
+                   "best_eval_loss": state["best_eval_loss"], "metrics": final}
+        if self.is_main:
+            export = merged_copy(self.module).eval()
+            save_pretrained(export, self.out_dir)
+            self.tokenizer.save_pretrained(self.out_dir, export.config.max_position_embeddings,
+                                           generates=export.config.is_causal)
+            if self.eval_examples:
+                final.update(evaluate(export, self.eval_examples, self.tokenizer, config.objective, config.seed,
+                                      config.batch_size, self.device, config.mlm_probability))
+                if self.causal:
+                    final.update(task_rewards(export, self.eval_examples, self.tokenizer, 64, self.device))
+                self.log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
+            self.writer.close()
+            summary.update({
+                "trainable_parameters": self.n_trainable, "total_parameters": self.n_total,
+                "train_seconds": round(time.perf_counter() - started, 2), "processes": self.world,
+                "precision": self.precision, "config": config.to_dict(), "model_config": export.config.to_dict(),
+            })
+            atomic_write_text(self.out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+        barrier()
+        return summary
 
-
-def set_rng_tensors(state, device) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    if "torch_cuda" in state and torch.device(device).type == "cuda":
-        torch.cuda.set_rng_state(state["torch_cuda"], torch.device(device))
-
-
-def gathered_rng_tensors(device) -> dict[str, torch.Tensor]:
-    """Every process's random state, keyed `torch_cpu` (rank 0) and `torch_cpu.rank1`, ..."""
-    import torch.distributed as dist
-
-    world = distributed()[1]
-    mine = rng_tensors(device)
-    if world == 1:
-        return mine
-    out = {}
-    for key, tensor in mine.items():
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        dist.all_gather_object(parts, tensor.cpu())
-        for r, part in enumerate(parts):
-            out[key if r == 0 else f"{key}.rank{r}"] = part
-    return out
-
-
-def my_rng_tensors(saved: dict, rank: int) -> dict[str, torch.Tensor]:
-    suffix = "" if rank == 0 else f".rank{rank}"
-    return {key: saved[key + suffix] for key in ("torch_cpu", "torch_cuda") if key + suffix in saved}
-
-
-# ----------------------------------------------------------------------------- the training loop
 
 def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
           device="cpu", quiet=False, resume=False, task_weights=None, log=print, stop_after=None,
@@ -361,219 +463,46 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
     from shared.interrupt import StopRequest
 
     out_dir = Path(out_dir)
-    objective = config.objective
-    causal = objective == "clm"
-    rank, world = distributed()
-    is_main = rank == 0
-    if not is_main:
-        log, quiet = (lambda *a, **k: None), True
-    total_steps = total_steps_for(config, len(train_examples))
     if not resume and latest_checkpoint(out_dir) is not None:
         raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
                          "that run, or choose another directory")
-    if world > config.batch_size:
-        raise SftrlError(f"--batch-size: {config.batch_size} is smaller than the {world} processes; "
+    if distributed()[1] > config.batch_size:
+        raise SftrlError(f"--batch-size: {config.batch_size} is smaller than the {distributed()[1]} processes; "
                          "the batch is the global batch, split between them")
-    torch.manual_seed(config.seed + rank)  # dropout: a different stream per process
-    model.to(device).train()
-    module = add_lora(model, config.lora_rank, config.lora_alpha) if config.lora_rank else model
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    n_trainable, n_total = sum(p.numel() for p in trainable), sum(p.numel() for p in module.parameters())
-    log(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)")
-    optimizer = torch.optim.AdamW(parameter_groups(module, config.weight_decay), lr=config.lr,
-                                  betas=(0.9, 0.999), eps=1e-8)
-    state = dict(step=0, epoch=0, batch_in_epoch=0, best_eval_loss=None, evals_since_best=0,
-                 tokens=0, stopped_early=False)
-    best_state = None
-    checkpoints = out_dir / "checkpoints"
-    metrics_path = out_dir / "metrics.jsonl"
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-    # ---- resume or start fresh
+    run = SFTRun(model, tokenizer, train_examples, eval_examples, config, out_dir, device, quiet, task_weights,
+                 log, precision)
     if resume:
-        ckpt = latest_checkpoint(out_dir)
-        if ckpt is None:
-            raise SftrlError(f"--resume: no checkpoint in {checkpoints} to resume from")
-        load_unique_state(module, load_file(str(ckpt / "model.safetensors")), ckpt)
-        load_optimizer_tensors(optimizer, load_file(str(ckpt / "optimizer.safetensors")))
-        saved = json.loads((ckpt / "trainer_state.json").read_text())
-        rng = my_rng_tensors(load_file(str(ckpt / "rng.safetensors")), rank)
-        if saved.get("world_size", 1) != world or "torch_cpu" not in rng:
-            log(f"warning: {ckpt} was written by {saved.get('world_size', 1)} process(es), this run has "
-                f"{world}: the weights continue exactly, dropout draws do not")
-            rng = my_rng_tensors(load_file(str(ckpt / "rng.safetensors")), 0)
-        set_rng_tensors(rng, device)
-        state.update(saved["state"])
-        if (ckpt / "best.safetensors").exists():
-            best_state = load_file(str(ckpt / "best.safetensors"))
-        if is_main:
-            truncate_jsonl(metrics_path, "step", state["step"])  # drop what was logged after the checkpoint
-        log(f"resumed from {ckpt} at step {state['step']}")
-    elif is_main:
-        truncate_jsonl(metrics_path, "step", 0)  # a run killed before its first checkpoint starts over
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    ddp = module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(module, device_ids=[torch.device(device).index]
-                                      if torch.device(device).type == "cuda" else None)
-
-    def log_metrics(values: dict):
-        if not is_main:
-            return
-        append_jsonl(metrics_path, {"step": state["step"], **values})
-        for key, value in values.items():
-            writer.add_scalar(key, value, state["step"])
-
-    def checkpoint():
-        """Every process takes part (the random states are gathered); rank 0 writes the folder."""
-        rng = gathered_rng_tensors(device)
-        path = checkpoints / f"step-{state['step']}"
-        if is_main:
-            files = {
-                "model.safetensors": save(unique_state(module)),
-                "optimizer.safetensors": save(optimizer_tensors(optimizer)),
-                "rng.safetensors": save({k: v.cpu().contiguous() for k, v in rng.items()}),
-                "trainer_state.json": json.dumps({"state": state, "config": config.to_dict(),
-                                                  "world_size": world}, indent=2).encode(),
-            }
-            if best_state is not None:
-                files["best.safetensors"] = save(best_state)
-            write_checkpoint(path, files, config.keep_checkpoints)
-        barrier()
-        return path
-
-    def stop_with(problem: str):
-        last = latest_checkpoint(out_dir)
-        raise SftrlError(f"step {state['step']}: {problem}; stopped, nothing exported. Last good checkpoint: "
-                         f"{last if last else 'none (no checkpoint was written yet)'}")
-
-    writer = SummaryWriter(out_dir, purge_step=state["step"] + 1 if resume else None) if is_main else None
-    plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
-                      config.batch_size, config.seed, state["epoch"], task_weights)
-    bar = tqdm(total=total_steps, initial=state["step"], disable=quiet, desc="sft", unit="step",
+        run.resume()
+    run.open_logs(resumed=resume)
+    run.plan_epoch()
+    run.wrap_ddp()
+    state, interrupted = run.state, None
+    bar = tqdm(total=run.total_steps, initial=state["step"], disable=run.quiet, desc="sft", unit="step",
                dynamic_ncols=True)
     started, tokens_at_start = time.perf_counter(), state["tokens"]
-    interrupted = None
-    saved_at = None  # the step of the last checkpoint written by this process
-
     with StopRequest() as stop:
-        while state["step"] < total_steps:
-            # ---- next batch of the epoch plan (a new plan when the epoch is used up)
-            if state["batch_in_epoch"] >= len(plan):
-                state["epoch"] += 1
-                state["batch_in_epoch"] = 0
-                plan = plan_epoch([len(e.input_ids) for e in train_examples], [e.task for e in train_examples],
-                                  config.batch_size, config.seed, state["epoch"], task_weights)
-            indices = plan[state["batch_in_epoch"]]
-            state["batch_in_epoch"] += 1
-            state["step"] += 1
-            step = state["step"]
-            batch = make_batch(train_examples, indices, tokenizer, objective,
-                               np.random.default_rng([config.seed, step]), device, config.mlm_probability)
-
-            # ---- forward, backward, clip, step
-            lr = lr_at(step, config, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if world == 1:
-                with autocast:
-                    scores = module(batch["input_ids"], batch["attention_mask"])
-                loss = lm_loss(scores.float(), batch["labels"], causal)
-                loss_to_backward = loss
-            else:  # this process's rows of the global batch; the loss over the global token count
-                count = label_count(batch["labels"], causal)
-                mine = {k: v[rank::world] for k, v in batch.items()}
-                with autocast:
-                    scores = ddp(mine["input_ids"], mine["attention_mask"])
-                shard = shard_loss(scores.float(), mine["labels"], causal, count)
-                loss = all_reduce_sum(shard)          # = the mean loss of the global batch
-                loss_to_backward = shard * world      # DDP divides the summed gradients by world
-            if not torch.isfinite(loss):
-                stop_with(f"the loss is {loss.item()}")
-            loss_to_backward.backward()
-            max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
-            if not math.isfinite(grad_norm):
-                stop_with(f"the gradient norm is {grad_norm}")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            # ---- log
-            state["tokens"] += int(batch["attention_mask"].sum())
-            elapsed = time.perf_counter() - started
-            tokens_per_s = (state["tokens"] - tokens_at_start) / max(elapsed, 1e-9)
-            log_metrics({"train/loss": loss.item(), "train/learning_rate": lr, "train/grad_norm": grad_norm,
-                         "train/tokens_per_s": tokens_per_s})
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_s:,.0f}")
+        while state["step"] < run.total_steps:
+            loss, grad_norm, lr = run.step(run.next_batch())
+            tokens_per_s = (state["tokens"] - tokens_at_start) / max(time.perf_counter() - started, 1e-9)
+            run.log_metrics({"train/loss": loss, "train/learning_rate": lr, "train/grad_norm": grad_norm,
+                             "train/tokens_per_s": tokens_per_s})
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
             bar.update(1)
-
-            # ---- evaluate (every process, on the plain module: the same numbers everywhere), keep the best
-            if eval_examples and (step % config.eval_every == 0 or step == total_steps):
-                with autocast:
-                    metrics = evaluate(module, eval_examples, tokenizer, objective, config.seed,
-                                       config.batch_size, device, config.mlm_probability)
-                log_metrics(metrics)
-                if state["best_eval_loss"] is None or metrics["eval/loss"] < state["best_eval_loss"]:
-                    state["best_eval_loss"] = metrics["eval/loss"]
-                    state["evals_since_best"] = 0
-                    best_state = unique_state(module)
-                else:
-                    state["evals_since_best"] += 1
-                if config.early_stopping_patience and state["evals_since_best"] >= config.early_stopping_patience:
-                    state["stopped_early"] = True
-                    log(f"early stopping at step {step}: no better eval/loss in "
-                        f"{config.early_stopping_patience} evaluations")
+            step = state["step"]
+            if eval_examples and (step % config.eval_every == 0 or step == run.total_steps):
+                if run.evaluate_and_keep_best():
                     break
-
             if config.save_every and step % config.save_every == 0:
-                checkpoint()
-                saved_at = step
+                run.checkpoint()
             if stop_after is not None and step >= stop_after:
                 interrupted = {"interrupted_at": step}
                 break
             requested = stop.requested
-            if world > 1:  # stop together, or the others would wait for this process forever
+            if run.world > 1:  # stop together, or the others would wait for this process forever
                 requested = bool(all_reduce_sum(torch.tensor(int(requested), device=device)))
-            if requested and step < total_steps:
-                path = checkpoint() if saved_at != step else checkpoints / f"step-{step}"
+            if requested and step < run.total_steps:
+                path = run.checkpoint() if run.saved_at != step else run.out_dir / "checkpoints" / f"step-{step}"
                 interrupted = {"interrupted_at": step, "checkpoint": str(path)}
                 break
     bar.close()
-    if writer is not None:
-        writer.flush()
-    if interrupted is not None:
-        if writer is not None:
-            writer.close()
-        return interrupted
-    if saved_at != state["step"]:
-        checkpoint()  # the final one
-
-    # ---- export (rank 0): the best weights (held-out loss) if there was an evaluation, else the last
-    if best_state is not None:
-        load_unique_state(module, best_state, "best weights")
-    final = {}
-    summary = {"step": state["step"], "total_steps": total_steps, "stopped_early": state["stopped_early"],
-               "best_eval_loss": state["best_eval_loss"], "metrics": final}
-    if is_main:
-        export = merged_copy(module).eval()
-        save_pretrained(export, out_dir)
-        tokenizer.save_pretrained(out_dir, export.config.max_position_embeddings,
-                                  generates=export.config.is_causal)
-        if eval_examples:
-            final.update(evaluate(export, eval_examples, tokenizer, objective, config.seed, config.batch_size,
-                                  device, config.mlm_probability))
-            if causal:
-                final.update(task_rewards(export, eval_examples, tokenizer, 64, device))
-            log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
-        writer.close()
-        summary.update({
-            "trainable_parameters": n_trainable, "total_parameters": n_total,
-            "train_seconds": round(time.perf_counter() - started, 2), "processes": world,
-            "precision": precision, "config": config.to_dict(), "model_config": export.config.to_dict(),
-        })
-        atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
-    barrier()
-    return summary
+    return run.finish(interrupted, started)
