@@ -295,28 +295,45 @@ class PPOTrainer:
 
     def iteration(self, records, iteration):
         """One rollout, reward and update. Returns (metrics, rollout)."""
-        config = self.config
         t0 = time.perf_counter()
         rollout = self.rollout(records, iteration)
         t1 = time.perf_counter()
-        scores = np.array(score_all(self.reward_fn, [r["prompt"] for r in records], rollout.completions,
-                                    [r.get("reference") for r in records]), dtype=np.float32)
-        rollout.scores = scores
+        advantages, returns, kl = self.reward(rollout, records)
+        t2 = time.perf_counter()
+        stats = self.update(rollout, advantages, returns, iteration)
+        t3 = time.perf_counter()
+        mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
+        metrics = {**self.metrics(rollout, returns, stats, mean_kl),
+                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2}
+        self.kl_controller.update(mean_kl, len(records))
+        self.minibatch_stats = stats  # each minibatch's statistics, in order (tests read them)
+        return metrics, rollout
+
+    # ---- reward: scores, the KL penalty per token, GAE
+    def reward(self, rollout, records):
+        """Scores the completions (into rollout.scores); returns (advantages, returns, kl), (B, R) each."""
+        config = self.config
+        rollout.scores = np.array(score_all(self.reward_fn, [r["prompt"] for r in records], rollout.completions,
+                                            [r.get("reference") for r in records]), dtype=np.float32)
         mask = tf.constant(rollout.response_mask, tf.float32)
-        rewards, kl = losses.kl_penalty_rewards(tf.constant(scores), tf.constant(rollout.logprobs),
+        rewards, kl = losses.kl_penalty_rewards(tf.constant(rollout.scores), tf.constant(rollout.logprobs),
                                                 tf.constant(rollout.ref_logprobs), self.kl_controller.value, mask)
         if config.whiten_rewards:
             rewards = losses.whiten(rewards, mask, shift_mean=False) * mask
         advantages, returns = losses.gae(rewards, tf.constant(rollout.values), config.gamma, config.lam, mask)
         if config.whiten_advantages:
             advantages = losses.whiten(advantages, mask) * mask
-        t2 = time.perf_counter()
+        return advantages, returns, kl
 
+    # ---- update: ppo_epochs passes over shuffled minibatches
+    def update(self, rollout, advantages, returns, iteration):
+        """Every minibatch step of the iteration; returns their statistics, in order."""
+        config = self.config
         everything = Minibatch(*sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
                                                 rollout.response_mask),
-                               tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
-                               tf.constant(rollout.values), advantages, returns)
-        B = len(records)
+                               tf.constant(rollout.response, tf.int32), tf.constant(rollout.response_mask, tf.float32),
+                               tf.constant(rollout.logprobs), tf.constant(rollout.values), advantages, returns)
+        B = len(rollout.response)
         stats = []
         for epoch in range(config.ppo_epochs):
             order = np.random.default_rng([config.seed, iteration, epoch]).permutation(B)
@@ -329,16 +346,17 @@ class PPOTrainer:
                     if not math.isfinite(value):
                         raise NonFiniteLossError(f"iteration {iteration}: the PPO {what} is {value} "
                                                  f"(minibatch {len(stats)})")
-        t3 = time.perf_counter()
+        return stats
 
-        mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
+    def metrics(self, rollout, returns, stats, mean_kl) -> dict:
+        """What an iteration logs (TRL's names); the update's statistics are means over its minibatches."""
         returns_np, values_np, m = returns.numpy(), rollout.values, rollout.response_mask.astype(bool)
         var_returns = float(np.var(returns_np[m]))
 
-        def over_minibatches(name):  # every statistic is the mean over all minibatches of the update
+        def over_minibatches(name):
             return float(np.mean([float(s[name]) for s in stats]))
-        metrics = {
-            "objective/scores": float(scores.mean()),
+        return {
+            "objective/scores": float(rollout.scores.mean()),
             "objective/kl": mean_kl,
             "objective/kl_coef": float(self.kl_controller.value),
             "objective/entropy": over_minibatches("policy/entropy"),
@@ -350,11 +368,7 @@ class PPOTrainer:
             "val/var_explained": 1.0 - float(np.var((returns_np - values_np)[m])) / var_returns
                                  if var_returns > 0 else 0.0,
             "objective/response_length": float(rollout.response_mask.sum(1).mean()),
-            "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2,
         }
-        self.kl_controller.update(mean_kl, B)
-        self.minibatch_stats = stats  # each minibatch's statistics, in order (tests read them)
-        return metrics, rollout
 
     # ---- checkpoints: policy (with value head), optimizer, KL controller, iteration
     @property
@@ -423,6 +437,60 @@ def prompts_for(iteration, records, config: PPOConfig):
     return [records[i] for i in idx]
 
 
+class PPORun:
+    """The writing side of a run: metrics.jsonl, TensorBoard, checkpoints and the export. The
+    chief writes; the other workers of a multi-worker run train and write nothing."""
+
+    def __init__(self, trainer: PPOTrainer, out_dir, is_chief: bool):
+        self.trainer, self.out_dir, self.is_chief = trainer, Path(out_dir), is_chief
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.writer = None
+
+    def resume(self, log) -> int:
+        """Restore the newest complete checkpoint; returns its iteration."""
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is None:
+            raise SftrlError(f"--resume: no checkpoint in {self.out_dir / 'checkpoints'} to resume from")
+        start = self.trainer.restore(ckpt)
+        log(f"resumed from {ckpt} at iteration {start}")
+        return start
+
+    def open_logs(self, start: int, resumed: bool):
+        """What a killed run logged after its last checkpoint (or, with no checkpoint, at all) is
+        dropped: those iterations run again and are logged again."""
+        if self.is_chief:
+            truncate_jsonl(self.metrics_path, "iteration", start)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(self.out_dir, purge_step=start + 1 if resumed else None)
+
+    def log_metrics(self, iteration, values):
+        if self.is_chief:
+            append_jsonl(self.metrics_path, {"iteration": iteration, **values})
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, iteration)
+
+    def checkpoint(self, iteration):
+        path = self.out_dir / "checkpoints" / f"iter-{iteration}"
+        if self.is_chief:
+            write_checkpoint(path, self.trainer.checkpoint_files(iteration), keep=2)
+        return path
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+    def export(self, tokenizer) -> dict:
+        """The final policy (without its value head) and the run's summary."""
+        trainer = self.trainer
+        summary = {"iterations": trainer.config.iterations, "config": trainer.config.to_dict(),
+                   "kl_coef": float(trainer.kl_controller.value)}
+        if self.is_chief:
+            export_policy(trainer.policy, tokenizer, self.out_dir)
+            self.close()
+            atomic_write_text(self.out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
 def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, out_dir, eval_records=None,
           resume=False, quiet=False, log=print, sample_every=10, stop_after=None, strategy=None, is_chief=True):
     """Run PPO, checkpoint every save_every iterations, export the final policy to out_dir.
@@ -443,76 +511,41 @@ def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, o
     prompt_length = max(len(encode_prompt(tokenizer, r["prompt"], room)[0]) for r in records)
     trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, log, strategy=strategy,
                          prompt_length=prompt_length)
-    start = 0
-    metrics_path = out_dir / "metrics.jsonl"
-    if resume:
-        ckpt = latest_checkpoint(out_dir)
-        if ckpt is None:
-            raise SftrlError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} to resume from")
-        start = trainer.restore(ckpt)
-        log(f"resumed from {ckpt} at iteration {start}")
-    if is_chief:
-        # What a killed run logged after its last checkpoint (or, with no checkpoint, at all) is
-        # dropped: the iterations are run again and logged again.
-        truncate_jsonl(metrics_path, "iteration", start)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(out_dir, purge_step=start + 1 if resume else None)
-
-    def log_metrics(iteration, values):
-        if is_chief:
-            append_jsonl(metrics_path, {"iteration": iteration, **values})
-            for key, value in values.items():
-                writer.add_scalar(key, value, iteration)
-
-    def checkpoint(iteration):
-        path = out_dir / "checkpoints" / f"iter-{iteration}"
-        if is_chief:
-            write_checkpoint(path, trainer.checkpoint_files(iteration), keep=2)
-        return path
-
-    def close():
-        bar.close()
-        if is_chief:
-            writer.close()
-
+    run = PPORun(trainer, out_dir, is_chief)
+    start = run.resume(log) if resume else 0
+    run.open_logs(start, resumed=resume)
     bar = tqdm(total=config.iterations, initial=start, disable=quiet, desc="ppo", unit="iter", dynamic_ncols=True)
     with StopRequest() as stop:
         for iteration in range(start + 1, config.iterations + 1):
             batch = prompts_for(iteration, records, config)
             try:
                 metrics, rollout = trainer.iteration(batch, iteration)
-            except NonFiniteLossError as e:
-                close()
-                raise SftrlError(f"{e}; stopped. Last good checkpoint: {latest_checkpoint(out_dir) or 'none'}") \
-                    from None
-            except BaseException:
-                close()
+            except BaseException as e:
+                bar.close()
+                run.close()
+                if isinstance(e, NonFiniteLossError):
+                    raise SftrlError(f"{e}; stopped. Last good checkpoint: {latest_checkpoint(out_dir) or 'none'}") \
+                        from None
                 raise
-            log_metrics(iteration, metrics)
+            run.log_metrics(iteration, metrics)
             bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
             bar.update(1)
             if not quiet and sample_every and iteration % sample_every == 0:
                 for r, text, score in list(zip(batch, rollout.completions, rollout.scores))[:2]:
                     bar.write(f"  [{iteration}] {r['prompt']!r} -> {text!r}  (reward {score:.2f})")
             saved = config.save_every and iteration % config.save_every == 0
-            if saved:
-                path = checkpoint(iteration)
-            if stop_after is not None and iteration >= stop_after:
-                close()
+            path = run.checkpoint(iteration) if saved else None
+            if stop_after is not None and iteration >= stop_after:  # as a crash would: no extra checkpoint
+                bar.close()
+                run.close()
                 return {"interrupted_at": iteration}
             if stop.requested:
-                if not saved:
-                    path = checkpoint(iteration)
-                close()
+                path = path or run.checkpoint(iteration)
+                bar.close()
+                run.close()
                 return {"interrupted_at": iteration, "checkpoint": str(path)}
         # Training is over: a stop request from here on lets these few writes finish.
         bar.close()
         if not (config.save_every and config.iterations % config.save_every == 0):
-            checkpoint(config.iterations)
-        summary = {"iterations": config.iterations, "config": config.to_dict(),
-                   "kl_coef": float(trainer.kl_controller.value)}
-        if is_chief:
-            export_policy(trainer.policy, tokenizer, out_dir)
-            writer.close()
-            atomic_write_text(out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+            run.checkpoint(config.iterations)
+        return run.export(tokenizer)
