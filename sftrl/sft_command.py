@@ -115,13 +115,13 @@ def init_distributed(device: str) -> tuple[int, int, str]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def run(args, pretrain: bool) -> int:
+def load_inputs(args, pretrain: bool):
+    """Everything a user can get wrong, checked before PyTorch is imported (fast errors).
+    Returns (config, records, eval_records, task weights, model config or None)."""
     from shared.config import load_model_config
-    from shared.data import load_jsonl, record_texts
+    from shared.data import load_jsonl
     from shared.io import latest_checkpoint
-    from shared.tokenizer import Tokenizer
 
-    # ---- everything a user can get wrong is checked before PyTorch is imported (fast errors)
     config = build_config(args)
     kind = "text" if pretrain else "sft"
     out = Path(args.out)
@@ -134,50 +134,75 @@ def run(args, pretrain: bool) -> int:
         records = [r for r in records if r.get("task") in wanted]
         eval_records = [r for r in eval_records if r.get("task") in wanted]
     model_config = load_model_config(args.model_config) if args.model_config and not args.init else None
+    return config, records, eval_records, weights, model_config
 
-    # ---- tokenizer: given, from --init, or trained here
+
+def choose_tokenizer(args, records):
+    """--tokenizer, else the --init folder's, else the interrupted run's, else one trained here."""
+    from shared.data import record_texts
+    from shared.tokenizer import Tokenizer
+
+    out = Path(args.out)
     if args.tokenizer:
-        tokenizer = Tokenizer.load(args.tokenizer)
-    elif args.init and (Path(args.init) / "tokenizer.json").exists():
-        tokenizer = Tokenizer.load(Path(args.init) / "tokenizer.json")
-    elif args.resume and (out / "checkpoints" / "tokenizer.json").exists():
-        tokenizer = Tokenizer.load(out / "checkpoints" / "tokenizer.json")
-    else:
-        tokenizer = Tokenizer.train([t for r in records for t in record_texts(r)], args.vocab_size)
+        return Tokenizer.load(args.tokenizer)
+    if args.init and (Path(args.init) / "tokenizer.json").exists():
+        return Tokenizer.load(Path(args.init) / "tokenizer.json")
+    if args.resume and (out / "checkpoints" / "tokenizer.json").exists():
+        return Tokenizer.load(out / "checkpoints" / "tokenizer.json")
+    return Tokenizer.train([t for r in records for t in record_texts(r)], args.vocab_size)
 
+
+def build_model(args, config, model_config, tokenizer, examples):
+    """--init, --model-config, or a small default; its attention type set by the objective."""
     import torch
 
     from torch_impl.checkpoint import load_pretrained
     from torch_impl.model import SFTModel
-    from torch_impl.sft import default_model_config, encode_records, train
+    from torch_impl.sft import default_model_config
+
+    wanted_type = "causal" if config.objective == "clm" else "bidirectional"
+    if args.init:
+        model, source = load_pretrained(args.init), f"--init {args.init}"
+    else:
+        model_config = model_config or default_model_config(tokenizer, examples, config.objective)
+        torch.manual_seed(config.seed)
+        model = SFTModel(dataclasses.replace(model_config, attention_type=wanted_type))
+        source = f"--model-config {args.model_config}" if args.model_config else "the default config"
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise SftrlError(f"{source}: the model's vocabulary has {model.config.vocab_size} tokens but the "
+                         f"tokenizer has {tokenizer.vocab_size}; use the tokenizer the model was trained with")
+    if model.config.attention_type != wanted_type:  # e.g. a BERT (MLM) checkpoint fine-tuned causally
+        model.config = dataclasses.replace(model.config, attention_type=wanted_type)
+        model.bert.config = model.config
+    return model
+
+
+def report(summary, out) -> None:
+    m = summary["metrics"]
+    print(f"done: {summary['step']} steps in {summary['train_seconds']} s"
+          + (" (stopped early)" if summary["stopped_early"] else ""))
+    if m:
+        shown = {k: v for k, v in m.items() if k.count("/") == 1}
+        print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(shown.items())))
+    print(f"model written to {out}/ (config.json, model.safetensors, tokenizer.json)")
+
+
+def run(args, pretrain: bool) -> int:
+    config, records, eval_records, weights, model_config = load_inputs(args, pretrain)
+    tokenizer = choose_tokenizer(args, records)
+    kind, out = ("text" if pretrain else "sft"), Path(args.out)
+
+    import torch
+
+    from torch_impl.sft import encode_records, train
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SftrlError("--device cuda: no CUDA device is available here")
     if args.precision == "bf16" and args.device == "cuda" and not torch.cuda.is_bf16_supported():
         raise SftrlError("--precision bf16: this GPU does not support bfloat16")
     rank, world, device = init_distributed(args.device)
-
-    # ---- model: --init, --model-config, or a small default
-    if args.init:
-        model = load_pretrained(args.init)
-        source = f"--init {args.init}"
-    else:
-        source = f"--model-config {args.model_config}"
-        model = None
     examples, truncated = encode_records(records, kind, tokenizer, config.objective, config.max_length)
-    if model is None:
-        model_config = model_config or default_model_config(tokenizer, examples, config.objective)
-        torch.manual_seed(config.seed)
-        model = SFTModel(dataclasses.replace(
-            model_config, attention_type="causal" if config.objective == "clm" else "bidirectional"))
-        source = source if args.model_config else "the default config"
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise SftrlError(f"{source}: the model's vocabulary has {model.config.vocab_size} tokens but the "
-                         f"tokenizer has {tokenizer.vocab_size}; use the tokenizer the model was trained with")
-    wanted_type = "causal" if config.objective == "clm" else "bidirectional"
-    if model.config.attention_type != wanted_type:  # e.g. a BERT (MLM) checkpoint fine-tuned causally
-        model.config = dataclasses.replace(model.config, attention_type=wanted_type)
-        model.bert.config = model.config
+    model = build_model(args, config, model_config, tokenizer, examples)
     max_length = min(config.max_length, model.config.max_position_embeddings)
     if max_length < config.max_length:
         examples, truncated = encode_records(records, kind, tokenizer, config.objective, max_length)
@@ -198,13 +223,6 @@ def run(args, pretrain: bool) -> int:
         if rank == 0:
             sys.stderr.write(interrupted_message(f"step {summary['interrupted_at']}", summary["checkpoint"]) + "\n")
         return EXIT_INTERRUPTED
-    if rank != 0:
-        return 0
-    m = summary["metrics"]
-    print(f"done: {summary['step']} steps in {summary['train_seconds']} s"
-          + (" (stopped early)" if summary["stopped_early"] else ""))
-    if m:
-        shown = {k: v for k, v in m.items() if k.count("/") == 1}
-        print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(shown.items())))
-    print(f"model written to {out}/ (config.json, model.safetensors, tokenizer.json)")
+    if rank == 0:
+        report(summary, out)
     return 0
