@@ -27,18 +27,16 @@ def _mean(values):
     return float(np.mean(values)) if values else None
 
 
-def run(args) -> int:
+def load_inputs(args):
+    """The prompts, their references (from the records or --refs) and every model with its
+    tokenizer; a prompt a causal model cannot complete is an error, not a cut."""
     from shared.data import check_prompts_fit, load_jsonl
-    from shared.io import atomic_write_text
-    from shared.metrics import corpus_bleu, paired_bootstrap, perplexity
     from shared.tokenizer import Tokenizer
     from torch_impl.checkpoint import load_pretrained
-    from torch_impl.evaluate import greedy_completions, pseudo_perplexity, reference_nll, sequence_kl, task_scores
 
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise SftrlError("--max-new-tokens and --batch-size must be >= 1")
     records = load_jsonl(args.prompts, "prompt")
-    prompts = [r["prompt"] for r in records]
     references = [r.get("reference") for r in records]
     if args.refs:
         lines = Path(args.refs).read_text(encoding="utf-8").splitlines() if Path(args.refs).is_file() else None
@@ -47,58 +45,82 @@ def run(args) -> int:
         if len(lines) != len(records):
             raise SftrlError(f"--refs {args.refs}: {len(lines)} lines for {len(records)} prompts in {args.prompts}")
         references = lines
-    has_refs = all(r is not None for r in references)
-    task_names = sorted({r["task"] for r in records if r.get("task")})
     models, tokenizers = [], []
     for folder in args.model:
         models.append(load_pretrained(folder))
         tokenizers.append(Tokenizer.load(Path(folder) / "tokenizer.json"))
-        if models[-1].config.is_causal:  # a prompt the model cannot complete is an error, not a cut
+        if models[-1].config.is_causal:
             check_prompts_fit(args.prompts, records, tokenizers[-1], args.max_new_tokens,
                               models[-1].config.max_position_embeddings, "--prompts", f"the context of --model {folder}")
     if not models[0].config.is_causal and any(m.config.is_causal for m in models[1:]):
         raise SftrlError(f"--model {args.model[0]}: the first model is the baseline for KL and differences; "
                          "put a causal (generating) model first")
+    return records, references, models, tokenizers
 
+
+def masked_lm_row(folder, model, tokenizer, prompts, references, task_names, batch_size) -> dict:
+    """A masked LM does not generate: what is defined for it, labelled as such."""
+    from torch_impl.evaluate import pseudo_perplexity
+
+    if any(r is None for r in references):
+        raise SftrlError(f"--model {folder}: a masked-LM row needs references (--refs or 'reference')")
+    texts = [f"{p} {r}" for p, r in zip(prompts, references)]
+    pppl, masked_loss = pseudo_perplexity(model, tokenizer, texts, batch_size)
+    return {"model": folder, "masked_lm": True, "pseudo_perplexity": pppl, "masked_token_loss": masked_loss,
+            "exact_match": None, "partial_credit": None, "kl_to_first": None, "mean_length_words": None,
+            "samples_per_s": None, **{f"{t}/{m}": None for t in task_names for m in ("exact_match", "partial_credit")}}
+
+
+def causal_row(args, folder, model, tokenizer, records, references, task_names, baseline):
+    """Greedy completions scored per task, reference perplexity and BLEU, and -- against the
+    baseline (the first model's model and per-prompt scores, None for the first) -- the exact KL and
+    paired-bootstrap differences. Returns (row, per-prompt scores)."""
+    from shared.metrics import corpus_bleu, paired_bootstrap, perplexity
+    from torch_impl.evaluate import greedy_completions, reference_nll, sequence_kl, task_scores
+
+    prompts = [r["prompt"] for r in records]
+    texts, ids, samples_per_s = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
+    exact, partial = task_scores(prompts, texts)
+    row = {"model": folder, "samples_per_s": samples_per_s,
+           "mean_length_words": float(np.mean([len(t.split()) for t in texts])),
+           "exact_match": _mean(exact), "partial_credit": _mean(partial)}
+    if all(r is not None for r in references):
+        nll, counts = reference_nll(model, tokenizer, prompts, references, args.batch_size)
+        row["reference_perplexity"] = perplexity(float(nll.sum()), int(counts.sum()))
+        row["bleu"] = corpus_bleu(texts, [references]).score
+    for task in task_names:
+        chosen = [i for i, r in enumerate(records) if r.get("task") == task]
+        row[f"{task}/exact_match"] = _mean([exact[i] for i in chosen])
+        row[f"{task}/partial_credit"] = _mean([partial[i] for i in chosen])
+    row["kl_to_first"] = 0.0  # the first model is the baseline
+    if baseline is not None:
+        first_model, first_scores = baseline
+        if first_model.config.vocab_size != model.config.vocab_size:
+            raise SftrlError(f"--model {folder}: vocabulary differs from the first model's; KL needs the same one")
+        row["kl_to_first"] = float(np.mean(sequence_kl(model, first_model, tokenizer, prompts, ids, args.batch_size)))
+        for name, values in (("exact_match", exact), ("partial_credit", partial)):
+            base = first_scores[name]
+            if None not in values and None not in base:
+                diff, low, high = paired_bootstrap(base, values, seed=args.seed)
+                row[f"{name}_difference"] = {"mean": diff, "ci95": [low, high]}
+    return row, {"exact_match": exact, "partial_credit": partial, "completions": texts}
+
+
+def run(args) -> int:
+    from shared.io import atomic_write_text
+
+    records, references, models, tokenizers = load_inputs(args)
+    prompts = [r["prompt"] for r in records]
+    task_names = sorted({r["task"] for r in records if r.get("task")})
     rows, per_prompt = [], []
     for folder, model, tokenizer in zip(args.model, models, tokenizers):
         if not model.config.is_causal:
-            # A masked LM does not generate: report what is defined for it, labelled as such.
-            if not has_refs:
-                raise SftrlError(f"--model {folder}: a masked-LM row needs references (--refs or 'reference')")
-            texts = [f"{p} {r}" for p, r in zip(prompts, references)]
-            pppl, masked_loss = pseudo_perplexity(model, tokenizer, texts, args.batch_size)
-            rows.append({"model": folder, "masked_lm": True, "pseudo_perplexity": pppl, "masked_token_loss": masked_loss,
-                         "exact_match": None, "partial_credit": None, "kl_to_first": None, "mean_length_words": None,
-                         "samples_per_s": None, **{f"{t}/{m}": None for t in task_names
-                                                   for m in ("exact_match", "partial_credit")}})
+            rows.append(masked_lm_row(folder, model, tokenizer, prompts, references, task_names, args.batch_size))
             continue
-        texts, ids, samples_per_s = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
-        exact, partial = task_scores(prompts, texts)
-        row = {"model": folder, "samples_per_s": samples_per_s,
-               "mean_length_words": float(np.mean([len(t.split()) for t in texts])),
-               "exact_match": _mean(exact), "partial_credit": _mean(partial)}
-        if has_refs:
-            nll, counts = reference_nll(model, tokenizer, prompts, references, args.batch_size)
-            row["reference_perplexity"] = perplexity(float(nll.sum()), int(counts.sum()))
-            row["bleu"] = corpus_bleu(texts, [references]).score
-        for task in task_names:
-            chosen = [i for i, r in enumerate(records) if r.get("task") == task]
-            row[f"{task}/exact_match"] = _mean([exact[i] for i in chosen])
-            row[f"{task}/partial_credit"] = _mean([partial[i] for i in chosen])
-        if per_prompt and models[0].config.is_causal:
-            if models[0].config.vocab_size != model.config.vocab_size:
-                raise SftrlError(f"--model {folder}: vocabulary differs from the first model's; KL needs the same one")
-            row["kl_to_first"] = float(np.mean(sequence_kl(model, models[0], tokenizer, prompts, ids, args.batch_size)))
-            for name, values in (("exact_match", exact), ("partial_credit", partial)):
-                base = per_prompt[0][name]
-                if None not in values and None not in base:
-                    diff, low, high = paired_bootstrap(base, values, seed=args.seed)
-                    row[f"{name}_difference"] = {"mean": diff, "ci95": [low, high]}
-        else:
-            row["kl_to_first"] = 0.0 if not per_prompt else None
-        per_prompt.append({"exact_match": exact, "partial_credit": partial, "completions": texts})
+        baseline = (models[0], per_prompt[0]) if per_prompt else None
+        row, scores = causal_row(args, folder, model, tokenizer, records, references, task_names, baseline)
         rows.append(row)
+        per_prompt.append(scores)
 
     out = Path(args.out)
     report = {"prompts": args.prompts, "count": len(records), "max_new_tokens": args.max_new_tokens,
