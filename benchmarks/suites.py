@@ -112,6 +112,11 @@ def suite_ops(s, device):
         return tape.gradient(total, qq)
 
     ops["attention forward+backward"] = (attention_backward_torch, attention_backward_tf)
+    return time_ops(ops, s, device)
+
+
+def time_ops(ops, s, device):
+    """Each op in PyTorch, TF eager, tf.function and tf.function + XLA, interleaved. -> (rows, comparisons)"""
     rows, comparisons = [], []
     for name, (torch_fn, tf_fn) in ops.items():
         plain = tf.autograph.experimental.do_not_convert(tf_fn)  # straight-line TF ops: no AutoGraph needed

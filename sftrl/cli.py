@@ -161,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sftrl {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_data_commands, _add_training_commands, _add_evaluation_commands, _add_tool_commands):
+        add(commands)
+    return parser
 
+
+def _add_data_commands(commands) -> None:
     p = commands.add_parser("data", help="write the built-in task data (JSONL)",
                             description=cmd_data.__doc__)
     p.add_argument("--out", required=True, help="directory for the *.jsonl files")
@@ -177,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="tokenizer.json path (or a directory for it)")
     p.set_defaults(func=cmd_tokenizer)
 
+
+def _add_training_commands(commands) -> None:
     from sftrl import sft_command  # argparse definitions only: cheap
 
     p = commands.add_parser("pretrain", help="pretrain a model on text (PyTorch)",
@@ -201,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     ppo_command.add_reward_model_arguments(p)
     p.set_defaults(func=cmd_reward_model)
 
+
+def _add_evaluation_commands(commands) -> None:
     from sftrl import eval_command
 
     p = commands.add_parser("eval", help="evaluate models (e.g. SFT and RL) on the same prompts",
@@ -208,12 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.add_arguments(p)
     p.set_defaults(func=cmd_eval)
 
-    from sftrl import human_eval_command, parity_command  # argparse definitions only: cheap
+    from sftrl import human_eval_command  # argparse definitions only: cheap
 
     p = commands.add_parser("human-eval", help="human evaluation: export blind A/B pairs, rate, score",
                             description=cmd_human_eval.__doc__)
     human_eval_command.add_arguments(p, _Parser)
     p.set_defaults(func=cmd_human_eval)
+
+
+def _add_tool_commands(commands) -> None:
+    from sftrl import parity_command  # argparse definitions only: cheap
 
     p = commands.add_parser("pipeline", help="the main job: data, SFT, reward model, PPO, evaluation, report",
                             description=cmd_pipeline.__doc__)
@@ -239,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
                             description=cmd_parity.__doc__ + " Exits 0 only if every case passes.")
     parity_command.add_arguments(p)
     p.set_defaults(func=cmd_parity)
-    return parser
 
 
 def main(argv=None) -> int:

@@ -167,11 +167,12 @@ def configure_tensorflow(device: str, distribute: str, minibatch_size: int):
     return strategy, is_chief
 
 
-def run(args) -> int:
+def load_inputs(args):
+    """Everything a user can get wrong, checked before TensorFlow is imported (fast errors).
+    Returns (config, records, eval_records, tokenizer)."""
     from shared.config import ModelConfig
     from shared.data import check_prompts_fit, load_jsonl
-    from shared.io import atomic_write_text, latest_checkpoint
-    from shared.metrics import paired_bootstrap
+    from shared.io import latest_checkpoint
     from shared.tokenizer import Tokenizer
 
     config = build_config(args)
@@ -194,6 +195,33 @@ def run(args) -> int:
         if eval_records:
             check_prompts_fit(args.eval_prompts, eval_records, tokenizer, config.max_new_tokens, context,
                               "--eval-prompts", "the policy's context")
+    return config, records, eval_records, tokenizer
+
+
+def evaluate_against_sft(policy, reference, eval_records, tokenizer, config, out) -> None:
+    """Held-out exact match and partial credit, SFT (the reference) -> RL, with paired-bootstrap
+    intervals; printed and written to OUT/eval.json."""
+    from shared.io import atomic_write_text
+    from shared.metrics import paired_bootstrap
+    from tf_impl import ppo
+
+    before_exact, before_partial, _ = ppo.evaluate_policy(reference, eval_records, tokenizer, config.max_new_tokens)
+    after_exact, after_partial, _ = ppo.evaluate_policy(policy, eval_records, tokenizer, config.max_new_tokens)
+    report = {"prompts": len(eval_records)}
+    for name, a, b in (("exact_match", before_exact, after_exact), ("partial_credit", before_partial, after_partial)):
+        diff, low, high = paired_bootstrap(a, b, seed=config.seed)
+        report[name] = {"sft": float(a.mean()), "rl": float(b.mean()), "difference": diff, "ci95": [low, high]}
+        print(f"held-out {name}: SFT {a.mean():.3f} -> RL {b.mean():.3f}  "
+              f"(difference {diff:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}])")
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    report["final_kl_to_sft"] = last["objective/kl"]
+    print(f"KL to the SFT model (last rollout, summed over tokens): {last['objective/kl']:.3f}")
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
+
+
+def run(args) -> int:
+    config, records, eval_records, tokenizer = load_inputs(args)
+    policy_dir, out = Path(args.policy), Path(args.out)
 
     # ---- the input is fine: now TensorFlow (imported quietly by tf_impl), set up before its first op
     if args.precision == "bf16" and onednn_bf16_would_crash_tensorflow():
@@ -220,20 +248,7 @@ def run(args) -> int:
         return 0
     print(f"done: {config.iterations} PPO iterations; policy written to {args.out}/")
     if eval_records:
-        before_exact, before_partial, _ = ppo.evaluate_policy(reference, eval_records, tokenizer, config.max_new_tokens)
-        after_exact, after_partial, completions = ppo.evaluate_policy(policy, eval_records, tokenizer,
-                                                                       config.max_new_tokens)
-        report = {"prompts": len(eval_records)}
-        for name, a, b in (("exact_match", before_exact, after_exact), ("partial_credit", before_partial, after_partial)):
-            diff, low, high = paired_bootstrap(a, b, seed=config.seed)
-            report[name] = {"sft": float(a.mean()), "rl": float(b.mean()), "difference": diff,
-                            "ci95": [low, high]}
-            print(f"held-out {name}: SFT {a.mean():.3f} -> RL {b.mean():.3f}  "
-                  f"(difference {diff:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}])")
-        last = json.loads((Path(args.out) / "metrics.jsonl").read_text().splitlines()[-1])
-        report["final_kl_to_sft"] = last["objective/kl"]
-        print(f"KL to the SFT model (last rollout, summed over tokens): {last['objective/kl']:.3f}")
-        atomic_write_text(Path(args.out) / "eval.json", json.dumps(report, indent=2) + "\n")
+        evaluate_against_sft(policy, reference, eval_records, tokenizer, config, out)
     return 0
 
 

@@ -92,54 +92,19 @@ def _cell(text):
     return text or "∅"
 
 
-def write_report(out, commands, preset):
-    from shared.data import load_jsonl
-    from shared.metrics import NGramLM
-    from shared.tokenizer import Tokenizer
-    from sftrl.eval_command import format_table
-    from torch_impl.checkpoint import load_pretrained
+REPORT = """# sftrl pipeline report (preset `{preset}`)
 
-    out = Path(out)
-    evaluation = json.loads((out / "eval" / "eval.json").read_text())
-    rows = evaluation["models"]
-    sft_row, rl_row = rows
-    records = load_jsonl(out / "data" / "prompt.eval.jsonl", "prompt")
-    prompts, references = [r["prompt"] for r in records], [r["reference"] for r in records]
-
-    # n-gram baseline: word-level interpolated Kneser-Ney trigram on the text split
-    texts = [r["text"].split() for r in load_jsonl(out / "data" / "text.train.jsonl", "text")]
-    held = [r["text"].split() for r in load_jsonl(out / "data" / "text.eval.jsonl", "text")]
-    ngram = NGramLM(3, "kneser_ney", discount=0.1, unk_cutoff=2).fit(texts)  # rare words -> <UNK>: unseen ones get mass
-    ngram_ppl = ngram.perplexity(held)
-    laplace_ppl = NGramLM(2, "laplace", unk_cutoff=2).fit(texts).perplexity(held)
-
-    models = [load_pretrained(out / "sft"), load_pretrained(out / "ppo")]
-    tokenizers = [Tokenizer.load(out / "sft" / "tokenizer.json"), Tokenizer.load(out / "ppo" / "tokenizer.json")]
-    curves(out)
-    attention_heatmap(out, models[0], tokenizers[0], prompts[0], references[0])
-    eces = calibration(out, models, tokenizers, prompts, references)
-    reward_model = json.loads((out / "reward_model" / "trainer_state.json").read_text())
-    task_names = sorted({r["task"] for r in records if r.get("task")})
-
-    rows_named = [{**sft_row, "model": "SFT (PyTorch)"}, {**rl_row, "model": "RL: PPO (TensorFlow)"}]
-    completions = list(evaluation["completions"].values())
-    samples = "\n".join(f"| {_cell(p)} | {_cell(r)} | {_cell(a)} | {_cell(b)} |" for p, r, a, b in
-                        list(zip(prompts, references, completions[0], completions[1]))[:10])
-    pd = rl_row.get("partial_credit_difference", {"mean": float("nan"), "ci95": [float("nan")] * 2})
-    env = versions()
-    report = f"""# sftrl pipeline report (preset `{preset}`)
-
-SFT in PyTorch on {len(load_jsonl(out / 'data' / 'sft.train.jsonl', 'sft'))} labelled examples, then PPO in
-TensorFlow on {len(load_jsonl(out / 'data' / 'prompt.train.jsonl', 'prompt'))} prompts with the task's
+SFT in PyTorch on {sft_examples} labelled examples, then PPO in
+TensorFlow on {ppo_prompts} prompts with the task's
 verifier as reward and a KL penalty to the SFT model. Everything below is measured on the
-{len(records)} held-out prompts of `data/prompt.eval.jsonl` (greedy decoding); differences are RL
+{eval_prompts} held-out prompts of `data/prompt.eval.jsonl` (greedy decoding); differences are RL
 minus SFT on the same prompts, with paired-bootstrap 95% intervals.
 
 ## Models
 
-{format_table(rows_named, task_names)}
+{models_table}
 
-RL − SFT, partial credit: {pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}].
+RL − SFT, partial credit: {partial_difference}.
 
 | statistical baseline (words seen once -> `<UNK>`), on `text.eval` | perplexity |
 | --- | ---: |
@@ -150,8 +115,8 @@ The n-gram perplexity is per whitespace word of whole texts; the neural "referen
 per BPE token of the reference completions given the prompt. They are different units: read each
 column against itself.
 
-Reward model (`reward_model/`): held-out pairwise accuracy {reward_model.get('eval/pairwise_accuracy', float('nan')):.3f}
-(training pairs {reward_model['train/pairwise_accuracy']:.3f}).
+Reward model (`reward_model/`): held-out pairwise accuracy {rm_eval_accuracy:.3f}
+(training pairs {rm_train_accuracy:.3f}).
 
 ## Curves
 
@@ -160,7 +125,7 @@ Reward model (`reward_model/`): held-out pairwise accuracy {reward_model.get('ev
 ## Calibration
 
 Expected calibration error of next-token predictions on the reference completions:
-SFT {eces['SFT']:.3f}, RL {eces['RL']:.3f}.
+SFT {ece_sft:.3f}, RL {ece_rl:.3f}.
 
 ![reliability diagram](report_calibration.png)
 
@@ -177,13 +142,63 @@ SFT {eces['SFT']:.3f}, RL {eces['RL']:.3f}.
 ## Commands
 
 ```
-{chr(10).join(commands)}
+{commands}
 ```
 
 ## Versions
 
-{', '.join(f'{k} {v}' for k, v in env.items())}
+{versions}
 """
+
+
+def ngram_baselines(out) -> tuple[float, float]:
+    """Word-level perplexities on text.eval: (interpolated Kneser-Ney trigram, Laplace bigram);
+    words seen once become <UNK>, so unseen words get probability mass."""
+    from shared.data import load_jsonl
+    from shared.metrics import NGramLM
+
+    texts = [r["text"].split() for r in load_jsonl(out / "data" / "text.train.jsonl", "text")]
+    held = [r["text"].split() for r in load_jsonl(out / "data" / "text.eval.jsonl", "text")]
+    ngram_ppl = NGramLM(3, "kneser_ney", discount=0.1, unk_cutoff=2).fit(texts).perplexity(held)
+    laplace_ppl = NGramLM(2, "laplace", unk_cutoff=2).fit(texts).perplexity(held)
+    return ngram_ppl, laplace_ppl
+
+
+def write_report(out, commands, preset):
+    """report.md and its figures from the run's own files; returns the numbers for summary.json."""
+    from shared.data import load_jsonl
+    from shared.tokenizer import Tokenizer
+    from sftrl.eval_command import format_table
+    from torch_impl.checkpoint import load_pretrained
+
+    out = Path(out)
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    sft_row, rl_row = evaluation["models"]
+    records = load_jsonl(out / "data" / "prompt.eval.jsonl", "prompt")
+    prompts, references = [r["prompt"] for r in records], [r["reference"] for r in records]
+    ngram_ppl, laplace_ppl = ngram_baselines(out)
+    models = [load_pretrained(out / "sft"), load_pretrained(out / "ppo")]
+    tokenizers = [Tokenizer.load(out / "sft" / "tokenizer.json"), Tokenizer.load(out / "ppo" / "tokenizer.json")]
+    curves(out)
+    attention_heatmap(out, models[0], tokenizers[0], prompts[0], references[0])
+    eces = calibration(out, models, tokenizers, prompts, references)
+    reward_model = json.loads((out / "reward_model" / "trainer_state.json").read_text())
+    task_names = sorted({r["task"] for r in records if r.get("task")})
+    rows_named = [{**sft_row, "model": "SFT (PyTorch)"}, {**rl_row, "model": "RL: PPO (TensorFlow)"}]
+    completions = list(evaluation["completions"].values())
+    pd = rl_row.get("partial_credit_difference", {"mean": float("nan"), "ci95": [float("nan")] * 2})
+    env = versions()
+    report = REPORT.format(
+        preset=preset, sft_examples=len(load_jsonl(out / "data" / "sft.train.jsonl", "sft")),
+        ppo_prompts=len(load_jsonl(out / "data" / "prompt.train.jsonl", "prompt")), eval_prompts=len(records),
+        models_table=format_table(rows_named, task_names),
+        partial_difference=f"{pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}]",
+        laplace_ppl=laplace_ppl, ngram_ppl=ngram_ppl,
+        rm_eval_accuracy=reward_model.get("eval/pairwise_accuracy", float("nan")),
+        rm_train_accuracy=reward_model["train/pairwise_accuracy"], ece_sft=eces["SFT"], ece_rl=eces["RL"],
+        samples="\n".join(f"| {_cell(p)} | {_cell(r)} | {_cell(a)} | {_cell(b)} |" for p, r, a, b in
+                          list(zip(prompts, references, completions[0], completions[1]))[:10]),
+        commands="\n".join(commands), versions=", ".join(f"{k} {v}" for k, v in env.items()))
     atomic_write_text(out / "report.md", report)
     return {"exact_match": {"sft": sft_row["exact_match"], "rl": rl_row["exact_match"],
                             "difference": rl_row["exact_match_difference"]["mean"],
