@@ -36,19 +36,26 @@ def greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size=64)
     return texts, token_lists, len(prompts) / (time.perf_counter() - started)
 
 
-@torch.no_grad()
-def reference_nll(model, tokenizer, prompts, references, batch_size=64):
-    """Per-prompt (sum of -log P(reference tokens and final [SEP] | prompt), token count)."""
-    model.eval()
+def next_token_batches(model, tokenizer, prompts, references, batch_size):
+    """Batches of `[CLS] prompt [SEP] reference [SEP]` through the model, shifted once for all
+    callers: (logits (B, T-1, V), labels (B, T-1)), the logits at t scoring the token at t + 1,
+    labels IGNORE_INDEX on the prompt and the padding."""
     max_length = model.config.max_position_embeddings
-    nll, counts = [], []
     for start in range(0, len(prompts), batch_size):
         encoded = [encode_sft(tokenizer, p, r, max_length) for p, r in
                    zip(prompts[start:start + batch_size], references[start:start + batch_size])]
         batch = collate([e[0] for e in encoded], tokenizer.pad_id, labels=[e[1] for e in encoded])
-        scores = model(torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])).float()
-        labels = torch.as_tensor(batch["labels"])[:, 1:]
-        token_nll = F.cross_entropy(scores[:, :-1].transpose(1, 2), labels.clamp(min=0), reduction="none")
+        logits = model(torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])).float()
+        yield logits[:, :-1], torch.as_tensor(batch["labels"])[:, 1:]
+
+
+@torch.no_grad()
+def reference_nll(model, tokenizer, prompts, references, batch_size=64):
+    """Per-prompt (sum of -log P(reference tokens and final [SEP] | prompt), token count)."""
+    model.eval()
+    nll, counts = [], []
+    for logits, labels in next_token_batches(model, tokenizer, prompts, references, batch_size):
+        token_nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
         keep = labels != IGNORE_INDEX
         nll += (token_nll * keep).sum(1).tolist()
         counts += keep.sum(1).tolist()
@@ -97,17 +104,10 @@ def next_token_confidences(model, tokenizer, prompts, references, batch_size=64)
     """For every reference completion token: the model's top probability and whether its top
     token is the right one (the data of a reliability diagram)."""
     model.eval()
-    max_length = model.config.max_position_embeddings
     confidence, correct = [], []
-    for start in range(0, len(prompts), batch_size):
-        encoded = [encode_sft(tokenizer, p, r, max_length) for p, r in
-                   zip(prompts[start:start + batch_size], references[start:start + batch_size])]
-        batch = collate([e[0] for e in encoded], tokenizer.pad_id, labels=[e[1] for e in encoded])
-        probs = F.softmax(model(torch.as_tensor(batch["input_ids"]),
-                                torch.as_tensor(batch["attention_mask"])).float()[:, :-1], -1)
-        labels = torch.as_tensor(batch["labels"])[:, 1:]
+    for logits, labels in next_token_batches(model, tokenizer, prompts, references, batch_size):
         keep = labels != IGNORE_INDEX
-        top, predicted = probs.max(-1)
+        top, predicted = F.softmax(logits, -1).max(-1)
         confidence += top[keep].tolist()
         correct += (predicted == labels)[keep].tolist()
     return np.array(confidence), np.array(correct, dtype=float)
