@@ -69,3 +69,21 @@ def bf16_relative_error_bound(num_layers: int, backward: bool = False) -> float:
     """
     n = bf16_ops_to_logits(num_layers) * (2 if backward else 1)
     return 3 * n ** 0.5 * BF16_UNIT
+
+
+def train_causal_sft(out, tokenizer, records, hidden_size: int, steps: int):
+    """A small causal SFT model (2 layers, no dropout) trained on `records`, exported to `out`."""
+    import torch
+
+    from shared.config import ModelConfig, SFTConfig
+    from torch_impl.model import SFTModel
+    from torch_impl.sft import encode_records, train
+
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=48,
+                         attention_type="causal", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    examples = encode_records(records, "sft", tokenizer, "clm", 32)[0]
+    train(SFTModel(config), tokenizer, examples, [], SFTConfig(steps=steps, batch_size=16, lr=3e-3), out,
+          quiet=True, log=lambda *a: None)
+    return out

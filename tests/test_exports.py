@@ -3,17 +3,15 @@ token ids, and the text-generation `pipeline` completes a prompt as the project 
 
 import numpy as np
 import pytest
-import torch
 import transformers
 
-from shared.config import ModelConfig, PPOConfig, SFTConfig
+from conftest import train_causal_sft
+from shared.config import PPOConfig
 from shared.rewards import task_partial
 from tf_impl import ppo
 from tf_impl.reward_model import init_from_sft, train_reward_model
 from torch_impl.checkpoint import load_pretrained
 from torch_impl.evaluate import greedy_completions
-from torch_impl.model import SFTModel
-from torch_impl.sft import encode_records, train as sft_train
 
 NEW = 12  # tokens to generate: the trained model's completions run 3 to 7 tokens
 
@@ -30,15 +28,7 @@ def random_texts(seed, n=200):
 def sft_dir(tmp_path_factory, builtin_data, tokenizer):
     """A small causal SFT model trained until its greedy completions are a few tokens long (a
     comparison of empty completions would show nothing)."""
-    out = tmp_path_factory.mktemp("sft")
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=128, max_position_embeddings=48,
-                         attention_type="causal", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    examples = encode_records(builtin_data["sft.train"], "sft", tokenizer, "clm", 32)[0]
-    sft_train(SFTModel(config), tokenizer, examples, [], SFTConfig(steps=300, batch_size=16, lr=3e-3), out,
-              quiet=True, log=lambda *a: None)
-    return out
+    return train_causal_sft(tmp_path_factory.mktemp("sft"), tokenizer, builtin_data["sft.train"], 64, steps=300)
 
 
 @pytest.fixture(scope="module")

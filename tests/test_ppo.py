@@ -8,8 +8,8 @@ import tensorflow as tf
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from conftest import run_cli
-from shared.config import ModelConfig, PPOConfig, SFTConfig
+from conftest import run_cli, train_causal_sft
+from shared.config import PPOConfig
 from shared.generation import gumbel_noise
 from shared.rewards import task_partial
 from tf_impl import losses
@@ -17,8 +17,6 @@ from tf_impl import ppo
 from tf_impl.env import TextGenEnv
 from tf_impl.reward_model import init_from_sft, pairwise_accuracy, train_reward_model
 from torch_impl.checkpoint import load_pretrained
-from torch_impl.model import SFTModel
-from torch_impl.sft import encode_records, train as sft_train
 
 NEW = 6
 
@@ -26,15 +24,7 @@ NEW = 6
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory, builtin_data, tokenizer):
     """A tiny causal SFT model, briefly trained on the built-in tasks."""
-    out = tmp_path_factory.mktemp("sft")
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=48,
-                         attention_type="causal", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    examples = encode_records(builtin_data["sft.train"], "sft", tokenizer, "clm", 32)[0]
-    sft_train(SFTModel(config), tokenizer, examples, [], SFTConfig(steps=60, batch_size=16, lr=3e-3), out,
-              quiet=True, log=lambda *a: None)
-    return out
+    return train_causal_sft(tmp_path_factory.mktemp("sft"), tokenizer, builtin_data["sft.train"], 32, steps=60)
 
 
 @pytest.fixture()
