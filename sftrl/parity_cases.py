@@ -19,6 +19,7 @@ import torch.nn.functional as F  # noqa: E402
 from sftrl.parity import GRADIENT_TOL, Case  # noqa: E402
 from shared import reference as ref  # noqa: E402
 from shared.config import ModelConfig  # noqa: E402
+from shared.constants import IGNORE_INDEX  # noqa: E402
 from shared.data import build_attention_mask, collate  # noqa: E402
 from tf_impl import generate as tf_generate  # noqa: E402
 from tf_impl import losses as tf_losses  # noqa: E402
@@ -300,8 +301,8 @@ MODEL = [
 
 def lm_inputs(rng):
     labels = rng.integers(0, 11, size=(3, 6))
-    labels[rng.random((3, 6)) < 0.3] = -100
-    labels[:, 0] = -100  # a prompt position, never a target
+    labels[rng.random((3, 6)) < 0.3] = IGNORE_INDEX
+    labels[:, 0] = IGNORE_INDEX  # a prompt position, never a target
     mask = np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
     return {"logits": rng.normal(0, 2, size=(3, 6, 11)), "labels": labels,
             "actions": rng.integers(0, 11, size=(3, 6)), "mask": mask}
@@ -466,7 +467,7 @@ def loss_grad_case(name, formula, inputs, analytic, call, *names):
 def cross_entropy_grad(d):
     """dCE/dz = (softmax(z) - onehot(y)) / N on labelled rows, 0 elsewhere."""
     logits, labels = d["logits"], d["labels"]
-    keep = labels != -100
+    keep = labels != IGNORE_INDEX
     onehot = np.eye(logits.shape[-1])[np.where(keep, labels, 0)]
     return {"d_logits": (ref.softmax(logits) - onehot) * keep[..., None] / keep.sum()}
 
@@ -502,10 +503,10 @@ def model_grad_inputs(attention_type):
     def make(rng):
         config = ModelConfig(**TINY, attention_type=attention_type)
         input_ids, attention_mask = padded_ids(rng, 3, [9, 7, 5], 23)
-        labels = np.where(attention_mask == 1, input_ids, -100)
-        labels[:, :3] = -100  # the "prompt": no loss there
+        labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX)
+        labels[:, :3] = IGNORE_INDEX  # the "prompt": no loss there
         if attention_type == "bidirectional":
-            labels[rng.random(labels.shape) < 0.4] = -100
+            labels[rng.random(labels.shape) < 0.4] = IGNORE_INDEX
         return {"state": random_state(config, rng), "input_ids": input_ids,
                 "attention_mask": attention_mask, "labels": labels, "attention_type": attention_type}
     return make
@@ -633,8 +634,8 @@ def training_inputs(rng):
     batches = []
     for _ in range(TRAIN_STEPS):
         input_ids, attention_mask = padded_ids(rng, 4, list(rng.integers(5, 11, size=4)), 23)
-        labels = np.where(attention_mask == 1, input_ids, -100)
-        labels[:, :3] = -100  # completion-only: the first tokens are the prompt
+        labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX)
+        labels[:, :3] = IGNORE_INDEX  # completion-only: the first tokens are the prompt
         batches.append((input_ids, attention_mask, labels))
     return {"state": random_state(config, rng), "batches": batches}
 

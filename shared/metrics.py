@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.constants import IGNORE_INDEX
+
 
 def paired_bootstrap(a, b, samples: int = 2000, confidence: float = 0.95, seed: int = 0):
     """Mean of b - a over paired items, with a percentile-bootstrap interval.
@@ -248,7 +250,7 @@ def perplexity(nll_sum: float, token_count: int) -> float:
     return math.exp(nll_sum / token_count)
 
 
-def sliding_windows(ids, max_length: int, stride: int, ignore_index: int = -100):
+def sliding_windows(ids, max_length: int, stride: int, ignore_index: int = IGNORE_INDEX):
     """Windows of at most `max_length` tokens, `stride` apart, for texts longer than the context.
 
     Each token is scored once: in every window after the first, the labels of the tokens the

@@ -430,9 +430,12 @@ def evaluate_policy(model, records, tokenizer, max_new_tokens, batch_size=128):
 
 # ----------------------------------------------------------------------------- the run
 
+PROMPT_STREAM = 7  # the random stream of prompt sampling; a minibatch order's third key is its epoch
+
+
 def prompts_for(iteration, records, config: PPOConfig):
     """The batch of prompts of an iteration: a pure function of (seed, iteration)."""
-    rng = np.random.default_rng([config.seed, iteration, 7])
+    rng = np.random.default_rng([config.seed, iteration, PROMPT_STREAM])
     idx = rng.choice(len(records), size=config.batch_size, replace=len(records) < config.batch_size)
     return [records[i] for i in idx]
 

@@ -88,11 +88,16 @@ def make_batch(examples, indices, tokenizer, objective, rng, device, mlm_probabi
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
 
+GENERATION_ROOM = 32  # positions beyond the longest example, to generate into (also the rounding step)
+MIN_POSITIONS = 64
+
+
 def default_model_config(tokenizer, examples, objective: str) -> ModelConfig:
     """A small model suited to the data: vocabulary from the tokenizer, positions for the longest
-    example plus room to generate, 2 layers of width 128."""
+    example plus room to generate (a multiple of GENERATION_ROOM, at least MIN_POSITIONS), 2 layers
+    of width 128."""
     longest = max(len(e.input_ids) for e in examples)
-    positions = max(64, int(math.ceil((longest + 32) / 32.0)) * 32)
+    positions = max(MIN_POSITIONS, int(math.ceil((longest + GENERATION_ROOM) / GENERATION_ROOM)) * GENERATION_ROOM)
     return ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, num_hidden_layers=2,
                        num_attention_heads=4, intermediate_size=512, max_position_embeddings=positions,
                        pad_token_id=tokenizer.pad_id,
@@ -433,7 +438,8 @@ class SFTRun:
                 final.update(evaluate(export, self.eval_examples, self.tokenizer, config.objective, config.seed,
                                       config.batch_size, self.device, config.mlm_probability))
                 if self.causal:
-                    final.update(task_rewards(export, self.eval_examples, self.tokenizer, 64, self.device))
+                    final.update(task_rewards(export, self.eval_examples, self.tokenizer, config.max_length,
+                                              self.device))
                 self.log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
             self.writer.close()
             summary.update({
