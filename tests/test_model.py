@@ -76,12 +76,25 @@ INIT_MODELS = {
 }
 
 
+def constant_rows(tensor, value):
+    """Which rows of `tensor` (a 1-D tensor is one row) have every entry equal to `value`."""
+    return np.all(np.atleast_2d(tensor) == value, axis=-1)
+
+
+def drawn_entries(tensor):
+    """The entries outside the rows that are all 0 or all 1: the random draws."""
+    rows = np.atleast_2d(tensor)
+    return rows[~(constant_rows(tensor, 0.0) | constant_rows(tensor, 1.0))].ravel()
+
+
 @pytest.mark.parametrize("pair", INIT_MODELS, ids=list(INIT_MODELS))
 def test_every_parameter_has_the_same_init_rule_in_both_frameworks(pair):
     """Fresh models, no shared seed: each parameter must follow the same rule on both sides.
 
-    - Exact zeros and exact ones fall in the same places (a N(0, s) draw is never exactly 0 or 1):
-      zero biases, zero scalar heads, the zero [PAD] row, LayerNorm's unit scale.
+    - Constant parts are constant in the same places: a whole tensor (zero biases, zero scalar heads,
+      LayerNorm's unit scale) or a whole row (the zero [PAD] row). Single entries are not compared:
+      a float32 N(0, s) draw is exactly 0 now and then (Box-Muller with a uniform of 2^-24 steps hits
+      log 1 = 0 about once in 2^24 draws; a CI run met one among the 32k embedding entries).
     - The other entries are draws of N(0, initializer_range): each side's sample mean is within
       5 s / sqrt(n) of 0, and the two sample standard deviations differ by less than 5 standard
       errors (the standard error of a sample std of n normal draws is s / sqrt(2 n)).
@@ -91,6 +104,7 @@ def test_every_parameter_has_the_same_init_rule_in_both_frameworks(pair):
                          pad_token_id=3)
     torch.manual_seed(1)
     torch_state = {k: v.detach().numpy() for k, v in state_dict_for_saving(torch_factory(config)).items()}
+    tf_model.keras.utils.set_random_seed(2)  # seeded so a failure reproduces; the rule needs no shared seed
     keras_state = to_numpy_state_dict(keras_factory(config))
     assert torch_state.keys() == keras_state.keys()
     s = config.initializer_range
@@ -98,8 +112,9 @@ def test_every_parameter_has_the_same_init_rule_in_both_frameworks(pair):
         b = keras_state[name]
         assert a.shape == b.shape, name
         for value in (0.0, 1.0):
-            assert np.array_equal(a == value, b == value), f"{name}: the entries equal to {value} differ"
-        drawn_a, drawn_b = a[(a != 0) & (a != 1)], b[(b != 0) & (b != 1)]
+            assert np.array_equal(constant_rows(a, value), constant_rows(b, value)), \
+                f"{name}: the rows equal to {value} differ"
+        drawn_a, drawn_b = drawn_entries(a), drawn_entries(b)
         if drawn_a.size == 0:
             continue
         n = drawn_a.size
