@@ -202,12 +202,11 @@ def mha_torch(d, dtype):
     """Our SelfAttention (Q, K, V and the heads) followed by the W^O projection."""
     config = ModelConfig(**{**TINY, "hidden_size": 16, "num_attention_heads": 4})
     attention = torch_model.SelfAttention(config).to(getattr(torch, dtype)).eval()
-    attention.attn_implementation = "eager"  # the weights are compared too
     with torch.no_grad():
         for name, layer in (("q", attention.query), ("k", attention.key), ("v", attention.value)):
             layer.weight.copy_(T(d[f"w_{name}"]))
             layer.bias.copy_(T(d[f"b_{name}"]))
-    context, weights, _ = attention(T(d["x"]), T(d["mask"]))
+    context, weights, _ = attention(T(d["x"]), T(d["mask"]), output_attentions=True)  # the weights are compared too
     return np_out(output=F.linear(context, T(d["w_o"]), T(d["b_o"])), weights=weights)
 
 

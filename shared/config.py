@@ -19,6 +19,9 @@ from shared.errors import ConfigError
 from shared.io import atomic_write_text
 
 ATTENTION_TYPES = ("bidirectional", "causal")
+# Hugging Face's names: "sdpa" runs torch's F.scaled_dot_product_attention / Keras'
+# keras.ops.dot_product_attention; "eager" the line-by-line function (which also returns the weights).
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 HIDDEN_ACTS = ("gelu",)  # the erf form, as BERT and torch.nn.functional.gelu
 
 # Keys a transformers-written BERT config.json may carry that do not change our model.
@@ -132,6 +135,7 @@ class ModelConfig(_Config):
     hidden_act: str = "gelu"              # feed-forward activation (erf GELU)
     pad_token_id: int = 0                 # id of [PAD]; its embedding row starts at zero
     attention_type: str = "bidirectional"  # "bidirectional" (MLM) or "causal" (generation)
+    attn_implementation: str = "sdpa"     # "sdpa": a fused attention kernel; "eager": written out
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -149,6 +153,7 @@ class ModelConfig(_Config):
         _check(self.pad_token_id < self.vocab_size, "pad_token_id",
                f"must be < vocab_size ({self.vocab_size}), got {self.pad_token_id}")
         _choice(self, "attention_type", ATTENTION_TYPES)
+        _choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
 
     @property
     def is_causal(self) -> bool:
@@ -190,6 +195,8 @@ class ModelConfig(_Config):
             values["attention_type"] = "causal" if values.get("is_decoder") else "bidirectional"
         if values.get("pad_token_id") is None:
             values.pop("pad_token_id", None)
+        if values.get("attn_implementation") not in ATTN_IMPLEMENTATIONS:  # e.g. "flash_attention_2": a kernel
+            values.pop("attn_implementation", None)                          # choice, not a model property
         return {k: v for k, v in values.items() if k not in _HF_BOOKKEEPING_KEYS}
 
 

@@ -14,11 +14,7 @@ ATTRIBUTE_NAMES = {"output": "output_"}        # Keras reserves `output`
 
 # What only one framework has, and why. Anything else that differs is drift.
 TORCH_ONLY = {
-    "init_weights": "PyTorch initialises after construction (nanoGPT's apply); Keras layers take "
-                    "their initializers at construction (the private _normal/_dense/_layer_norm)",
-    "LMPredictionHead.tie_weights": "PyTorch ties after init by sharing the embedding's Parameter",
     "LMPredictionHead.decoder": "PyTorch's tied Linear (its weight is the embedding matrix)",
-    "SelfAttention.attn_implementation": "the switch to torch's fused attention kernel",
 }
 KERAS_ONLY = {
     "Embeddings.build": "Keras creates weights lazily: the sub-layers are built here",

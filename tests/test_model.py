@@ -15,6 +15,7 @@ from tf_impl.convert import (assign_numpy_state_dict, hf_name, load_safetensors,
 from torch_impl import model as torch_model
 from torch_impl.checkpoint import load_pretrained, save_pretrained, state_dict_for_saving
 from shared.errors import CheckpointError
+from sftrl.parity import FORWARD_TOL
 
 
 def make_config(attention_type="bidirectional", **overrides):
@@ -328,22 +329,35 @@ def test_conversion_round_trip_is_bitwise(tmp_path):
     assert state["bert.encoder.layer.0.intermediate.dense.weight"].shape == (64, 32)  # (out, in), torch layout
 
 
+def hidden_states_and_attentions(model, ids, mask, **kwargs):
+    """The backbone's output of a torch SFTModel or a Keras PolicyModel, as NumPy."""
+    if isinstance(model, torch.nn.Module):
+        with torch.no_grad():
+            hidden_states, _, attentions = model.bert(torch.tensor(ids), torch.tensor(mask), **kwargs)
+    else:
+        hidden_states, _, attentions = model.bert(ids, mask, **kwargs)
+    return np.asarray(hidden_states), [None if a is None else np.asarray(a) for a in attentions]
+
+
 @pytest.mark.parametrize("attention_type", ["bidirectional", "causal"])
 def test_fused_and_eager_attention_agree(attention_type):
-    """SFTModel's default fused kernel (F.scaled_dot_product_attention) and the line-by-line
-    function give the same logits, left padding (fully masked rows) included."""
-    config = make_config(attention_type)
-    model = torch_model.SFTModel(config).double().eval()
+    """The default fused kernel (torch's F.scaled_dot_product_attention, Keras'
+    keras.ops.dot_product_attention) and the line-by-line function give the same hidden states in
+    each framework, left padding (fully masked rows) included. `output_attentions=True` runs the
+    line-by-line one under an "sdpa" config and returns the same weights, rows of probabilities."""
+    fused_models = torch_and_keras(make_config(attention_type), "float64")
+    eager_models = torch_and_keras(make_config(attention_type, attn_implementation="eager"), "float64")
     input_ids, attention_mask = padded_batch()
     for ids, mask in ((input_ids, attention_mask), (np.fliplr(input_ids).copy(), np.fliplr(attention_mask).copy())):
-        fused = model(torch.tensor(ids), torch.tensor(mask)).detach().numpy()
-        for layer in model.bert.encoder.layer:
-            layer.attention.self.attn_implementation = "eager"
-        eager = model(torch.tensor(ids), torch.tensor(mask)).detach().numpy()
-        for layer in model.bert.encoder.layer:
-            layer.attention.self.attn_implementation = "sdpa"
-        assert np.isfinite(fused).all()
-        assert max_error_on_real_tokens(fused, eager, mask) <= 1e-12
+        for fused_model, eager_model in zip(fused_models, eager_models):
+            fused, no_weights = hidden_states_and_attentions(fused_model, ids, mask)
+            eager, weights = hidden_states_and_attentions(eager_model, ids, mask)
+            _, asked = hidden_states_and_attentions(fused_model, ids, mask, output_attentions=True)
+            assert np.isfinite(fused).all() and no_weights == [None, None]
+            assert max_error_on_real_tokens(fused, eager, mask) <= FORWARD_TOL["float64"]
+            for w_eager, w_asked in zip(weights, asked):
+                assert np.array_equal(w_eager, w_asked)
+                assert np.abs(w_asked.sum(-1) - 1.0).max() <= 1e-12
 
 
 class _RunsCodeOnLoad:

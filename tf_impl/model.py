@@ -9,7 +9,9 @@ converting weights is a name rewrite plus the Dense-kernel transpose. Post-Layer
 
 Every `call` with a Dropout under it takes `training=False` (last) and passes it down. Sub-layers
 take the dtype policy of the layer that builds them (`dtype=self.dtype_policy`), so a model built
-with "mixed_bfloat16" computes in bfloat16 throughout.
+with "mixed_bfloat16" computes in bfloat16 throughout. Each layer is initialised where it is built
+(`dense`, `embedding`, `layer_norm` below: Keras initializers, run when the weights are created),
+as in the PyTorch file; `config.attn_implementation` picks the fused attention or the written-out one.
 
 Shape legend (the same in both files):
     B batch, T time (= Tq query length), Tk key length, Tmax cache length, C hidden size, H heads,
@@ -28,12 +30,14 @@ from shared.constants import ATTENTION_MASK_FILL
 from tf_impl.losses import completion_only_loss, cross_entropy
 
 
+# ----------------------------------------------------------------------------- initialisation
+
 def _normal(config: ModelConfig):
     return keras.initializers.RandomNormal(mean=0.0, stddev=config.initializer_range)
 
 
-def _normal_with_zero_pad_row(config: ModelConfig):
-    """N(0, std) with the [PAD] row zero, as torch's nn.Embedding(padding_idx=...) after init.
+def _normal_with_zero_row(config: ModelConfig, row: int):
+    """N(0, std) with one row zero: torch's nn.Embedding(padding_idx=row) after init.
 
     In the initializer, not in `build`: Keras may build a layer while tracing symbolically,
     where an `assign` to the table is never run."""
@@ -41,16 +45,28 @@ def _normal_with_zero_pad_row(config: ModelConfig):
 
     def initializer(shape, dtype=None):
         table = normal(shape, dtype)                                        # (V, C)
-        return tf.tensor_scatter_nd_update(table, [[config.pad_token_id]], tf.zeros([1, shape[1]], table.dtype))
+        return tf.tensor_scatter_nd_update(table, [[row]], tf.zeros([1, shape[1]], table.dtype))
     return initializer
 
 
-def _dense(units: int, name: str, config: ModelConfig, dtype):
-    return keras.layers.Dense(units, name=name, dtype=dtype, kernel_initializer=_normal(config),
-                              bias_initializer="zeros")
+def dense(units: int, name: str, config: ModelConfig, dtype, zero: bool = False) -> keras.layers.Dense:
+    """A Dense layer with BERT's init: kernel N(0, initializer_range), bias 0.
+
+    zero: kernel 0 too (the scalar heads: the first value or reward estimate is 0 for every input).
+    """
+    return keras.layers.Dense(units, name=name, dtype=dtype, bias_initializer="zeros",
+                              kernel_initializer="zeros" if zero else _normal(config))
 
 
-def _layer_norm(config: ModelConfig, dtype):
+def embedding(input_dim: int, name: str, config: ModelConfig, dtype, padding_idx=None) -> keras.layers.Embedding:
+    """An embedding table N(0, initializer_range); the padding_idx row ([PAD]) is 0."""
+    initializer = _normal(config) if padding_idx is None else _normal_with_zero_row(config, padding_idx)
+    return keras.layers.Embedding(input_dim, config.hidden_size, embeddings_initializer=initializer,
+                                  name=name, dtype=dtype)
+
+
+def layer_norm(config: ModelConfig, dtype) -> keras.layers.LayerNormalization:
+    """LayerNorm over the hidden size: scale 1, shift 0 (Keras' default init)."""
     return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="LayerNorm", dtype=dtype)
 
 
@@ -112,6 +128,21 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None, training=Fals
     return tf.matmul(weights, v), weights                                   # (B, H, Tq, hs)
 
 
+def fused_attention(q, k, v, mask=None):
+    """The same Attention(Q, K, V) by Keras' keras.ops.dot_product_attention (one op in the
+    graph, softmax in float32 or wider; it returns no weights and has no dropout). Shapes as
+    above; returns (B, H, Tq, hs).
+
+    A query row with no visible key (a left pad under the causal mask) sees every key, as in
+    the PyTorch twin. Such rows are padding: real tokens get the result of the function above.
+    """
+    if mask is not None:
+        mask = mask | ~tf.reduce_any(mask, -1, keepdims=True)
+    q, k, v = (tf.transpose(x, [0, 2, 1, 3]) for x in (q, k, v))            # (B, T, H, hs): Keras' layout
+    context = keras.ops.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(q.shape[-1]))
+    return tf.transpose(context, [0, 2, 1, 3])                              # (B, H, Tq, hs)
+
+
 # ----------------------------------------------------------------------------- layers
 
 class Embeddings(keras.layers.Layer):
@@ -121,16 +152,11 @@ class Embeddings(keras.layers.Layer):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
         self.pad_token_id = config.pad_token_id
-        self.word_embeddings = keras.layers.Embedding(
-            config.vocab_size, config.hidden_size, embeddings_initializer=_normal_with_zero_pad_row(config),
-            name="word_embeddings", dtype=dtype)
-        self.position_embeddings = keras.layers.Embedding(
-            config.max_position_embeddings, config.hidden_size, embeddings_initializer=_normal(config),
-            name="position_embeddings", dtype=dtype)
-        self.token_type_embeddings = keras.layers.Embedding(
-            config.type_vocab_size, config.hidden_size, embeddings_initializer=_normal(config),
-            name="token_type_embeddings", dtype=dtype)
-        self.LayerNorm = _layer_norm(config, dtype)
+        self.word_embeddings = embedding(config.vocab_size, "word_embeddings", config, dtype,
+                                         padding_idx=config.pad_token_id)
+        self.position_embeddings = embedding(config.max_position_embeddings, "position_embeddings", config, dtype)
+        self.token_type_embeddings = embedding(config.type_vocab_size, "token_type_embeddings", config, dtype)
+        self.LayerNorm = layer_norm(config, dtype)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
 
     def build(self, input_shape=None):
@@ -161,25 +187,35 @@ class SelfAttention(keras.layers.Layer):
         dtype = self.dtype_policy
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.head_size
-        self.query = _dense(config.hidden_size, "query", config, dtype)
-        self.key = _dense(config.hidden_size, "key", config, dtype)
-        self.value = _dense(config.hidden_size, "value", config, dtype)
+        self.query = dense(config.hidden_size, "query", config, dtype)
+        self.key = dense(config.hidden_size, "key", config, dtype)
+        self.value = dense(config.hidden_size, "value", config, dtype)
         self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, name="dropout",
                                             dtype=dtype)
+        self.attn_implementation = config.attn_implementation  # "sdpa" (fused) or "eager"
 
     def split_heads(self, x):
         B, T = tf.shape(x)[0], tf.shape(x)[1]
         x = tf.reshape(x, [B, T, self.num_attention_heads, self.attention_head_size])  # (B, T, H, hs)
         return tf.transpose(x, [0, 2, 1, 3])                                # (B, H, T, hs)
 
-    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
+    def call(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False, training=False):
+        """Returns (context (B, T, C), weights (B, H, Tq, Tk) or None, (k, v)).
+
+        The fused op runs unless the config says "eager", the caller asks for the weights, or
+        attention dropout is on (keras.ops.dot_product_attention has none).
+        """
         q = self.split_heads(self.query(hidden_states))                     # (B, H, Tq, hs)
         k = self.split_heads(self.key(hidden_states))                       # (B, H, Tq, hs)
         v = self.split_heads(self.value(hidden_states))                     # (B, H, Tq, hs)
         if cache is not None:  # attend over every cached position; the mask hides unwritten ones
             k = write_cache(cache[0], k, cache_index)                       # (B, H, Tk, hs)
             v = write_cache(cache[1], v, cache_index)                       # (B, H, Tk, hs)
-        context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout, training)
+        dropout_on = training and self.dropout.rate > 0
+        if self.attn_implementation == "sdpa" and not output_attentions and not dropout_on:
+            context, weights = fused_attention(q, k, v, mask), None         # (B, H, Tq, hs)
+        else:
+            context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout, training)
         B, T = tf.shape(context)[0], tf.shape(context)[2]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
                              [B, T, self.num_attention_heads * self.attention_head_size])  # (B, T, C)
@@ -192,8 +228,8 @@ class SelfOutput(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.dense = _dense(config.hidden_size, "dense", config, dtype)
-        self.LayerNorm = _layer_norm(config, dtype)
+        self.dense = dense(config.hidden_size, "dense", config, dtype)
+        self.LayerNorm = layer_norm(config, dtype)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
 
     def call(self, hidden_states, input_tensor, training=False):
@@ -207,9 +243,9 @@ class Attention(keras.layers.Layer):
         self.self = SelfAttention(config, name="self", dtype=dtype)
         self.output_ = SelfOutput(config, name="output", dtype=dtype)  # `output` is taken in Keras
 
-    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
-        context, weights, present = self.self(hidden_states, mask, cache=cache,
-                                              cache_index=cache_index, training=training)
+    def call(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False, training=False):
+        context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index,
+                                              output_attentions=output_attentions, training=training)
         return self.output_(context, hidden_states, training=training), weights, present
 
 
@@ -218,7 +254,7 @@ class Intermediate(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        self.dense = _dense(config.intermediate_size, "dense", config, self.dtype_policy)
+        self.dense = dense(config.intermediate_size, "dense", config, self.dtype_policy)
 
     def call(self, hidden_states):
         return gelu(self.dense(hidden_states))    # (B, T, I)
@@ -230,8 +266,8 @@ class Output(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.dense = _dense(config.hidden_size, "dense", config, dtype)
-        self.LayerNorm = _layer_norm(config, dtype)
+        self.dense = dense(config.hidden_size, "dense", config, dtype)
+        self.LayerNorm = layer_norm(config, dtype)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
 
     def call(self, hidden_states, input_tensor, training=False):
@@ -248,9 +284,10 @@ class TransformerBlock(keras.layers.Layer):
         self.intermediate = Intermediate(config, name="intermediate", dtype=dtype)
         self.output_ = Output(config, name="output", dtype=dtype)
 
-    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
-        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache,
-                                                            cache_index=cache_index, training=training)
+    def call(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False, training=False):
+        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache, cache_index=cache_index,
+                                                            output_attentions=output_attentions,
+                                                            training=training)
         layer_output = self.output_(self.intermediate(attention_output), attention_output,
                                     training=training)
         return layer_output, weights, present
@@ -263,12 +300,12 @@ class Encoder(keras.layers.Layer):
         self.layer = [TransformerBlock(config, name=f"layer.{i}", dtype=self.dtype_policy)
                       for i in range(config.num_hidden_layers)]
 
-    def call(self, hidden_states, mask, cache=None, cache_index=0, training=False):
+    def call(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False, training=False):
         presents, attentions = [], []
         for i, block in enumerate(self.layer):
             layer_cache = cache[i] if cache is not None else None
-            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache,
-                                                    cache_index=cache_index, training=training)
+            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache, cache_index=cache_index,
+                                                    output_attentions=output_attentions, training=training)
             presents.append(present)
             attentions.append(weights)
         return hidden_states, presents, attentions
@@ -285,7 +322,7 @@ class Backbone(keras.layers.Layer):
         self.encoder = Encoder(config, name="encoder", dtype=dtype)
 
     def call(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None,
-             cache=None, cache_index=0, training=False):
+             cache=None, cache_index=0, output_attentions=False, training=False):
         """Returns (hidden_states (B, T, C), presents, attentions).
 
         attention_mask: (B, Tk) with 1 on real tokens, or a prebuilt boolean (B, 1, T, Tk)
@@ -293,6 +330,8 @@ class Backbone(keras.layers.Layer):
         With a cache (a (key, value) pair of (B, H, Tmax, hs) per layer, from `init_cache`),
         the T new tokens sit at positions cache_index .. cache_index+T-1 and attention_mask
         covers all Tmax positions (0 on padding and on positions not written yet).
+        output_attentions: run the written-out attention and return each layer's weights
+        (B, H, T, Tk) in `attentions` (else the config's kernel, and None where it is fused).
         """
         input_ids = tf.convert_to_tensor(input_ids)
         B, T = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
@@ -312,7 +351,8 @@ class Backbone(keras.layers.Layer):
             mask = tf.cast(attention_mask, tf.bool)
         hidden_states = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids,
                                         training=training)
-        return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index, training=training)
+        return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index,
+                            output_attentions=output_attentions, training=training)
 
     def init_cache(self, batch_size: int, max_length: int):
         """An empty fixed-size key/value cache: per layer a (key, value) pair of zeros."""
@@ -329,8 +369,8 @@ class PredictionHeadTransform(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.dense = _dense(config.hidden_size, "dense", config, dtype)
-        self.LayerNorm = _layer_norm(config, dtype)
+        self.dense = dense(config.hidden_size, "dense", config, dtype)
+        self.LayerNorm = layer_norm(config, dtype)
 
     def call(self, hidden_states):
         return self.LayerNorm(gelu(self.dense(hidden_states)))  # (B, T, C)
@@ -375,9 +415,7 @@ class ScalarHead(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        # zero: the first value or reward estimate is 0 for every input (torch: `init_weights`)
-        self.dense = keras.layers.Dense(1, name="dense", kernel_initializer="zeros",
-                                        bias_initializer="zeros", dtype=self.dtype_policy)
+        self.dense = dense(1, "dense", config, self.dtype_policy, zero=True)
 
     def call(self, hidden_states):
         return tf.squeeze(self.dense(hidden_states), -1)                    # (B, T)

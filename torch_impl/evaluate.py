@@ -118,15 +118,7 @@ def attention_maps(model, tokenizer, prompt, completion):
     """Attention weights of the last layer, (H, T, T), and the tokens, for one example."""
     model.eval()
     ids = encode_sft(tokenizer, prompt, completion, model.config.max_position_embeddings)[0]
-    layers = model.bert.encoder.layer
-    saved = [layer.attention.self.attn_implementation for layer in layers]
-    for layer in layers:
-        layer.attention.self.attn_implementation = "eager"  # the fused kernel returns no weights
-    try:
-        _, _, attentions = model.bert(torch.tensor([ids]))
-    finally:
-        for layer, implementation in zip(layers, saved):
-            layer.attention.self.attn_implementation = implementation
+    _, _, attentions = model.bert(torch.tensor([ids]), output_attentions=True)
     tokens = [tokenizer.id_to_token(i).replace("\u0120", "\u2423") for i in ids]  # byte-level "Ġ" (space) -> "␣"
     return attentions[-1][0].numpy(), tokens
 

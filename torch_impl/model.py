@@ -8,6 +8,8 @@ Post-LayerNorm blocks, as in the original Transformer and BERT:
     x = LayerNorm(x + Dropout(W_2 GELU(W_1 x)))
 
 Train/eval mode is the module's (`.train()` / `.eval()`), where Keras passes `training` down.
+Each layer is initialised where it is built (`dense`, `embedding`, `layer_norm` below), as in
+the Keras file; `config.attn_implementation` picks the fused attention kernel or the written-out one.
 
 Shape legend (the same in both files):
     B batch, T time (= Tq query length), Tk key length, Tmax cache length, C hidden size, H heads,
@@ -25,6 +27,38 @@ import torch.nn.functional as F
 from shared.config import ModelConfig
 from shared.constants import ATTENTION_MASK_FILL
 from torch_impl.losses import completion_only_loss, cross_entropy
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+def dense(in_features: int, out_features: int, config: ModelConfig, zero: bool = False) -> nn.Linear:
+    """A Linear layer with BERT's init: weight N(0, initializer_range), bias 0.
+
+    zero: weight 0 too (the scalar heads: the first value or reward estimate is 0 for every input).
+    """
+    layer = nn.Linear(in_features, out_features)
+    with torch.no_grad():
+        if zero:
+            layer.weight.zero_()
+        else:
+            layer.weight.normal_(0.0, config.initializer_range)
+        layer.bias.zero_()
+    return layer
+
+
+def embedding(num_embeddings: int, config: ModelConfig, padding_idx=None) -> nn.Embedding:
+    """An embedding table N(0, initializer_range); the padding_idx row ([PAD]) is 0."""
+    layer = nn.Embedding(num_embeddings, config.hidden_size, padding_idx=padding_idx)
+    with torch.no_grad():
+        layer.weight.normal_(0.0, config.initializer_range)
+        if padding_idx is not None:
+            layer.weight[padding_idx].zero_()
+    return layer
+
+
+def layer_norm(config: ModelConfig) -> nn.LayerNorm:
+    """LayerNorm over the hidden size: scale 1, shift 0 (torch's default init)."""
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
 def gelu(x):
@@ -85,6 +119,19 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     return weights @ v, weights                                             # (B, H, Tq, hs)
 
 
+def fused_attention(q, k, v, mask=None, dropout_p=0.0):
+    """The same Attention(Q, K, V) by torch's fused kernel, F.scaled_dot_product_attention
+    (faster, less memory; it returns no weights). Shapes as above; returns (B, H, Tq, hs).
+
+    A query row with no visible key (a left pad under the causal mask) would give NaN in the
+    fused kernel; letting it see every key keeps it finite. Such rows are padding: no real token
+    attends to them, so real tokens get the result of the function above.
+    """
+    if mask is not None:
+        mask = mask | ~mask.any(-1, keepdim=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
 # ----------------------------------------------------------------------------- layers
 
 class Embeddings(nn.Module):
@@ -92,11 +139,10 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.word_embeddings = embedding(config.vocab_size, config, padding_idx=config.pad_token_id)
+        self.position_embeddings = embedding(config.max_position_embeddings, config)
+        self.token_type_embeddings = embedding(config.type_vocab_size, config)
+        self.LayerNorm = layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, position_ids, token_type_ids):
@@ -116,35 +162,31 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.head_size
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query = dense(config.hidden_size, config.hidden_size, config)
+        self.key = dense(config.hidden_size, config.hidden_size, config)
+        self.value = dense(config.hidden_size, config.hidden_size, config)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
-        # "sdpa": torch's fused F.scaled_dot_product_attention (faster; returns no weights);
-        # "eager": the function above, line by line (returns the weights, e.g. for heatmaps).
-        self.attn_implementation = "sdpa"
+        self.attn_implementation = config.attn_implementation  # "sdpa" (fused) or "eager"
 
     def split_heads(self, x):
         B, T, C = x.shape
         x = x.view(B, T, self.num_attention_heads, self.attention_head_size)  # (B, T, H, hs)
         return x.transpose(1, 2)                                            # (B, H, T, hs)
 
-    def forward(self, hidden_states, mask, cache=None, cache_index=0):
+    def forward(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False):
+        """Returns (context (B, T, C), weights (B, H, Tq, Tk) or None, (k, v)).
+
+        The fused kernel runs unless the config says "eager" or the caller asks for the weights.
+        """
         q = self.split_heads(self.query(hidden_states))                     # (B, H, Tq, hs)
         k = self.split_heads(self.key(hidden_states))                       # (B, H, Tq, hs)
         v = self.split_heads(self.value(hidden_states))                     # (B, H, Tq, hs)
         if cache is not None:  # attend over every cached position; the mask hides unwritten ones
             k = write_cache(cache[0], k, cache_index)                       # (B, H, Tk, hs)
             v = write_cache(cache[1], v, cache_index)                       # (B, H, Tk, hs)
-        if self.attn_implementation == "sdpa":
-            # A query row with no visible key (a left pad under the causal mask) would give NaN
-            # in the fused kernel; letting it see every key keeps it finite. Such rows are padding:
-            # no real token attends to them, so real tokens get exactly the eager result.
-            if mask is not None:
-                mask = mask | ~mask.any(-1, keepdim=True)
-            context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
-            weights = None
+        if self.attn_implementation == "sdpa" and not output_attentions:
+            dropout_p = self.dropout.p if self.training else 0.0
+            context, weights = fused_attention(q, k, v, mask, dropout_p), None  # (B, H, Tq, hs)
         else:
             context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)
         B, H, T, hs = context.shape
@@ -157,8 +199,8 @@ class SelfOutput(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = dense(config.hidden_size, config.hidden_size, config)
+        self.LayerNorm = layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
@@ -171,8 +213,9 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = SelfOutput(config)
 
-    def forward(self, hidden_states, mask, cache=None, cache_index=0):
-        context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index)
+    def forward(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False):
+        context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index,
+                                              output_attentions=output_attentions)
         return self.output(context, hidden_states), weights, present
 
 
@@ -181,7 +224,7 @@ class Intermediate(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = dense(config.hidden_size, config.intermediate_size, config)
 
     def forward(self, hidden_states):
         return gelu(self.dense(hidden_states))                            # (B, T, I)
@@ -192,8 +235,8 @@ class Output(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = dense(config.intermediate_size, config.hidden_size, config)
+        self.LayerNorm = layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
@@ -209,9 +252,9 @@ class TransformerBlock(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
-    def forward(self, hidden_states, mask, cache=None, cache_index=0):
-        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache,
-                                                            cache_index=cache_index)
+    def forward(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False):
+        attention_output, weights, present = self.attention(hidden_states, mask, cache=cache, cache_index=cache_index,
+                                                            output_attentions=output_attentions)
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, weights, present
 
@@ -221,12 +264,12 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([TransformerBlock(config) for _ in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, mask, cache=None, cache_index=0):
+    def forward(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False):
         presents, attentions = [], []
         for i, block in enumerate(self.layer):
             layer_cache = cache[i] if cache is not None else None
-            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache,
-                                                    cache_index=cache_index)
+            hidden_states, weights, present = block(hidden_states, mask, cache=layer_cache, cache_index=cache_index,
+                                                    output_attentions=output_attentions)
             presents.append(present)
             attentions.append(weights)
         return hidden_states, presents, attentions
@@ -242,7 +285,7 @@ class Backbone(nn.Module):
         self.encoder = Encoder(config)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None,
-                cache=None, cache_index=0):
+                cache=None, cache_index=0, output_attentions=False):
         """Returns (hidden_states (B, T, C), presents, attentions).
 
         attention_mask: (B, Tk) with 1 on real tokens, or a prebuilt boolean (B, 1, T, Tk)
@@ -250,6 +293,8 @@ class Backbone(nn.Module):
         With a cache (a (key, value) pair of (B, H, Tmax, hs) per layer, from `init_cache`),
         the T new tokens sit at positions cache_index .. cache_index+T-1 and attention_mask
         covers all Tmax positions (0 on padding and on positions not written yet).
+        output_attentions: run the written-out attention and return each layer's weights
+        (B, H, T, Tk) in `attentions` (else the config's kernel, and None where it is fused).
         """
         B, T = input_ids.shape
         if position_ids is None:
@@ -268,7 +313,8 @@ class Backbone(nn.Module):
             offset = cache_index if cache is not None else None
             mask = build_attention_mask(attention_mask, self.config.is_causal, T, offset)  # (B, 1, T, Tk)
         hidden_states = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
-        return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index)
+        return self.encoder(hidden_states, mask, cache=cache, cache_index=cache_index,
+                            output_attentions=output_attentions)
 
     def init_cache(self, batch_size: int, max_length: int):
         """An empty fixed-size key/value cache: per layer a (key, value) pair of zeros."""
@@ -285,27 +331,28 @@ class Backbone(nn.Module):
 class PredictionHeadTransform(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = dense(config.hidden_size, config.hidden_size, config)
+        self.LayerNorm = layer_norm(config)
 
     def forward(self, hidden_states):
         return self.LayerNorm(gelu(self.dense(hidden_states)))            # (B, T, C)
 
 
 class LMPredictionHead(nn.Module):
-    """transform, then logits = h E^T + b with E the word-embedding matrix (tied weights)."""
+    """transform, then logits = h E^T + b with E the word-embedding matrix (tied weights).
 
-    def __init__(self, config: ModelConfig):
+    Tied at construction: `decoder` is Hugging Face's Linear, whose weight is the embedding's
+    Parameter itself (one matrix, one gradient) and whose bias is `bias`. The Keras head holds
+    the embedding layer and multiplies by its matrix.
+    """
+
+    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
         super().__init__()
         self.transform = PredictionHeadTransform(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder.weight = word_embeddings.weight                        # (V, C), shared
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias
-
-    def tie_weights(self, word_embeddings: nn.Embedding):
-        """decoder.weight becomes E itself, as Hugging Face ties. Called after `init_weights`
-        (Hugging Face's order), so the shared matrix keeps the embedding's init: [PAD] row zero."""
-        self.decoder.weight = word_embeddings.weight
 
     def forward(self, hidden_states):
         return self.decoder(self.transform(hidden_states))                  # (B, T, V)
@@ -314,47 +361,23 @@ class LMPredictionHead(nn.Module):
 class LMHead(nn.Module):
     """The MLM / LM head (`cls` in Hugging Face names: `cls.predictions.*`)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
         super().__init__()
-        self.predictions = LMPredictionHead(config)
+        self.predictions = LMPredictionHead(config, word_embeddings)
 
     def forward(self, hidden_states):
         return self.predictions(hidden_states)
 
 
 class ScalarHead(nn.Module):
-    """A scalar per position: the PPO value head or the reward head. Zero-initialised (`init_weights`)."""
+    """A scalar per position: the PPO value head or the reward head. Zero-initialised."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, 1)
+        self.dense = dense(config.hidden_size, 1, config, zero=True)
 
     def forward(self, hidden_states):
         return self.dense(hidden_states).squeeze(-1)                         # (B, T)
-
-
-def init_weights(module: nn.Module, std: float) -> None:
-    """BERT's init: normal(0, std) weights, zero biases, unit LayerNorm, zero [PAD] row, and zero
-    scalar heads (the first value or reward estimate is 0 for every input).
-
-    `model.apply(init_weights)` visits a module's children before the module, so the ScalarHead
-    rule comes after the generic Linear one and has the last word on its layer.
-    """
-    if isinstance(module, ScalarHead):
-        nn.init.zeros_(module.dense.weight)
-        nn.init.zeros_(module.dense.bias)
-    elif isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 # ----------------------------------------------------------------------------- models
@@ -372,10 +395,8 @@ class SFTModel(nn.Module):
         super().__init__()
         self.config = config
         self.bert = Backbone(config)
-        self.cls = LMHead(config)
+        self.cls = LMHead(config, self.bert.embeddings.word_embeddings)
         self.value_head = ScalarHead(config) if with_value_head else None
-        self.apply(lambda m: init_weights(m, config.initializer_range))
-        self.cls.predictions.tie_weights(self.bert.embeddings.word_embeddings)
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None,
                 token_type_ids=None):
@@ -416,7 +437,6 @@ class RewardModel(nn.Module):
         self.config = config
         self.bert = Backbone(config)
         self.reward_head = ScalarHead(config)
-        self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(self, input_ids, attention_mask):
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask)
