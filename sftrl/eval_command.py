@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +77,15 @@ def causal_row(args, folder, model, tokenizer, records, references, task_names, 
     baseline (the first model's model and per-prompt scores, None for the first) -- the exact KL and
     paired-bootstrap differences. Returns (row, per-prompt scores)."""
     from shared.metrics import corpus_bleu, paired_bootstrap, perplexity
-    from torch_impl.evaluate import greedy_completions, reference_nll, sequence_kl, task_scores
+    from shared.tasks import task_scores
+    from torch_impl.evaluate import reference_nll, sequence_kl
+    from torch_impl.generate import greedy_completions
 
     prompts = [r["prompt"] for r in records]
-    texts, ids, samples_per_s = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
+    started = time.perf_counter()
+    texts, ids = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
     exact, partial = task_scores(prompts, texts)
-    row = {"model": folder, "samples_per_s": samples_per_s,
+    row = {"model": folder, "samples_per_s": len(prompts) / (time.perf_counter() - started),
            "mean_length_words": float(np.mean([len(t.split()) for t in texts])),
            "exact_match": _mean(exact), "partial_credit": _mean(partial)}
     if all(r is not None for r in references):

@@ -29,7 +29,7 @@ def export(args) -> None:
     from shared.data import check_prompts_fit, load_jsonl
     from shared.tokenizer import Tokenizer
     from torch_impl.checkpoint import load_pretrained
-    from torch_impl.evaluate import greedy_completions
+    from torch_impl.generate import greedy_completions
 
     if len(args.model) != 2:
         raise SftrlError(f"--model: give exactly two model folders (got {len(args.model)})")

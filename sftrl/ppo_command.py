@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from shared.config import PPOConfig
 from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import ConfigError, SftrlError
@@ -203,12 +205,17 @@ def evaluate_against_sft(policy, reference, eval_records, tokenizer, config, out
     intervals; printed and written to OUT/eval.json."""
     from shared.io import atomic_write_text
     from shared.metrics import paired_bootstrap
-    from tf_impl import ppo
+    from shared.tasks import task_scores
+    from tf_impl.generate import greedy_completions
 
-    before_exact, before_partial, _ = ppo.evaluate_policy(reference, eval_records, tokenizer, config.max_new_tokens)
-    after_exact, after_partial, _ = ppo.evaluate_policy(policy, eval_records, tokenizer, config.max_new_tokens)
+    prompts = [r["prompt"] for r in eval_records]
+    scores = {}
+    for side, model in (("sft", reference), ("rl", policy)):
+        completions, _ = greedy_completions(model, tokenizer, prompts, config.max_new_tokens, batch_size=128)
+        scores[side] = [np.array(values, dtype=float) for values in task_scores(prompts, completions)]
     report = {"prompts": len(eval_records)}
-    for name, a, b in (("exact_match", before_exact, after_exact), ("partial_credit", before_partial, after_partial)):
+    for i, name in enumerate(("exact_match", "partial_credit")):
+        a, b = scores["sft"][i], scores["rl"][i]
         diff, low, high = paired_bootstrap(a, b, seed=config.seed)
         report[name] = {"sft": float(a.mean()), "rl": float(b.mean()), "difference": diff, "ci95": [low, high]}
         print(f"held-out {name}: SFT {a.mean():.3f} -> RL {b.mean():.3f}  "

@@ -1,5 +1,6 @@
 """Framework-free parts of generation, used by `torch_impl.generate` and `tf_impl.generate`."""
 
+from shared.data import collate, encode_prompt
 from shared.errors import ConfigError
 
 
@@ -33,3 +34,17 @@ def gumbel_noise(seed, shape, dtype="float32"):
     import numpy as np
 
     return np.random.default_rng(seed).gumbel(size=shape).astype(dtype)
+
+
+def prompt_batches(tokenizer, prompts, max_length: int, batch_size: int):
+    """Left-padded batches of `[CLS] prompt [SEP]` (each cut to max_length tokens), in order:
+    what `generate` takes. Yields collated dicts (input_ids, attention_mask)."""
+    for start in range(0, len(prompts), batch_size):
+        encoded = [encode_prompt(tokenizer, p, max_length)[0] for p in prompts[start:start + batch_size]]
+        yield collate(encoded, tokenizer.pad_id, side="left")
+
+
+def completion_ids(row, eos_id: int) -> list:
+    """The generated tokens of one row up to and including its first `eos_id` (all if none)."""
+    row = list(row)
+    return row[:row.index(eos_id) + 1] if eos_id in row else row

@@ -103,6 +103,26 @@ def score(prompt: str, completion: str, partial: bool = True) -> float:
     return partial_credit(prompt, completion) if partial else exact_match(prompt, completion)
 
 
+def is_task_prompt(prompt: str) -> bool:
+    """Whether `prompt` is a built-in task's (so a verifier can score its completions)."""
+    try:
+        parse_prompt(prompt)
+        return True
+    except ValueError:
+        return False
+
+
+def task_scores(prompts, completions):
+    """Per-prompt exact match and partial credit (two lists), None for a prompt that is not a
+    built-in task."""
+    exact, partial = [], []
+    for prompt, completion in zip(prompts, completions):
+        known = is_task_prompt(prompt)
+        exact.append(exact_match(prompt, completion) if known else None)
+        partial.append(partial_credit(prompt, completion) if known else None)
+    return exact, partial
+
+
 # ----------------------------------------------------------------------------- generation
 
 def make_prompt(task: str, rng: random.Random) -> str:

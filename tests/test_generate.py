@@ -10,10 +10,10 @@ from shared.config import ModelConfig
 from shared.data import collate
 from shared.errors import ConfigError
 from tf_impl import generate as tf_generate
-from tf_impl.convert import load_safetensors
+from tf_impl.convert import assign_numpy_state_dict, load_safetensors
 from tf_impl.model import PolicyModel
 from torch_impl import generate as torch_generate
-from torch_impl.checkpoint import save_pretrained
+from torch_impl.checkpoint import save_pretrained, state_dict_for_saving
 from torch_impl.model import SFTModel
 
 NEW = 12
@@ -130,3 +130,27 @@ def test_generation_argument_errors(models, prompts, module):
         module.generate(m, input_ids, attention_mask, 30)
     with pytest.raises(ConfigError, match="temperature"):
         module.generate(m, input_ids, attention_mask, 4, do_sample=True, temperature=0)
+
+
+def test_greedy_completions_are_the_same_text_in_both_frameworks(tokenizer, builtin_data):
+    """`greedy_completions` (one per framework, same name): text prompts in, completions cut at
+    [SEP] out, the same in PyTorch and TensorFlow for the same weights; an early [SEP] ends the
+    token list and batches of 7 give what one batch gives."""
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                         attention_type="causal", initializer_range=0.2, pad_token_id=tokenizer.pad_id)
+    torch.manual_seed(3)
+    model = SFTModel(config).eval()
+    with torch.no_grad():  # make [SEP] likely, so some rows stop early
+        model.cls.predictions.bias[tokenizer.sep_id] = 3.0
+    keras_model = PolicyModel(config)
+    assign_numpy_state_dict(keras_model, {k: v.numpy() for k, v in state_dict_for_saving(model).items()})
+    prompts = [r["prompt"] for r in builtin_data["prompt.eval"]]
+    texts, token_lists = torch_generate.greedy_completions(model, tokenizer, prompts, NEW)
+    assert (texts, token_lists) == tf_generate.greedy_completions(keras_model, tokenizer, prompts, NEW)
+    assert (texts, token_lists) == torch_generate.greedy_completions(model, tokenizer, prompts, NEW, batch_size=7)
+    ended = [ids for ids in token_lists if ids[-1] == tokenizer.sep_id]
+    assert 0 < len(ended) < len(prompts), len(ended)  # both kinds of row occur
+    assert all(tokenizer.sep_id not in ids[:-1] for ids in token_lists)
+    assert all(len(ids) == NEW for ids in token_lists if ids[-1] != tokenizer.sep_id)
+    assert texts == [tokenizer.decode(ids) for ids in token_lists]

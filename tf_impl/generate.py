@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from shared.generation import check_generation_inputs
+from shared.generation import check_generation_inputs, completion_ids, prompt_batches
 
 _STEP_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -82,12 +82,12 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
     if use_cache:
-        scores, cache = step(input_ids, mask, cache, tf.constant(0), position_ids[:, :P])
+        logits, cache = step(input_ids, mask, cache, tf.constant(0), position_ids[:, :P])
     else:
-        scores = model(input_ids, attention_mask, position_ids=position_ids[:, :P])[:, -1]
+        logits = model(input_ids, attention_mask, position_ids=position_ids[:, :P])[:, -1]
     for t in range(max_new_tokens):
         step_noise = None if noise is None else noise[:, t]
-        token = next_token(scores, do_sample, temperature, top_k, [seed_base, t], step_noise)  # (B,)
+        token = next_token(logits, do_sample, temperature, top_k, [seed_base, t], step_noise)  # (B,)
         token = tf.where(finished, tf.fill([B], pad_id), token)
         new_tokens.append(token)
         if eos_id is not None:
@@ -99,11 +99,28 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
         mask = tf.maximum(mask, written)
         position = position_ids[:, P - 1:P] + t + 1                         # (B, 1)
         if use_cache:
-            scores, cache = step(token[:, None], mask, cache, tf.constant(P + t), position)
+            logits, cache = step(token[:, None], mask, cache, tf.constant(P + t), position)
         else:
             so_far = tf.concat([input_ids, tf.stack(new_tokens, 1)], 1)    # (B, P + t + 1)
             positions = tf.concat([position_ids[:, :P], position_ids[:, P - 1:P] + tf.range(1, t + 2)[None]], 1)
-            scores = model(so_far, mask[:, :P + t + 1], position_ids=positions)[:, -1]
+            logits = model(so_far, mask[:, :P + t + 1], position_ids=positions)[:, -1]
     out = tf.stack(new_tokens, 1)                                           # (B, steps)
     out = tf.pad(out, [[0, 0], [0, max_new_tokens - out.shape[1]]], constant_values=pad_id)
     return out
+
+
+def greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size=64, max_prompt_length=None):
+    """Greedy completions of text prompts: (texts, token-id lists up to and including [SEP]).
+
+    Each prompt is `[CLS] prompt [SEP]`, cut to leave room for max_new_tokens in the position
+    table (and to max_prompt_length), left-padded in batches of batch_size.
+    """
+    room = model.config.max_position_embeddings - max_new_tokens
+    room = room if max_prompt_length is None else min(room, max_prompt_length)
+    texts, token_lists = [], []
+    for batch in prompt_batches(tokenizer, prompts, room, batch_size):
+        new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, eos_id=tokenizer.sep_id)
+        for row in new.numpy().tolist():
+            token_lists.append(completion_ids(row, tokenizer.sep_id))
+            texts.append(tokenizer.decode(token_lists[-1]))
+    return texts, token_lists

@@ -407,27 +407,6 @@ class PPOTrainer:
         return state["iteration"]
 
 
-def evaluate_policy(model, records, tokenizer, max_new_tokens, batch_size=128):
-    """Greedy completions of prompts, scored: returns per-prompt exact match and partial credit."""
-    from shared import tasks
-
-    exact, partial, completions = [], [], []
-    room = model.config.max_position_embeddings - max_new_tokens
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        batch = collate([encode_prompt(tokenizer, r["prompt"], room)[0] for r in chunk], tokenizer.pad_id,
-                        side="left")
-        new = np.asarray(generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
-                                  eos_id=tokenizer.sep_id))
-        mask = response_mask_of(new, tokenizer.sep_id)
-        for r, row, m in zip(chunk, new, mask):
-            text = tokenizer.decode(row[m == 1])
-            completions.append(text)
-            exact.append(tasks.exact_match(r["prompt"], text))
-            partial.append(tasks.partial_credit(r["prompt"], text))
-    return np.array(exact), np.array(partial), completions
-
-
 # ----------------------------------------------------------------------------- the run
 
 PROMPT_STREAM = 7  # the random stream of prompt sampling; a minibatch order's third key is its epoch

@@ -6,34 +6,13 @@ the PPO output (exported from TensorFlow) alike.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared import tasks
 from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft
-from torch_impl.generate import generate
-
-
-@torch.no_grad()
-def greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size=64):
-    """Greedy completions (text and token ids up to and including [SEP]) and samples per second."""
-    model.eval()
-    room = model.config.max_position_embeddings - max_new_tokens
-    texts, token_lists, started = [], [], time.perf_counter()
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        batch = collate([encode_prompt(tokenizer, p, room)[0] for p in chunk], tokenizer.pad_id, side="left")
-        new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
-                       eos_id=tokenizer.sep_id).tolist()
-        for row in new:
-            cut = row.index(tokenizer.sep_id) + 1 if tokenizer.sep_id in row else len(row)
-            token_lists.append(row[:cut])
-            texts.append(tokenizer.decode(row[:cut]))
-    return texts, token_lists, len(prompts) / (time.perf_counter() - started)
 
 
 def next_token_batches(model, tokenizer, prompts, references, batch_size):
@@ -84,19 +63,6 @@ def sequence_kl(model, reference_model, tokenizer, prompts, completions_ids, bat
         kl = (logp.exp() * (logp - logq)).sum(-1)                           # (B, T)
         out += [float(kl[i, a:b].sum()) for i, (a, b) in enumerate(spans)]
     return np.array(out)
-
-
-def task_scores(prompts, completions):
-    """Per-prompt exact match and partial credit, or None for prompts that are not built-in tasks."""
-    exact, partial = [], []
-    for prompt, completion in zip(prompts, completions):
-        try:
-            exact.append(tasks.exact_match(prompt, completion))
-            partial.append(tasks.partial_credit(prompt, completion))
-        except ValueError:
-            exact.append(None)
-            partial.append(None)
-    return exact, partial
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from shared.generation import check_generation_inputs
+from shared.generation import check_generation_inputs, completion_ids, prompt_batches
 
 
 def next_token(logits, do_sample, temperature, top_k, generator=None, noise=None):
@@ -62,12 +62,12 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
     if use_cache:
-        scores, cache, _ = model.forward_with_cache(input_ids, mask, cache, 0, position_ids[:, :P])
+        logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, 0, position_ids[:, :P])
     else:
-        scores = model(input_ids, attention_mask, position_ids=position_ids[:, :P])
+        logits = model(input_ids, attention_mask, position_ids=position_ids[:, :P])
     for t in range(max_new_tokens):
-        step_noise = None if noise is None else torch.as_tensor(noise[:, t], dtype=scores.dtype, device=device)
-        token = next_token(scores[:, -1], do_sample, temperature, top_k, generator, step_noise)  # (B,)
+        step_noise = None if noise is None else torch.as_tensor(noise[:, t], dtype=logits.dtype, device=device)
+        token = next_token(logits[:, -1], do_sample, temperature, top_k, generator, step_noise)  # (B,)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         ids[:, P + t] = token
         if eos_id is not None:
@@ -78,10 +78,28 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
         mask[:, P + t] = 1
         position = position_ids[:, P - 1:P] + t + 1                         # (B, 1)
         if use_cache:
-            scores, cache, _ = model.forward_with_cache(token[:, None], mask, cache, P + t, position)
+            logits, cache, _ = model.forward_with_cache(token[:, None], mask, cache, P + t, position)
         else:
             positions = torch.cat([position_ids[:, :P], position_ids[:, P - 1:P] + torch.arange(1, t + 2, device=device)], 1)
-            scores = model(ids[:, :P + t + 1], mask[:, :P + t + 1], position_ids=positions)
+            logits = model(ids[:, :P + t + 1], mask[:, :P + t + 1], position_ids=positions)
     if was_training:
         model.train()
     return ids[:, P:]
+
+
+@torch.no_grad()
+def greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size=64, max_prompt_length=None):
+    """Greedy completions of text prompts: (texts, token-id lists up to and including [SEP]).
+
+    Each prompt is `[CLS] prompt [SEP]`, cut to leave room for max_new_tokens in the position
+    table (and to max_prompt_length), left-padded in batches of batch_size.
+    """
+    room = model.config.max_position_embeddings - max_new_tokens
+    room = room if max_prompt_length is None else min(room, max_prompt_length)
+    texts, token_lists = [], []
+    for batch in prompt_batches(tokenizer, prompts, room, batch_size):
+        new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, eos_id=tokenizer.sep_id)
+        for row in new.tolist():
+            token_lists.append(completion_ids(row, tokenizer.sep_id))
+            texts.append(tokenizer.decode(token_lists[-1]))
+    return texts, token_lists

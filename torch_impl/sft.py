@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save
 
 from shared.config import ModelConfig, SFTConfig
 from shared.constants import IGNORE_INDEX
-from shared.data import collate, encode_prompt, encode_sft, encode_text, mask_tokens, plan_epoch
+from shared.data import collate, encode_sft, encode_text, mask_tokens, plan_epoch
 from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
@@ -42,7 +42,7 @@ from torch_impl.checkpoint import (load_optimizer_tensors, load_unique_state, op
                                    unique_state)
 from torch_impl.distributed import (all_reduce_sum, barrier, distributed, gathered_rng_tensors, label_count,
                                     my_rng_tensors, set_rng_tensors, shard_loss)
-from torch_impl.generate import generate
+from torch_impl.generate import greedy_completions
 from torch_impl.model import SFTModel, lm_loss
 
 EVAL_MASK_SEED = 10 ** 6  # MLM evaluation masks the same tokens every time
@@ -155,46 +155,22 @@ def evaluate(model, examples, tokenizer, objective, seed, batch_size, device,
     return metrics
 
 
-@torch.no_grad()
-def task_rewards(model, examples, tokenizer, max_length, device, batch_size=64, max_new_tokens=16):
-    """Greedy completions of built-in task prompts, scored by exact match and partial credit."""
-    scored = [e for e in examples if e.prompt is not None and _is_builtin(e.prompt)]
+def task_rewards(model, examples, tokenizer, max_length, batch_size=64, max_new_tokens=16):
+    """Greedy completions of the built-in task prompts among `examples`, scored: mean exact match
+    and partial credit, over all and per task."""
+    scored = [e for e in examples if e.prompt is not None and builtin_tasks.is_task_prompt(e.prompt)]
     if not scored:
         return {}
-    model.eval()
-    totals: dict[str, list[float]] = {}
-    room = model.config.max_position_embeddings - max_new_tokens
-    for start in range(0, len(scored), batch_size):
-        chunk = scored[start:start + batch_size]
-        prompts = [encode_prompt(tokenizer, e.prompt, min(max_length, room))[0] for e in chunk]
-        batch = collate(prompts, tokenizer.pad_id, side="left")
-        new = generate(model, torch.as_tensor(batch["input_ids"], device=device),
-                       torch.as_tensor(batch["attention_mask"], device=device), max_new_tokens,
-                       eos_id=tokenizer.sep_id)
-        for e, ids in zip(chunk, new.tolist()):
-            completion = tokenizer.decode(ids)
-            for task in ("all", e.task):
-                if task is None:
-                    continue
-                t = totals.setdefault(task, [0.0, 0.0, 0.0])
-                t[0] += builtin_tasks.exact_match(e.prompt, completion)
-                t[1] += builtin_tasks.partial_credit(e.prompt, completion)
-                t[2] += 1
-    model.train()
+    completions, _ = greedy_completions(model, tokenizer, [e.prompt for e in scored], max_new_tokens, batch_size,
+                                        max_prompt_length=max_length)
+    exact, partial = builtin_tasks.task_scores([e.prompt for e in scored], completions)
     metrics = {}
-    for task, (exact, partial, n) in totals.items():
+    for task in ["all"] + sorted({e.task for e in scored if e.task is not None}):
+        chosen = [i for i, e in enumerate(scored) if task in ("all", e.task)]
         prefix = "eval/" if task == "all" else f"eval/{task}/"
-        metrics[prefix + "exact_match"] = exact / n
-        metrics[prefix + "partial_credit"] = partial / n
+        metrics[prefix + "exact_match"] = float(np.mean([exact[i] for i in chosen]))
+        metrics[prefix + "partial_credit"] = float(np.mean([partial[i] for i in chosen]))
     return metrics
-
-
-def _is_builtin(prompt: str) -> bool:
-    try:
-        builtin_tasks.parse_prompt(prompt)
-        return True
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -438,8 +414,7 @@ class SFTRun:
                 final.update(evaluate(export, self.eval_examples, self.tokenizer, config.objective, config.seed,
                                       config.batch_size, self.device, config.mlm_probability))
                 if self.causal:
-                    final.update(task_rewards(export, self.eval_examples, self.tokenizer, config.max_length,
-                                              self.device))
+                    final.update(task_rewards(export, self.eval_examples, self.tokenizer, config.max_length))
                 self.log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
             self.writer.close()
             summary.update({
