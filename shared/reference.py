@@ -124,18 +124,26 @@ def masked_mean(x, mask=None):
     return np.sum(x * mask) / np.sum(mask)
 
 
+def token_nll(logits, labels, ignore_index=IGNORE_INDEX):
+    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (B, T, V), (B, T) -> (B, T)."""
+    keep = labels != ignore_index
+    picked = np.take_along_axis(log_softmax(logits), np.where(keep, labels, 0)[..., None], -1)[..., 0]
+    return np.where(keep, -picked, 0.0)
+
+
 def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX):
     """CE = -(1/N) sum_{i: y_i != ignore} log softmax(z_i)[y_i], N = number of labelled positions."""
-    logp = log_softmax(logits.reshape(-1, logits.shape[-1]))
-    labels = labels.reshape(-1)
-    keep = labels != ignore_index
-    picked = logp[np.arange(len(labels)), np.where(keep, labels, 0)]
-    return -np.sum(np.where(keep, picked, 0.0)) / np.sum(keep)
+    return np.sum(token_nll(logits, labels, ignore_index)) / np.sum(labels != ignore_index)
+
+
+def shift_for_next_token(logits, labels):
+    """Pair the logits at t with the label at t + 1: (B, T, V), (B, T) -> (B, T-1, V), (B, T-1)."""
+    return logits[:, :-1], labels[:, 1:]
 
 
 def completion_only_loss(logits, labels, ignore_index=IGNORE_INDEX):
     """Next-token CE: logits at t predict labels at t + 1; prompt positions carry ignore_index."""
-    return cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index)
+    return cross_entropy(*shift_for_next_token(logits, labels), ignore_index)
 
 
 def categorical_log_prob(logits, actions):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from shared.constants import IGNORE_INDEX
+from torch_impl.losses import shift_for_next_token, token_nll
 
 
 def distributed():
@@ -38,20 +39,18 @@ def barrier():
 
 def label_count(labels: torch.Tensor, causal: bool) -> int:
     """Number of labelled positions the loss averages over (causal: labels shift by one)."""
-    labels = labels[:, 1:] if causal else labels
+    labels = shift_for_next_token(labels, labels)[1] if causal else labels
     return int((labels != IGNORE_INDEX).sum())
 
 
-def shard_loss(scores, labels, causal: bool, global_count: int) -> torch.Tensor:
+def shard_loss(logits, labels, causal: bool, global_count: int) -> torch.Tensor:
     """Sum of this process's token losses / the whole batch's token count.
 
     Summed over processes it is the single-process mean loss, and DDP averages gradients
     over processes, so each process backpropagates world_size times this value."""
     if causal:
-        scores, labels = scores[:, :-1], labels[:, 1:]
-    total = torch.nn.functional.cross_entropy(scores.reshape(-1, scores.size(-1)), labels.reshape(-1),
-                                              ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / max(global_count, 1)
+        logits, labels = shift_for_next_token(logits, labels)
+    return token_nll(logits, labels).sum() / max(global_count, 1)
 
 
 def rng_tensors(device) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft
+from torch_impl.losses import shift_for_next_token, token_nll
 
 
 def next_token_batches(model, tokenizer, prompts, references, batch_size):
@@ -25,7 +26,7 @@ def next_token_batches(model, tokenizer, prompts, references, batch_size):
                    zip(prompts[start:start + batch_size], references[start:start + batch_size])]
         batch = collate([e[0] for e in encoded], tokenizer.pad_id, labels=[e[1] for e in encoded])
         logits = model(torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])).float()
-        yield logits[:, :-1], torch.as_tensor(batch["labels"])[:, 1:]
+        yield shift_for_next_token(logits, torch.as_tensor(batch["labels"]))
 
 
 @torch.no_grad()
@@ -34,10 +35,8 @@ def reference_nll(model, tokenizer, prompts, references, batch_size=64):
     model.eval()
     nll, counts = [], []
     for logits, labels in next_token_batches(model, tokenizer, prompts, references, batch_size):
-        token_nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-        keep = labels != IGNORE_INDEX
-        nll += (token_nll * keep).sum(1).tolist()
-        counts += keep.sum(1).tolist()
+        nll += token_nll(logits, labels).sum(1).tolist()
+        counts += (labels != IGNORE_INDEX).sum(1).tolist()
     return np.array(nll), np.array(counts)
 
 
@@ -137,10 +136,7 @@ def text_perplexity(model, tokenizer, texts, stride=None):
     for text in texts:
         ids = [tokenizer.cls_id] + tokenizer.encode(text, add_special_tokens=False) + [tokenizer.sep_id]
         for window, labels in sliding_windows(ids, max_length, stride):
-            scores = model(torch.tensor([window])).float()[0, :-1]
-            targets = torch.tensor(labels[1:])
-            keep = targets != IGNORE_INDEX
-            if keep.any():
-                nll = F.cross_entropy(scores[keep], targets[keep], reduction="sum")
-                nll_sum, count = nll_sum + float(nll), count + int(keep.sum())
+            logits, targets = shift_for_next_token(model(torch.tensor([window])).float(), torch.tensor([labels]))
+            nll_sum += float(token_nll(logits, targets).sum())
+            count += int((targets != IGNORE_INDEX).sum())
     return perplexity(nll_sum, count), nll_sum, count

@@ -20,15 +20,24 @@ def masked_mean(x, mask=None):
     return (x * mask).sum() / mask.sum()
 
 
+def token_nll(logits, labels, ignore_index=IGNORE_INDEX):
+    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (B, T, V), (B, T) -> (B, T)."""
+    return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=ignore_index, reduction="none")
+
+
 def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX):
     """CE = -(1/N) sum_{i: y_i != ignore} log softmax(z_i)[y_i]."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                           ignore_index=ignore_index)
+    return masked_mean(token_nll(logits, labels, ignore_index), labels != ignore_index)
+
+
+def shift_for_next_token(logits, labels):
+    """Pair the logits at t with the label at t + 1: (B, T, V), (B, T) -> (B, T-1, V), (B, T-1)."""
+    return logits[:, :-1], labels[:, 1:]
 
 
 def completion_only_loss(logits, labels, ignore_index=IGNORE_INDEX):
     """Next-token CE: logits at t predict labels at t + 1; prompt positions carry ignore_index."""
-    return cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index)
+    return cross_entropy(*shift_for_next_token(logits, labels), ignore_index)
 
 
 def categorical_log_prob(logits, actions):

@@ -43,6 +43,7 @@ from torch_impl.checkpoint import (load_optimizer_tensors, load_unique_state, op
 from torch_impl.distributed import (all_reduce_sum, barrier, distributed, gathered_rng_tensors, label_count,
                                     my_rng_tensors, set_rng_tensors, shard_loss)
 from torch_impl.generate import greedy_completions
+from torch_impl.losses import shift_for_next_token, token_nll
 from torch_impl.model import SFTModel, lm_loss
 
 EVAL_MASK_SEED = 10 ** 6  # MLM evaluation masks the same tokens every time
@@ -127,14 +128,13 @@ def evaluate(model, examples, tokenizer, objective, seed, batch_size, device,
     for start in range(0, len(examples), batch_size):
         indices = list(range(start, min(start + batch_size, len(examples))))
         batch = make_batch(examples, indices, tokenizer, objective, rng, device, mlm_probability)
-        scores = model(batch["input_ids"], batch["attention_mask"]).float()
+        logits = model(batch["input_ids"], batch["attention_mask"]).float()
         labels = batch["labels"]
         if objective == "clm":
-            scores, labels = scores[:, :-1], labels[:, 1:]
+            logits, labels = shift_for_next_token(logits, labels)
         keep = labels != IGNORE_INDEX
-        nll = torch.nn.functional.cross_entropy(scores.transpose(1, 2), labels.clamp(min=0),
-                                                reduction="none")
-        correct = (scores.argmax(-1) == labels) & keep
+        nll = token_nll(logits, labels)                                     # (B, T), 0 where not kept
+        correct = (logits.argmax(-1) == labels) & keep
         for row, i in enumerate(indices):
             for task in ("all", examples[i].task):
                 if task is None:
