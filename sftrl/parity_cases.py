@@ -376,10 +376,10 @@ def whiten_unbiased_torch(d, dtype):
 def masked_cases(inputs, suffix):
     """The losses that take a mask of response tokens, on the masks `inputs` makes."""
     return [
-        loss_case("loss.approx_kl.k1" + suffix, "k1 = -log r, r = ref(a) / pi(a)", inputs, None,
-                  lambda m, d, t: m.approx_kl(t(d["logprobs"]), t(d["ref_logprobs"]), "k1", t(d["mask"]))),
-        loss_case("loss.approx_kl.k3" + suffix, "k3 = (r - 1) - log r", inputs, None,
-                  lambda m, d, t: m.approx_kl(t(d["logprobs"]), t(d["ref_logprobs"]), "k3", t(d["mask"]))),
+        loss_case("loss.kl_to_reference.k1" + suffix, "k1 = -log r, r = ref(a) / pi(a)", inputs, None,
+                  lambda m, d, t: m.kl_to_reference(t(d["logprobs"]), t(d["ref_logprobs"]), "k1", t(d["mask"]))),
+        loss_case("loss.kl_to_reference.k3" + suffix, "k3 = (r - 1) - log r", inputs, None,
+                  lambda m, d, t: m.kl_to_reference(t(d["logprobs"]), t(d["ref_logprobs"]), "k3", t(d["mask"]))),
         loss_case("loss.whiten" + suffix, "(x - mean) / sqrt(var + eps), biased var over the mask", inputs, None,
                   lambda m, d, t: m.whiten(t(d["advantages"]), t(d["mask"]))),
         loss_case("loss.gae" + suffix,
@@ -390,7 +390,7 @@ def masked_cases(inputs, suffix):
                   "mean max(-A r, -A clip(r, 1 - eps, 1 + eps)), r = exp(logp - logp_old)", inputs, None,
                   lambda m, d, t: m.ppo_clip_loss(t(d["logprobs"]), t(d["old_logprobs"]), t(d["advantages"]),
                                                   0.2, t(d["mask"])),
-                  outputs=("loss", "clipfrac", "approxkl")),
+                  outputs=("loss", "clipfrac", "update_kl")),
         loss_case("loss.value_loss" + suffix, "0.5 mean max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)",
                   inputs, None,
                   lambda m, d, t: m.value_loss(t(d["values"]), t(d["old_values"]), t(d["returns"]), 0.2,

@@ -165,7 +165,7 @@ def entropy_from_logits(logits):
     return -np.sum(np.exp(logp) * logp, -1)
 
 
-def approx_kl(logprobs, ref_logprobs, estimator="k1", mask=None):
+def kl_to_reference(logprobs, ref_logprobs, estimator="k1", mask=None):
     """Monte-Carlo KL(pi || ref) from samples of pi (Schulman, "Approximating KL divergence").
 
     With log r = log ref(a) - log pi(a):  k1 = -log r,  k3 = (r - 1) - log r  (>= 0, lower variance).
@@ -223,7 +223,7 @@ def gae(rewards, values, gamma, lam, mask=None):
 def ppo_clip_loss(logprobs, old_logprobs, advantages, clip_range, mask=None):
     """L^CLIP = mean_t max(-A_t r_t, -A_t clip(r_t, 1 - eps, 1 + eps)),  r_t = exp(logp - logp_old).
 
-    Returns (loss, clipfrac, approx_kl): the share of tokens where the clipped term is taken,
+    Returns (loss, clipfrac, update_kl): the share of tokens where the clipped term is taken,
     and the k3 estimate of KL(old || new).
     """
     logratio = logprobs - old_logprobs
@@ -232,8 +232,8 @@ def ppo_clip_loss(logprobs, old_logprobs, advantages, clip_range, mask=None):
     pg_loss2 = -advantages * np.clip(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(np.maximum(pg_loss1, pg_loss2), mask)
     clipfrac = masked_mean((pg_loss2 > pg_loss1).astype(logprobs.dtype), mask)
-    approxkl = masked_mean((ratio - 1.0) - logratio, mask)
-    return loss, clipfrac, approxkl
+    update_kl = masked_mean((ratio - 1.0) - logratio, mask)  # how far this update moved the policy
+    return loss, clipfrac, update_kl
 
 
 def value_loss(values, old_values, returns, clip_range_value, mask=None):

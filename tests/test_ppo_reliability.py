@@ -306,9 +306,9 @@ def test_one_bf16_update_is_close_to_the_fp32_update(sft_dir):  # noqa: F811
     # Entropy: a sum of positive terms -p log p, each within eps of its float32 value.
     assert abs(s16["policy/entropy"] - s32["policy/entropy"]) <= eps * s32["policy/entropy"]
     # Policy term: -mean(A r) with r = exp(delta), delta = log pi_bf16 - log pi_old, and
-    # |delta| <= eps |log pi|. So approx_kl = mean(r - 1 - delta) ~ mean(delta^2) / 2 is at most
+    # |delta| <= eps |log pi|. So the update KL (policy/approxkl) = mean(r - 1 - delta) ~ mean(delta^2) / 2 is at most
     # (eps rms(log pi))^2 / 2, and by Cauchy-Schwarz |policy term| <= rms(A) rms(r - 1), with
-    # rms(r - 1) ~ rms(delta) = sqrt(2 approx_kl). In float32 the ratio is 1: the term is ~0.
+    # rms(r - 1) ~ rms(delta) = sqrt(2 update KL). In float32 the ratio is 1: the term is ~0.
     assert s16["policy/approxkl"] <= (eps * result["rms_logprob"]) ** 2 / 2, s16["policy/approxkl"]
     rms_ratio_change = np.sqrt(2 * s16["policy/approxkl"]) * 1.01  # r - 1 = delta (1 + delta/2 + ...)
     assert abs(s16["loss/policy"] - s32["loss/policy"]) <= result["rms_advantage"] * rms_ratio_change

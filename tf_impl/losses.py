@@ -63,7 +63,7 @@ def entropy_from_logits(logits):
     return tfp.distributions.Categorical(logits=logits).entropy()
 
 
-def approx_kl(logprobs, ref_logprobs, estimator="k1", mask=None):
+def kl_to_reference(logprobs, ref_logprobs, estimator="k1", mask=None):
     """KL(pi || ref) from samples of pi: k1 = -log r, k3 = (r - 1) - log r, log r = log ref - log pi."""
     log_r = ref_logprobs - logprobs
     if estimator == "k1":
@@ -105,15 +105,15 @@ def gae(rewards, values, gamma, lam, mask=None):
 
 
 def ppo_clip_loss(logprobs, old_logprobs, advantages, clip_range, mask=None):
-    """L^CLIP = mean_t max(-A_t r_t, -A_t clip(r_t, 1 - eps, 1 + eps)). Returns (loss, clipfrac, approx_kl)."""
+    """L^CLIP = mean_t max(-A_t r_t, -A_t clip(r_t, 1 - eps, 1 + eps)). Returns (loss, clipfrac, update_kl)."""
     logratio = logprobs - old_logprobs
     ratio = tf.exp(logratio)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * tf.clip_by_value(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(tf.maximum(pg_loss1, pg_loss2), mask)
     clipfrac = masked_mean(tf.cast(pg_loss2 > pg_loss1, logprobs.dtype), mask)
-    approxkl = masked_mean((ratio - 1.0) - logratio, mask)
-    return loss, tf.stop_gradient(clipfrac), tf.stop_gradient(approxkl)
+    update_kl = masked_mean((ratio - 1.0) - logratio, mask)  # how far this update moved the policy
+    return loss, tf.stop_gradient(clipfrac), tf.stop_gradient(update_kl)
 
 
 def value_loss(values, old_values, returns, clip_range_value, mask=None):

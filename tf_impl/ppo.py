@@ -236,7 +236,7 @@ class PPOTrainer:
         logits = tf.cast(response_slice(logits, R), tf.float32) / config.temperature   # (B, R, V)
         values = tf.cast(response_slice(values, R), tf.float32)                        # (B, R)
         logprobs = losses.categorical_log_prob(logits, batch.response)
-        pg_loss, clipfrac, approxkl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
+        pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
                                                            config.clip_range, batch.response_mask)
         v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
                                                 batch.response_mask)
@@ -244,7 +244,7 @@ class PPOTrainer:
         loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
         ratio = tf.stop_gradient(tf.exp(logprobs - batch.old_logprobs))
         return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
-                      "policy/approxkl": approxkl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
+                      "policy/approxkl": update_kl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
                       "policy/ratio_mean": losses.masked_mean(ratio, batch.response_mask)}
 
     def _apply(self, grads, stats):

@@ -58,7 +58,7 @@ def entropy_from_logits(logits):
     return torch.distributions.Categorical(logits=logits).entropy()
 
 
-def approx_kl(logprobs, ref_logprobs, estimator="k1", mask=None):
+def kl_to_reference(logprobs, ref_logprobs, estimator="k1", mask=None):
     """KL(pi || ref) from samples of pi: k1 = -log r, k3 = (r - 1) - log r, log r = log ref - log pi."""
     log_r = ref_logprobs - logprobs
     if estimator == "k1":
@@ -104,15 +104,15 @@ def gae(rewards, values, gamma, lam, mask=None):
 
 
 def ppo_clip_loss(logprobs, old_logprobs, advantages, clip_range, mask=None):
-    """L^CLIP = mean_t max(-A_t r_t, -A_t clip(r_t, 1 - eps, 1 + eps)). Returns (loss, clipfrac, approx_kl)."""
+    """L^CLIP = mean_t max(-A_t r_t, -A_t clip(r_t, 1 - eps, 1 + eps)). Returns (loss, clipfrac, update_kl)."""
     logratio = logprobs - old_logprobs
     ratio = torch.exp(logratio)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(torch.maximum(pg_loss1, pg_loss2), mask)
     clipfrac = masked_mean((pg_loss2 > pg_loss1).to(logprobs.dtype), mask)
-    approxkl = masked_mean((ratio - 1.0) - logratio, mask)
-    return loss, clipfrac.detach(), approxkl.detach()
+    update_kl = masked_mean((ratio - 1.0) - logratio, mask)  # how far this update moved the policy
+    return loss, clipfrac.detach(), update_kl.detach()
 
 
 def value_loss(values, old_values, returns, clip_range_value, mask=None):

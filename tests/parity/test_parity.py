@@ -75,10 +75,10 @@ def test_ppo_clip_loss_by_hand():
     # r = 1.5 with A = +1 is clipped to 1.2 (loss -1.2); r = 0.5 with A = -1 is clipped to 0.8
     # (loss max(0.5, 0.8) = 0.8); r = 1 with A = 2 is unclipped (loss -2).
     logp = np.log(np.array([1.5, 0.5, 1.0]))
-    loss, clipfrac, approxkl = ref.ppo_clip_loss(logp, np.zeros(3), np.array([1.0, -1.0, 2.0]), 0.2)
+    loss, clipfrac, update_kl = ref.ppo_clip_loss(logp, np.zeros(3), np.array([1.0, -1.0, 2.0]), 0.2)
     assert loss == pytest.approx((-1.2 + 0.8 - 2.0) / 3)
     assert clipfrac == pytest.approx(2 / 3)
-    assert approxkl == pytest.approx(np.mean([0.5 - np.log(1.5), -0.5 - np.log(0.5), 0.0]))
+    assert update_kl == pytest.approx(np.mean([0.5 - np.log(1.5), -0.5 - np.log(0.5), 0.0]))
 
 
 # ----------------------------------------------------------------------------- masks that are not a right-padded prefix
