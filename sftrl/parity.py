@@ -16,6 +16,7 @@ import inspect
 import json
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -150,10 +151,18 @@ def show(case: Case) -> str:
     parts = [f"{case.name}  (level: {case.level})", "", f"formula: {case.formula}"]
     if case.note:
         parts += ["", f"note: {case.note}"]
-    labels = ("NumPy (shared/reference.py)", "PyTorch", "TensorFlow")
+    labels = ("NumPy", "PyTorch", "TensorFlow")
     objects = case.shows or (case.numpy, case.torch, case.tf)
     for label, obj in zip(labels, objects):
         if obj is None:
             continue
-        parts += ["", f"--- {label}: {inspect.getsourcefile(obj).split('/')[-2:]!s}", inspect.getsource(obj).rstrip()]
+        parts += ["", f"--- {label}: {source_location(obj)}", inspect.getsource(obj).rstrip()]
     return "\n".join(parts)
+
+
+def source_location(obj) -> str:
+    """Where a function is written, as a reader would look for it: `shared/reference.py:168`."""
+    path = Path(inspect.getsourcefile(obj)).resolve()
+    root = Path(__file__).resolve().parents[1]
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    return f"{shown.as_posix()}:{inspect.getsourcelines(obj)[1]}"

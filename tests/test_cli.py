@@ -95,5 +95,8 @@ def test_parity_show_and_unknown_case():
     result = run_cli("parity", "--show", "loss.gae")
     assert result.returncode == 0
     assert result.stdout.count("def gae(") == 3
+    for path in ("shared/reference.py", "torch_impl/losses.py", "tf_impl/losses.py"):  # where each is written
+        line = int(result.stdout.split(f"{path}:")[1].split()[0])
+        assert (REPO / path).read_text().splitlines()[line - 1].startswith("def gae(")
     assert_one_line_error(run_cli("parity", "--case", "no.such.case"), "--case: unknown case 'no.such.case'")
     assert_one_line_error(run_cli("parity", "--level", "everything"), "--level", "invalid choice")
