@@ -125,7 +125,7 @@ def masked_mean(x, mask=None):
 
 
 def token_nll(logits, labels, ignore_index=IGNORE_INDEX):
-    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (B, T, V), (B, T) -> (B, T)."""
+    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (..., V), (...) -> (...)."""
     keep = labels != ignore_index
     picked = np.take_along_axis(log_softmax(logits), np.where(keep, labels, 0)[..., None], -1)[..., 0]
     return np.where(keep, -picked, 0.0)

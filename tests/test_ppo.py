@@ -206,3 +206,22 @@ def test_rewards_by_hand():
         score_all(lambda p, c, r: float("nan"), ["copy: a"], ["a"])
     with pytest.raises(Exception, match="needs a 'reference'"):
         score_all(bleu, ["p"], ["c"])
+
+
+def test_reward_model_batches_come_from_tf_data(tokenizer, builtin_data):
+    """`preference_batches` is a `tf.data.Dataset` of (chosen ids, mask, rejected ids, mask), in
+    the records' order, each side padded to its batch's longest pair side as `collate` pads."""
+    from shared.data import collate, encode_sft
+    from tf_impl.reward_model import preference_batches
+
+    records = builtin_data["preference.train"][:23]
+    batches = preference_batches(tokenizer, records, 64, batch_size=8)
+    assert isinstance(batches, tf.data.Dataset)
+    batches = list(batches)
+    assert [len(b[0]) for b in batches] == [8, 8, 7]
+    for k, batch in enumerate(batches):
+        chunk = records[8 * k:8 * k + 8]
+        for side, (ids, mask) in (("chosen", batch[:2]), ("rejected", batch[2:])):
+            expected = collate([encode_sft(tokenizer, r["prompt"], r[side], 64)[0] for r in chunk], tokenizer.pad_id)
+            np.testing.assert_array_equal(ids.numpy(), expected["input_ids"])
+            np.testing.assert_array_equal(mask.numpy(), expected["attention_mask"])

@@ -71,12 +71,12 @@ def test_mlm_probability_flag_sets_the_masked_share(probability, tokenizer, buil
     assert config.mlm_probability == probability
     config = SFTConfig(**{**config.to_dict(), "steps": 12, "batch_size": 256, "eval_every": 1000})
     texts = encode_records(builtin_data["text.train"], "text", tokenizer, "mlm", 64)[0] * 4
-    seen, make_batch = [], sft.make_batch
+    seen, to_model_batch = [], sft.to_model_batch
 
-    def recording_make_batch(*a, **k):
-        seen.append(make_batch(*a, **k))
+    def recording_to_model_batch(*a, **k):
+        seen.append(to_model_batch(*a, **k))
         return seen[-1]
-    monkeypatch.setattr(sft, "make_batch", recording_make_batch)
+    monkeypatch.setattr(sft, "to_model_batch", recording_to_model_batch)
     model = SFTModel(tiny_config(tokenizer, "bidirectional", max_position_embeddings=64))
     quiet_train(model, tokenizer, texts, [], config, tmp_path / "run")
     assert len(seen) == config.steps
@@ -217,3 +217,29 @@ def test_cli_sft_errors(tmp_path, args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+def test_training_batches_come_from_a_dataloader_over_the_epoch_plan(tokenizer, sft_examples):
+    """The SFT loop reads a `torch.utils.data.DataLoader` whose batch sampler is the epoch plan
+    (`shared.data.plan_epoch`): from a given (epoch, batch), the very index batches of the plan,
+    padded to their longest row, and iterating it leaves the global torch generator (dropout's)
+    where it was."""
+    from shared.data import collate
+    from torch_impl.sft import EpochPlanSampler, data_loader
+
+    examples = sft_examples[:60]
+    sampler = EpochPlanSampler(examples, 8, seed=3)
+    sampler.set_epoch(1, start=2)
+    loader = data_loader(examples, tokenizer, batch_sampler=sampler)
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    plan = plan_epoch([len(e.input_ids) for e in examples], [e.task for e in examples], 8, seed=3, epoch=1)
+    dropout_stream = torch.get_rng_state()
+    batches = list(loader)
+    assert torch.equal(torch.get_rng_state(), dropout_stream)
+    assert len(batches) == len(sampler) == len(plan) - 2
+    for padded, indices in zip(batches, plan[2:]):
+        chosen = [examples[i] for i in indices]
+        expected = collate([e.input_ids for e in chosen], tokenizer.pad_id, labels=[e.labels for e in chosen])
+        assert padded.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_array_equal(padded[key], expected[key])

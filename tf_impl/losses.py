@@ -22,7 +22,7 @@ def masked_mean(x, mask=None):
 
 
 def token_nll(logits, labels, ignore_index=IGNORE_INDEX):
-    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (B, T, V), (B, T) -> (B, T)."""
+    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (..., V), (...) -> (...)."""
     keep = labels != ignore_index
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(keep, labels, tf.zeros_like(labels)),
                                                          logits=logits)

@@ -57,20 +57,26 @@ def load_reward_model(directory) -> RewardModel:
     return model
 
 
-def encode_side(tokenizer, records, field, max_length):
-    ids = [encode_sft(tokenizer, r["prompt"], r[field], max_length)[0] for r in records]
-    batch = collate(ids, tokenizer.pad_id)
-    return tf.constant(batch["input_ids"], tf.int32), tf.constant(batch["attention_mask"], tf.int32)
+def preference_batches(tokenizer, records, max_length: int, batch_size: int) -> tf.data.Dataset:
+    """Preference pairs as a `tf.data` pipeline, in the records' order. Each element is a batch
+    (chosen_ids, chosen_mask, rejected_ids, rejected_mask) of `[CLS] prompt [SEP] answer [SEP]`,
+    padded to the longest sequence of its batch (right padding, mask 0 there)."""
+    def side(field):
+        return tf.ragged.constant([encode_sft(tokenizer, r["prompt"], r[field], max_length)[0] for r in records],
+                                  dtype=tf.int32)
+
+    def with_masks(chosen, rejected):
+        return chosen, tf.ones_like(chosen), rejected, tf.ones_like(rejected)
+    pairs = tf.data.Dataset.from_tensor_slices((side("chosen"), side("rejected"))).map(with_masks)
+    pad = tokenizer.pad_id
+    return pairs.padded_batch(batch_size, padding_values=(pad, 0, pad, 0))
 
 
 def pairwise_accuracy(model, records, tokenizer, max_length, batch_size=128):
     """Share of pairs where r(chosen) > r(rejected)."""
     wins = []
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        chosen = model(*encode_side(tokenizer, chunk, "chosen", max_length))
-        rejected = model(*encode_side(tokenizer, chunk, "rejected", max_length))
-        wins.extend((chosen.numpy() > rejected.numpy()).tolist())
+    for c_ids, c_mask, r_ids, r_mask in preference_batches(tokenizer, records, max_length, batch_size):
+        wins.extend((model(c_ids, c_mask).numpy() > model(r_ids, r_mask).numpy()).tolist())
     return float(np.mean(wins))
 
 
@@ -103,11 +109,9 @@ def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=
     bar = tqdm(total=total, disable=quiet, desc="reward model", unit="step", dynamic_ncols=True)
     lines = []
     for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(records))
-        for start in range(0, len(records), batch_size):
-            chunk = [records[i] for i in order[start:start + batch_size]]
-            loss, accuracy = step(*encode_side(tokenizer, chunk, "chosen", max_length),
-                                  *encode_side(tokenizer, chunk, "rejected", max_length))
+        order = np.random.default_rng([seed, epoch]).permutation(len(records))  # the epoch's shuffle
+        for batch in preference_batches(tokenizer, [records[i] for i in order], max_length, batch_size):
+            loss, accuracy = step(*batch)
             lines.append({"step": len(lines) + 1, "train/loss": float(loss), "train/accuracy": float(accuracy)})
             bar.set_postfix(loss=f"{float(loss):.3f}")
             bar.update(1)

@@ -21,8 +21,10 @@ def masked_mean(x, mask=None):
 
 
 def token_nll(logits, labels, ignore_index=IGNORE_INDEX):
-    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (B, T, V), (B, T) -> (B, T)."""
-    return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=ignore_index, reduction="none")
+    """-log softmax(z_t)[y_t] per position, 0 where y_t == ignore_index: (..., V), (...) -> (...)."""
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=ignore_index,
+                          reduction="none")
+    return nll.reshape(labels.shape)
 
 
 def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX):

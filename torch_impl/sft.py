@@ -6,13 +6,13 @@ and decay, gradient clipping, task-balanced sampling, held-out evaluation per ta
 stopping, LoRA through `peft`, and checkpoints that resume bit for bit.
 
     for step in 1..N:
-        batch  <- next batch of the epoch plan            (shared.data.plan_epoch)
+        batch  <- next batch of the DataLoader            (its sampler: shared.data.plan_epoch)
         loss   <- model(input_ids, attention_mask, labels)
         loss.backward(); clip; optimizer.step(); optimizer.zero_grad()
         every eval_every steps: evaluate, keep the best weights
         every save_every steps: checkpoint
 
-`train` is that loop, one screen long; `SFTRun` holds its phases as methods (resume, next_batch,
+`train` is that loop, one screen long; `SFTRun` holds its phases as methods (resume, open_data, next_batch,
 step, evaluate_and_keep_best, checkpoint, export). The checkpoint tensors are
 `torch_impl.checkpoint`'s, the DDP and random-state helpers `torch_impl.distributed`'s.
 """
@@ -20,6 +20,7 @@ step, evaluate_and_keep_best, checkpoint, export). The checkpoint tensors are
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -29,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from shared import tasks as builtin_tasks
 from shared.config import ModelConfig, SFTConfig
 from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_sft, encode_text, mask_tokens, plan_epoch
@@ -37,7 +40,6 @@ from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
 from shared.tensorboard import SummaryWriter
-from shared import tasks as builtin_tasks
 from torch_impl.checkpoint import (load_optimizer_tensors, load_unique_state, optimizer_tensors, save_pretrained,
                                    unique_state)
 from torch_impl.distributed import (all_reduce_sum, barrier, distributed, gathered_rng_tensors, label_count,
@@ -74,15 +76,62 @@ def encode_records(records, kind: str, tokenizer, objective: str, max_length: in
     return examples, truncated
 
 
-def make_batch(examples, indices, tokenizer, objective, rng, device, mlm_probability=SFTConfig.mlm_probability):
-    """Pad the chosen examples (dynamic padding); for MLM draw the masked tokens with `rng`, each
-    eligible token chosen with `mlm_probability`."""
-    chosen = [examples[i] for i in indices]
-    ids = [e.input_ids for e in chosen]
-    if objective == "clm":
-        batch = collate(ids, tokenizer.pad_id, labels=[e.labels for e in chosen])
-    else:
-        batch = collate(ids, tokenizer.pad_id)
+class SFTDataset(Dataset):
+    """The encoded examples: item i is `Example` i."""
+
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+
+class EpochPlanSampler(Sampler):
+    """A batch sampler: the index batches of `shared.data.plan_epoch` (length-bucketed, and
+    task-balanced with several tasks), a pure function of (seed, epoch). `set_epoch(epoch, start)`
+    picks the epoch and the batch to begin at, so a resumed run continues the very plan the killed
+    one followed."""
+
+    def __init__(self, examples, batch_size: int, seed: int, task_weights=None):
+        self.lengths, self.tasks = [len(e.input_ids) for e in examples], [e.task for e in examples]
+        self.batch_size, self.seed, self.task_weights = batch_size, seed, task_weights
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int, start: int = 0):
+        self.epoch, self.start = epoch, start
+        self.plan = plan_epoch(self.lengths, self.tasks, self.batch_size, self.seed, epoch, self.task_weights)
+
+    def __iter__(self):
+        return (batch.tolist() for batch in self.plan[self.start:])
+
+    def __len__(self):
+        return len(self.plan) - self.start
+
+
+def collate_examples(examples, pad_id: int) -> dict:
+    """Pad a list of Examples to the longest (dynamic padding): input_ids, attention_mask and,
+    where the examples carry them (causal LM), labels. NumPy arrays."""
+    labels = None if examples[0].labels is None else [e.labels for e in examples]
+    return collate([e.input_ids for e in examples], pad_id, labels=labels)
+
+
+def data_loader(examples, tokenizer, **batching) -> DataLoader:
+    """`torch.utils.data.DataLoader` over the examples, batched as `batching` says (batch_size=B:
+    in order; batch_sampler=S: S's batches), in this process (workers would gain nothing on
+    tokenised ids and cost start-up time). It gets a generator of its own: each iterator draws a
+    base seed from it, which from the global generator would shift the dropout stream."""
+    collate_fn = functools.partial(collate_examples, pad_id=tokenizer.pad_id)
+    return DataLoader(SFTDataset(examples), collate_fn=collate_fn, generator=torch.Generator(), **batching)
+
+
+def to_model_batch(batch, tokenizer, objective, rng, device, mlm_probability=SFTConfig.mlm_probability) -> dict:
+    """A padded batch -> tensors on `device`. For MLM the labels are drawn here: each eligible token
+    is masked with `mlm_probability`, by `rng` (seeded per step, so a resumed run draws the same)."""
+    if objective == "mlm":
+        batch = dict(batch)
         batch["input_ids"], batch["labels"] = mask_tokens(
             batch["input_ids"], batch["attention_mask"], tokenizer.special_ids, tokenizer.mask_id,
             tokenizer.vocab_size, rng, probability=mlm_probability)
@@ -125,9 +174,9 @@ def evaluate(model, examples, tokenizer, objective, seed, batch_size, device,
     model.eval()
     rng = np.random.default_rng([seed, EVAL_MASK_SEED])
     sums: dict[str, list[float]] = {}  # task -> [nll sum, correct, count]
-    for start in range(0, len(examples), batch_size):
-        indices = list(range(start, min(start + batch_size, len(examples))))
-        batch = make_batch(examples, indices, tokenizer, objective, rng, device, mlm_probability)
+    for k, padded in enumerate(data_loader(examples, tokenizer, batch_size=batch_size)):
+        indices = range(k * batch_size, k * batch_size + len(padded["input_ids"]))
+        batch = to_model_batch(padded, tokenizer, objective, rng, device, mlm_probability)
         logits = model(batch["input_ids"], batch["attention_mask"]).float()
         labels = batch["labels"]
         if objective == "clm":
@@ -282,23 +331,25 @@ class SFTRun:
             self.writer.add_scalar(key, value, self.state["step"])
 
     # ---- one step: the next batch of the epoch plan, forward, backward, clip, optimizer step
-    def plan_epoch(self):
-        """The batches of the current epoch: a pure function of (seed, epoch), so a resumed run
-        continues the very plan the killed one followed."""
-        self.plan = plan_epoch([len(e.input_ids) for e in self.train_examples], [e.task for e in self.train_examples],
-                               self.config.batch_size, self.config.seed, self.state["epoch"], self.task_weights)
+    def open_data(self):
+        """The training DataLoader, positioned at the state's (epoch, batch in epoch)."""
+        self.sampler = EpochPlanSampler(self.train_examples, self.config.batch_size, self.config.seed,
+                                        self.task_weights)
+        self.sampler.set_epoch(self.state["epoch"], start=self.state["batch_in_epoch"])
+        self.batches = iter(data_loader(self.train_examples, self.tokenizer, batch_sampler=self.sampler))
 
     def next_batch(self):
         state, config = self.state, self.config
-        if state["batch_in_epoch"] >= len(self.plan):  # the epoch is used up: the next one's plan
+        padded = next(self.batches, None)
+        if padded is None:  # the epoch is used up: the next one's plan
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
-            self.plan_epoch()
-        indices = self.plan[state["batch_in_epoch"]]
+            self.open_data()
+            padded = next(self.batches)
         state["batch_in_epoch"] += 1
         state["step"] += 1
-        return make_batch(self.train_examples, indices, self.tokenizer, config.objective,
-                          np.random.default_rng([config.seed, state["step"]]), self.device, config.mlm_probability)
+        return to_model_batch(padded, self.tokenizer, config.objective,
+                              np.random.default_rng([config.seed, state["step"]]), self.device, config.mlm_probability)
 
     def step(self, batch) -> tuple[float, float, float]:
         """One optimizer step on the global batch. Returns (loss, gradient norm, learning rate)."""
@@ -455,7 +506,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
     if resume:
         run.resume()
     run.open_logs(resumed=resume)
-    run.plan_epoch()
+    run.open_data()
     run.wrap_ddp()
     state, interrupted = run.state, None
     bar = tqdm(total=run.total_steps, initial=state["step"], disable=run.quiet, desc="sft", unit="step",
