@@ -166,79 +166,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(commands, name: str, func, help: str, epilogue: str = "") -> argparse.ArgumentParser:
+    """A subcommand: its parser, described by the function's docstring, and the function it runs."""
+    p = commands.add_parser(name, help=help, description=func.__doc__ + epilogue)
+    p.set_defaults(func=func)
+    return p
+
+
 def _add_data_commands(commands) -> None:
-    p = commands.add_parser("data", help="write the built-in task data (JSONL)",
-                            description=cmd_data.__doc__)
+    p = _command(commands, "data", cmd_data, "write the built-in task data (JSONL)")
     p.add_argument("--out", required=True, help="directory for the *.jsonl files")
     p.add_argument("--seed", type=non_negative_int, default=0, help="generator seed (default 0)")
-    p.set_defaults(func=cmd_data)
 
-    p = commands.add_parser("tokenizer", help="train and save a tokenizer",
-                            description=cmd_tokenizer.__doc__)
+    p = _command(commands, "tokenizer", cmd_tokenizer, "train and save a tokenizer")
     p.add_argument("--data", nargs="+", required=True, metavar="FILE",
                    help="JSONL files of any record kind, or plain .txt files")
     p.add_argument("--vocab-size", type=positive_int, default=512, help="tokens, special ones "
                    "included (default 512)")
     p.add_argument("--out", required=True, help="tokenizer.json path (or a directory for it)")
-    p.set_defaults(func=cmd_tokenizer)
 
 
 def _add_training_commands(commands) -> None:
     from sftrl import sft_command  # argparse definitions only: cheap
 
-    p = commands.add_parser("pretrain", help="pretrain a model on text (PyTorch)",
-                            description=cmd_pretrain.__doc__)
+    p = _command(commands, "pretrain", cmd_pretrain, "pretrain a model on text (PyTorch)")
     sft_command.add_arguments(p, pretrain=True)
-    p.set_defaults(func=cmd_pretrain)
 
-    p = commands.add_parser("sft", help="supervised fine-tuning on prompt/completion data (PyTorch)",
-                            description=cmd_sft.__doc__)
+    p = _command(commands, "sft", cmd_sft, "supervised fine-tuning on prompt/completion data (PyTorch)")
     sft_command.add_arguments(p, pretrain=False)
-    p.set_defaults(func=cmd_sft)
 
     from sftrl import ppo_command
 
-    p = commands.add_parser("ppo", help="RL: PPO with a KL penalty to the SFT model (TensorFlow)",
-                            description=cmd_ppo.__doc__)
+    p = _command(commands, "ppo", cmd_ppo, "RL: PPO with a KL penalty to the SFT model (TensorFlow)")
     ppo_command.add_arguments(p)
-    p.set_defaults(func=cmd_ppo)
 
-    p = commands.add_parser("reward-model", help="train a reward model on preference pairs (TensorFlow)",
-                            description=cmd_reward_model.__doc__)
+    p = _command(commands, "reward-model", cmd_reward_model,
+                 "train a reward model on preference pairs (TensorFlow)")
     ppo_command.add_reward_model_arguments(p)
-    p.set_defaults(func=cmd_reward_model)
 
 
 def _add_evaluation_commands(commands) -> None:
     from sftrl import eval_command
 
-    p = commands.add_parser("eval", help="evaluate models (e.g. SFT and RL) on the same prompts",
-                            description=cmd_eval.__doc__)
+    p = _command(commands, "eval", cmd_eval, "evaluate models (e.g. SFT and RL) on the same prompts")
     eval_command.add_arguments(p)
-    p.set_defaults(func=cmd_eval)
 
     from sftrl import human_eval_command  # argparse definitions only: cheap
 
-    p = commands.add_parser("human-eval", help="human evaluation: export blind A/B pairs, rate, score",
-                            description=cmd_human_eval.__doc__)
+    p = _command(commands, "human-eval", cmd_human_eval,
+                 "human evaluation: export blind A/B pairs, rate, score")
     human_eval_command.add_arguments(p, _Parser)
-    p.set_defaults(func=cmd_human_eval)
 
 
 def _add_tool_commands(commands) -> None:
     from sftrl import parity_command  # argparse definitions only: cheap
 
-    p = commands.add_parser("pipeline", help="the main job: data, SFT, reward model, PPO, evaluation, report",
-                            description=cmd_pipeline.__doc__)
+    p = _command(commands, "pipeline", cmd_pipeline,
+                 "the main job: data, SFT, reward model, PPO, evaluation, report")
     p.add_argument("--preset", choices=("quick", "default"), default="default",
                    help="quick: about a minute, checks the chain; default: the README's figures")
     p.add_argument("--out", default="runs/pipeline", help="run directory (default runs/pipeline)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_pipeline)
 
-    p = commands.add_parser("bench", help="benchmarks: PyTorch vs TensorFlow vs peers vs matmul peak",
-                            description=cmd_bench.__doc__)
+    p = _command(commands, "bench", cmd_bench, "benchmarks: PyTorch vs TensorFlow vs peers vs matmul peak")
     p.add_argument("--suite", choices=("ops", "train", "generate", "ppo", "all"), default="all")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--size", choices=("default", "tiny"), default="default",
@@ -246,12 +237,10 @@ def _add_tool_commands(commands) -> None:
     p.add_argument("--out", default="benchmarks/results", help="folder for results.md, PNG charts and JSON")
     p.add_argument("--json", metavar="PATH", help="JSON path (default: OUT/results.json)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_bench)
 
-    p = commands.add_parser("parity", help="check NumPy / PyTorch / TensorFlow parity, case by case",
-                            description=cmd_parity.__doc__ + " Exits 0 only if every case passes.")
+    p = _command(commands, "parity", cmd_parity, "check NumPy / PyTorch / TensorFlow parity, case by case",
+                 " Exits 0 only if every case passes.")
     parity_command.add_arguments(p)
-    p.set_defaults(func=cmd_parity)
 
 
 def main(argv=None) -> int:
