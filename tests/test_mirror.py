@@ -95,6 +95,6 @@ def test_a_renamed_attribute_a_missing_method_or_a_moved_class_is_drift():
     missing = keras_source.replace("def logits_and_values(", "def logits_and_values_(")
     assert "only in torch_impl/model.py: PolicyModel.logits_and_values()" in drift(torch_source, missing)
     block = torch_source.index("class Intermediate(")
-    end = torch_source.index("class Output(")
+    end = torch_source.index("class TransformerBlock(")
     moved = torch_source[:block] + torch_source[end:] + "\n\n" + torch_source[block:end]
     assert drift(moved, keras_source)[0].startswith("the same names in a different order")

@@ -179,7 +179,7 @@ class Embeddings(keras.layers.Layer):
 class SelfAttention(keras.layers.Layer):
     """Multi-head attention: Concat(head_1, ..., head_h), head_i = Attention(X W_i^Q, X W_i^K, X W_i^V).
 
-    The output projection W^O is `SelfOutput.dense` (BERT keeps it in the next module).
+    The output projection W^O is `Attention.output.dense` (BERT keeps it in the next module).
     """
 
     def __init__(self, config: ModelConfig, **kwargs):
@@ -222,8 +222,11 @@ class SelfAttention(keras.layers.Layer):
         return context, weights, (k, v)
 
 
-class SelfOutput(keras.layers.Layer):
-    """W^O, dropout, residual connection and LayerNorm (post-LN)."""
+class Output(keras.layers.Layer):
+    """The end of a sub-layer: a projection back to width C, dropout, residual connection and
+    LayerNorm (post-LN). After attention it is W^O (Hugging Face's `BertSelfOutput`), after the
+    feed-forward layer W_2 (`BertOutput`): one class, the same names. Keras' Dense takes its input
+    width at the first call, so there is no input_size argument here."""
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
@@ -241,7 +244,7 @@ class Attention(keras.layers.Layer):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
         self.self = SelfAttention(config, name="self", dtype=dtype)
-        self.output_ = SelfOutput(config, name="output", dtype=dtype)  # `output` is taken in Keras
+        self.output_ = Output(config, name="output", dtype=dtype)  # `output` is taken in Keras
 
     def call(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False, training=False):
         context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index,
@@ -258,20 +261,6 @@ class Intermediate(keras.layers.Layer):
 
     def call(self, hidden_states):
         return gelu(self.dense(hidden_states))    # (B, T, I)
-
-
-class Output(keras.layers.Layer):
-    """Second feed-forward layer, dropout, residual connection and LayerNorm."""
-
-    def __init__(self, config: ModelConfig, **kwargs):
-        super().__init__(**kwargs)
-        dtype = self.dtype_policy
-        self.dense = dense(config.hidden_size, "dense", config, dtype)
-        self.LayerNorm = layer_norm(config, dtype)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout", dtype=dtype)
-
-    def call(self, hidden_states, input_tensor, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + input_tensor)
 
 
 class TransformerBlock(keras.layers.Layer):

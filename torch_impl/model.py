@@ -155,7 +155,7 @@ class Embeddings(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head attention: Concat(head_1, ..., head_h), head_i = Attention(X W_i^Q, X W_i^K, X W_i^V).
 
-    The output projection W^O is `SelfOutput.dense` (BERT keeps it in the next module).
+    The output projection W^O is `Attention.output.dense` (BERT keeps it in the next module).
     """
 
     def __init__(self, config: ModelConfig):
@@ -194,12 +194,14 @@ class SelfAttention(nn.Module):
         return context, weights, (k, v)
 
 
-class SelfOutput(nn.Module):
-    """W^O, dropout, residual connection and LayerNorm (post-LN)."""
+class Output(nn.Module):
+    """The end of a sub-layer: a projection back to width C, dropout, residual connection and
+    LayerNorm (post-LN). After attention it is W^O (input_size C; Hugging Face's `BertSelfOutput`),
+    after the feed-forward layer W_2 (input_size I; `BertOutput`): one class, the same names."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, input_size: int):
         super().__init__()
-        self.dense = dense(config.hidden_size, config.hidden_size, config)
+        self.dense = dense(input_size, config.hidden_size, config)
         self.LayerNorm = layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -211,7 +213,7 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.self = SelfAttention(config)
-        self.output = SelfOutput(config)
+        self.output = Output(config, config.hidden_size)
 
     def forward(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False):
         context, weights, present = self.self(hidden_states, mask, cache=cache, cache_index=cache_index,
@@ -230,19 +232,6 @@ class Intermediate(nn.Module):
         return gelu(self.dense(hidden_states))                            # (B, T, I)
 
 
-class Output(nn.Module):
-    """Second feed-forward layer, dropout, residual connection and LayerNorm."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.dense = dense(config.intermediate_size, config.hidden_size, config)
-        self.LayerNorm = layer_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)  # (B, T, C)
-
-
 class TransformerBlock(nn.Module):
     """One post-LN encoder layer: attention sub-layer, then feed-forward sub-layer."""
 
@@ -250,7 +239,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.attention = Attention(config)
         self.intermediate = Intermediate(config)
-        self.output = Output(config)
+        self.output = Output(config, config.intermediate_size)
 
     def forward(self, hidden_states, mask, cache=None, cache_index=0, output_attentions=False):
         attention_output, weights, present = self.attention(hidden_states, mask, cache=cache, cache_index=cache_index,
