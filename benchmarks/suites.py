@@ -239,7 +239,7 @@ def padding_benchmark(s, device):
     """Real (non-pad) tokens per second: every batch padded to the longest allowed length vs
     dynamic padding with length bucketing, on the built-in SFT data."""
     from torch_impl.model import SFTModel
-    from torch_impl.sft import encode_records
+    from torch_impl.data import encode_records
 
     data = make_builtin_data(0, {"sft.train": 400 if s is SIZES["default"] else 16})["sft.train"]
     tokenizer = Tokenizer.train([r["prompt"] + " " + r["completion"] for r in data], vocab_size=s["vocab"])

@@ -194,7 +194,8 @@ def run(args, pretrain: bool) -> int:
 
     import torch
 
-    from torch_impl.sft import encode_records, train
+    from torch_impl.data import encode_records
+    from torch_impl.sft import train
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SftrlError("--device cuda: no CUDA device is available here")

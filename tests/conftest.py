@@ -77,7 +77,8 @@ def train_causal_sft(out, tokenizer, records, hidden_size: int, steps: int):
 
     from shared.config import ModelConfig, SFTConfig
     from torch_impl.model import SFTModel
-    from torch_impl.sft import encode_records, train
+    from torch_impl.data import encode_records
+    from torch_impl.sft import train
 
     config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
                          num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=48,

@@ -12,7 +12,8 @@ from shared.config import ModelConfig, SFTConfig
 from shared.data import plan_epoch
 from torch_impl.checkpoint import load_pretrained
 from torch_impl.model import SFTModel
-from torch_impl.sft import encode_records, train
+from torch_impl.data import encode_records
+from torch_impl.sft import train
 
 
 def tiny_config(tokenizer, attention_type="causal", **overrides):
@@ -225,7 +226,7 @@ def test_training_batches_come_from_a_dataloader_over_the_epoch_plan(tokenizer, 
     padded to their longest row, and iterating it leaves the global torch generator (dropout's)
     where it was."""
     from shared.data import collate
-    from torch_impl.sft import EpochPlanSampler, data_loader
+    from torch_impl.data import EpochPlanSampler, data_loader
 
     examples = sft_examples[:60]
     sampler = EpochPlanSampler(examples, 8, seed=3)

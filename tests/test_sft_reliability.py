@@ -20,7 +20,8 @@ from shared.config import ModelConfig, SFTConfig
 from shared.errors import SftrlError
 from shared.io import latest_checkpoint, truncate_jsonl, write_checkpoint
 from torch_impl.model import SFTModel
-from torch_impl.sft import encode_records, train
+from torch_impl.data import encode_records
+from torch_impl.sft import train
 
 STEPS = 240
 

@@ -138,8 +138,11 @@ def fused_attention(q, k, v, mask=None):
     """
     if mask is not None:
         mask = mask | ~tf.reduce_any(mask, -1, keepdims=True)
+    # The scale as a tensor of the logits' dtype (float32, or float64 for float64 inputs): Keras
+    # would turn a Python float into float32 first, 2e-8 relative error in a float64 model.
+    scale = tf.constant(1.0 / math.sqrt(q.shape[-1]), tf.float64 if q.dtype == tf.float64 else tf.float32)
     q, k, v = (tf.transpose(x, [0, 2, 1, 3]) for x in (q, k, v))            # (B, T, H, hs): Keras' layout
-    context = keras.ops.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(q.shape[-1]))
+    context = keras.ops.dot_product_attention(q, k, v, mask=mask, scale=scale)
     return tf.transpose(context, [0, 2, 1, 3])                              # (B, H, Tq, hs)
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
@@ -42,20 +40,13 @@ def sdpa_case(name, causal):
 
 
 def fused_torch(d, dtype):
-    out = F.scaled_dot_product_attention(T(d["q"]), T(d["k"]), T(d["v"]), attn_mask=T(d["mask"]))
-    return np_out(output=out)
+    """Our fused_attention: torch's F.scaled_dot_product_attention."""
+    return np_out(output=torch_model.fused_attention(T(d["q"]), T(d["k"]), T(d["v"]), T(d["mask"])))
 
 
 def fused_keras(d, dtype):
-    def heads_last(x):  # (B, H, T, hs) -> (B, T, H, hs), Keras' layout
-        return TF(np.swapaxes(x, 1, 2))
-    # The scale is passed as a float64 number: a Python float would be cast through float32
-    # inside Keras (tf.cast of a Python float makes a float32 tensor first), costing ~2e-8
-    # relative error in float64.
-    scale = np.float64(1.0 / math.sqrt(d["q"].shape[-1])).astype(dtype)
-    out = keras.ops.dot_product_attention(heads_last(d["q"]), heads_last(d["k"]), heads_last(d["v"]),
-                                          mask=TF(d["mask"]), scale=scale)
-    return np_out(output=tf.transpose(out, [0, 2, 1, 3]))
+    """Our fused_attention: keras.ops.dot_product_attention, in Keras' (B, T, H, hs) layout."""
+    return np_out(output=tf_model.fused_attention(TF(d["q"]), TF(d["k"]), TF(d["v"]), TF(d["mask"])))
 
 
 def mha_inputs(rng):
@@ -105,10 +96,11 @@ CASES = [
     sdpa_case("attention.padding", causal=False),
     sdpa_case("attention.causal", causal=True),
     Case("attention.fused_kernels", "attention",
-         "torch F.scaled_dot_product_attention vs keras.ops.dot_product_attention vs the formula",
+         "fused_attention: torch F.scaled_dot_product_attention vs keras.ops.dot_product_attention vs the formula",
          attention_inputs(True),
          lambda d: {"output": ref.scaled_dot_product_attention(d["q"], d["k"], d["v"], d["mask"])[0]},
-         fused_torch, fused_keras),
+         fused_torch, fused_keras,
+         shows=(ref.scaled_dot_product_attention, torch_model.fused_attention, tf_model.fused_attention)),
     Case("attention.multi_head_vs_keras_layer", "attention",
          "MultiHead(X) = Concat(head_1..head_h) W^O; ours vs keras.layers.MultiHeadAttention",
          mha_inputs, mha_reference, mha_torch, mha_keras),
