@@ -11,7 +11,7 @@ from shared.rewards import task_partial
 from tf_impl import ppo
 from tf_impl.reward_model import init_from_sft, train_reward_model
 from torch_impl.checkpoint import load_pretrained
-from torch_impl.evaluate import greedy_completions
+from torch_impl.generate import greedy_completions
 
 NEW = 12  # tokens to generate: the trained model's completions run 3 to 7 tokens
 
@@ -69,7 +69,7 @@ def test_text_generation_pipeline_completes_as_the_project_does(folder, request,
     template), greedy decoding that stops at [SEP]: the same completion as `sftrl eval`'s."""
     path = request.getfixturevalue(folder)
     prompts = [r["prompt"] for r in builtin_data["prompt.eval"][:16]]
-    expected, _, _ = greedy_completions(load_pretrained(path), tokenizer, prompts, NEW)
+    expected, _ = greedy_completions(load_pretrained(path), tokenizer, prompts, NEW)
     generator = transformers.pipeline("text-generation", model=str(path), device="cpu")
     got = [generator(p, add_special_tokens=True, max_new_tokens=NEW, do_sample=False,
                      return_full_text=False)[0]["generated_text"] for p in prompts]
