@@ -25,3 +25,9 @@ WHITEN_EPS = 1e-8
 # The LM head's decoder is the word-embedding matrix and its bias is `cls.predictions.bias`
 # (tied): checkpoints do not store these two names, and loading does not expect them.
 TIED_NAMES = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+
+# Adam's (beta1, beta2) and epsilon in both trainers (Kingma & Ba's defaults).
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+# The reward model's Adam epsilon: Keras' default, which it has always trained with.
+REWARD_MODEL_ADAM_EPS = 1e-7

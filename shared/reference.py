@@ -82,16 +82,42 @@ def multi_head_attention(x, w_q, b_q, w_k, b_k, w_v, b_v, w_o, b_o, num_heads, m
 
 
 def transformer_block(x, p, prefix, num_heads, mask=None, eps=LAYER_NORM_EPS):
-    """Post-LN block: h = LN(x + MHA(x)); out = LN(h + W_2 GELU(W_1 h)). `p` maps HF names to arrays."""
+    """Post-LN block: h = LN(x + MHA(x)); out = LN(h + W_2 GELU(W_1 h)). `p` maps HF names to arrays.
+
+    Returns (out (B, T, C), the attention probabilities (B, H, T, T)).
+    """
     a = prefix + "attention."
-    attn, _ = multi_head_attention(
+    attn, weights = multi_head_attention(
         x, p[a + "self.query.weight"], p[a + "self.query.bias"], p[a + "self.key.weight"],
         p[a + "self.key.bias"], p[a + "self.value.weight"], p[a + "self.value.bias"],
         p[a + "output.dense.weight"], p[a + "output.dense.bias"], num_heads, mask)
     h = layer_norm(x + attn, p[a + "output.LayerNorm.weight"], p[a + "output.LayerNorm.bias"], eps)
     ff = linear(gelu(linear(h, p[prefix + "intermediate.dense.weight"], p[prefix + "intermediate.dense.bias"])),
                 p[prefix + "output.dense.weight"], p[prefix + "output.dense.bias"])
-    return layer_norm(h + ff, p[prefix + "output.LayerNorm.weight"], p[prefix + "output.LayerNorm.bias"], eps)
+    out = layer_norm(h + ff, p[prefix + "output.LayerNorm.weight"], p[prefix + "output.LayerNorm.bias"], eps)
+    return out, weights
+
+
+def model_hidden_states(p, input_ids, mask, config, position_ids=None):
+    """Embeddings -> N post-LN blocks, every layer kept.
+
+    mask: the boolean (B, 1, T, T) attention mask of `shared.data.build_attention_mask`.
+    Returns (hidden states: N + 1 arrays (B, T, C), the embeddings' output then each block's;
+    attention probabilities: N arrays (B, H, T, T)).
+    """
+    B, T = input_ids.shape
+    position_ids = np.broadcast_to(np.arange(T), (B, T)) if position_ids is None else position_ids
+    e = "bert.embeddings."
+    x = (p[e + "word_embeddings.weight"][input_ids] + p[e + "position_embeddings.weight"][position_ids]
+         + p[e + "token_type_embeddings.weight"][np.zeros_like(input_ids)])
+    hidden_states = [layer_norm(x, p[e + "LayerNorm.weight"], p[e + "LayerNorm.bias"], config.layer_norm_eps)]
+    attentions = []
+    for i in range(config.num_hidden_layers):
+        x, weights = transformer_block(hidden_states[-1], p, f"bert.encoder.layer.{i}.", config.num_attention_heads,
+                                       mask, config.layer_norm_eps)
+        hidden_states.append(x)
+        attentions.append(weights)
+    return hidden_states, attentions
 
 
 def model_logits(p, input_ids, mask, config, position_ids=None):
@@ -99,15 +125,8 @@ def model_logits(p, input_ids, mask, config, position_ids=None):
 
     mask: the boolean (B, 1, T, T) attention mask of `shared.data.build_attention_mask`.
     """
-    B, T = input_ids.shape
-    position_ids = np.broadcast_to(np.arange(T), (B, T)) if position_ids is None else position_ids
-    e = "bert.embeddings."
-    x = (p[e + "word_embeddings.weight"][input_ids] + p[e + "position_embeddings.weight"][position_ids]
-         + p[e + "token_type_embeddings.weight"][np.zeros_like(input_ids)])
-    x = layer_norm(x, p[e + "LayerNorm.weight"], p[e + "LayerNorm.bias"], config.layer_norm_eps)
-    for i in range(config.num_hidden_layers):
-        x = transformer_block(x, p, f"bert.encoder.layer.{i}.", config.num_attention_heads, mask,
-                              config.layer_norm_eps)
+    hidden_states, _ = model_hidden_states(p, input_ids, mask, config, position_ids)
+    x, e = hidden_states[-1], "bert.embeddings."
     t = "cls.predictions.transform."
     h = layer_norm(gelu(linear(x, p[t + "dense.weight"], p[t + "dense.bias"])),
                    p[t + "LayerNorm.weight"], p[t + "LayerNorm.bias"], config.layer_norm_eps)

@@ -37,6 +37,7 @@ import tensorflow as tf
 from safetensors.numpy import load_file, save
 
 from shared.config import ModelConfig, PPOConfig
+from shared.constants import ADAM_BETAS, ADAM_EPS
 from shared.data import collate, encode_prompt
 from shared.errors import CheckpointError, SftrlError
 from shared.generation import gumbel_noise
@@ -143,6 +144,12 @@ def sequence_inputs(query_ids, query_mask, response, response_mask):
     return ids, mask, position_ids
 
 
+def at_least_float32(x):
+    """x in float32, or float64 if it is: log-probs, values and losses are never computed in
+    bfloat16 (mixed precision), and a float64 model keeps float64 (the parity suite's)."""
+    return x if x.dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)
+
+
 def response_slice(per_position, response_length):
     """The positions that chose the response tokens, of any per-position tensor (logits, values):
     position P-1+t chose token t. (B, P+R, ...) -> (B, R, ...)"""
@@ -186,7 +193,10 @@ class PPOTrainer:
         self.config, self.reward_fn, self.log = config, reward_fn, log
         self.strategy = strategy
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            self.optimizer = keras.optimizers.Adam(learning_rate=config.lr, epsilon=1e-8)
+            # betas and epsilon as float64 numbers: Keras casts a Python float through float32
+            # (0.9 -> 0.8999999762), which a float64 model would see
+            self.optimizer = keras.optimizers.Adam(learning_rate=config.lr, beta_1=np.float64(ADAM_BETAS[0]),
+                                                   beta_2=np.float64(ADAM_BETAS[1]), epsilon=np.float64(ADAM_EPS))
             self.optimizer.build(policy.trainable_variables)
         self.kl_controller = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
                               if config.target_kl else FixedKLController(config.kl_coef))
@@ -200,10 +210,10 @@ class PPOTrainer:
         R = tf.shape(response)[1]
         logits, values = self.policy.logits_and_values(ids, mask, position_ids)
         # float32 from here on, whatever the compute dtype (a no-op in float32)
-        logits = tf.cast(response_slice(logits, R), tf.float32) / self.config.temperature
-        ref_logits = tf.cast(response_slice(self.reference(ids, mask, position_ids=position_ids), R), tf.float32)
+        logits = at_least_float32(response_slice(logits, R)) / self.config.temperature
+        ref_logits = at_least_float32(response_slice(self.reference(ids, mask, position_ids=position_ids), R))
         ref_logits = ref_logits / self.config.temperature
-        values = tf.cast(response_slice(values, R), tf.float32)
+        values = at_least_float32(response_slice(values, R))
         return (losses.categorical_log_prob(logits, response), losses.categorical_log_prob(ref_logits, response),
                 values)
 
@@ -233,8 +243,8 @@ class PPOTrainer:
         config = self.config
         R = tf.shape(batch.response)[1]
         logits, values = self.policy.logits_and_values(batch.ids, batch.mask, batch.position_ids, training=False)
-        logits = tf.cast(response_slice(logits, R), tf.float32) / config.temperature   # (B, R, V)
-        values = tf.cast(response_slice(values, R), tf.float32)                        # (B, R)
+        logits = at_least_float32(response_slice(logits, R)) / config.temperature   # (B, R, V)
+        values = at_least_float32(response_slice(values, R))                        # (B, R)
         logprobs = losses.categorical_log_prob(logits, batch.response)
         pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
                                                            config.clip_range, batch.response_mask)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from safetensors.numpy import load_file, save
 
 from shared.config import ModelConfig
+from shared.constants import ADAM_BETAS, REWARD_MODEL_ADAM_EPS
 from shared.data import collate, encode_sft
 from shared.errors import CheckpointError, SftrlError
 from shared.io import atomic_write_bytes, atomic_write_text
@@ -80,6 +81,29 @@ def pairwise_accuracy(model, records, tokenizer, max_length, batch_size=128):
     return float(np.mean(wins))
 
 
+def reward_model_optimizer(lr: float) -> keras.optimizers.Adam:
+    """Adam with the betas and epsilon as float64 numbers: Keras casts a Python float through
+    float32 (0.9 -> 0.8999999762), which a float64 model would see; float32 runs are unchanged."""
+    return keras.optimizers.Adam(learning_rate=lr, beta_1=np.float64(ADAM_BETAS[0]),
+                                 beta_2=np.float64(ADAM_BETAS[1]), epsilon=np.float64(REWARD_MODEL_ADAM_EPS))
+
+
+def bradley_terry_step(model, optimizer):
+    """One training step of the reward model, traced: the Bradley-Terry loss
+    -mean log sigmoid(r(chosen) - r(rejected)) of a batch of pairs, its gradient, one optimizer
+    step. The returned function takes (chosen ids, mask, rejected ids, mask) and returns
+    (loss, share of pairs ranked right)."""
+    @tf.function(reduce_retracing=True)
+    def step(c_ids, c_mask, r_ids, r_mask):
+        with tf.GradientTape() as tape:
+            chosen, rejected = model(c_ids, c_mask, training=True), model(r_ids, r_mask, training=True)
+            loss = losses.bradley_terry_loss(chosen, rejected)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, tf.reduce_mean(tf.cast(chosen > rejected, tf.float32))
+    return step
+
+
 def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=3, lr=1e-4, batch_size=32,
                        seed=0, quiet=False, log=print):
     """Bradley-Terry training; writes the model, tokenizer, metrics.jsonl. Returns the summary.
@@ -92,17 +116,9 @@ def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     max_length = model.config.max_position_embeddings
-    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    optimizer = reward_model_optimizer(lr)
     optimizer.build(model.trainable_variables)
-
-    @tf.function(reduce_retracing=True)
-    def step(c_ids, c_mask, r_ids, r_mask):
-        with tf.GradientTape() as tape:
-            chosen, rejected = model(c_ids, c_mask, training=True), model(r_ids, r_mask, training=True)
-            loss = losses.bradley_terry_loss(chosen, rejected)
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, tf.reduce_mean(tf.cast(chosen > rejected, tf.float32))
+    step = bradley_terry_step(model, optimizer)
 
     started = time.perf_counter()
     total = epochs * ((len(records) + batch_size - 1) // batch_size)

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save
 
 from shared import tasks as builtin_tasks
 from shared.config import ModelConfig, SFTConfig
-from shared.constants import IGNORE_INDEX
+from shared.constants import ADAM_BETAS, ADAM_EPS, IGNORE_INDEX
 from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
@@ -194,7 +194,7 @@ class SFTRun:
         self.log(f"trainable parameters: {self.n_trainable:,} of {self.n_total:,} "
                  f"({100 * self.n_trainable / self.n_total:.2f}%)")
         self.optimizer = torch.optim.AdamW(parameter_groups(self.module, config.weight_decay), lr=config.lr,
-                                           betas=(0.9, 0.999), eps=1e-8)
+                                           betas=ADAM_BETAS, eps=ADAM_EPS)
         self.state = dict(step=0, epoch=0, batch_in_epoch=0, best_eval_loss=None, evals_since_best=0,
                           tokens=0, stopped_early=False)
         self.best_state = None

@@ -58,15 +58,15 @@ def random_state(config, rng, std=0.1):
     return state
 
 
-def torch_sft(config, state, dtype):
-    model = torch_model.SFTModel(config)
+def torch_sft(config, state, dtype, with_value_head=False):
+    model = torch_model.SFTModel(config, with_value_head)
     model = model.double() if dtype == "float64" else model
     load_state_dict_strict(model, {k: T(v) for k, v in state.items()}, "parity")
     return model.eval()
 
 
-def keras_policy(config, state, dtype):
-    model = tf_model.PolicyModel(config, dtype=dtype)
+def keras_policy(config, state, dtype, with_value_head=False):
+    model = tf_model.PolicyModel(config, with_value_head, dtype=dtype)
     assign_numpy_state_dict(model, state, "parity")
     return model
 

@@ -1,4 +1,5 @@
-"""Level 8, generation: greedy tokens with the KV cache against recomputing with the NumPy model."""
+"""Level 8, generation: greedy and sampled tokens, with and without the KV cache, against recomputing
+with the NumPy model."""
 
 from __future__ import annotations
 
@@ -49,11 +50,54 @@ def greedy_keras(d, dtype):
     return {"tokens": tokens.numpy().astype(np.float64)}
 
 
+SAMPLING = dict(temperature=0.7, top_k=5)
+
+
+def sampled_inputs(rng):
+    """`generation_inputs` plus the Gumbel noise (B, steps, V) that fixes every sample."""
+    d = generation_inputs(rng)
+    d["noise"] = rng.gumbel(size=(len(d["input_ids"]), GENERATE_STEPS, tiny_config().vocab_size))
+    return d
+
+
+def sampled_reference(d):
+    """Sampling by the Gumbel-max trick, recomputing the whole sequence with the NumPy model:
+    token = argmax(logits / T + noise) over the top_k most likely tokens."""
+    config = tiny_config("causal")
+    ids, mask = d["input_ids"], d["attention_mask"]
+    new = []
+    for t in range(GENERATE_STEPS):
+        position_ids = np.maximum(np.cumsum(mask, -1) - 1, 0)
+        logits = ref.model_logits(d["state"], ids, build_attention_mask(mask, True), config, position_ids)
+        logits = logits[:, -1] / SAMPLING["temperature"]                    # (B, V)
+        kth = np.sort(logits, -1)[:, -SAMPLING["top_k"]][:, None]           # (B, 1)
+        token = np.where(logits < kth, -np.inf, logits + d["noise"][:, t]).argmax(-1)
+        new.append(token)
+        ids = np.concatenate([ids, token[:, None]], 1)
+        mask = np.concatenate([mask, np.ones_like(token)[:, None]], 1)
+    tokens = np.stack(new, 1).astype(np.float64)
+    return {"tokens_cached": tokens, "tokens_recomputed": tokens}
+
+
+def sampled_tokens(module, model, d):
+    """The framework's `generate` with the case's noise, with and without the KV cache."""
+    noise = d["noise"].astype(d["state"]["cls.predictions.bias"].dtype)
+    return {f"tokens_{kind}": np.asarray(module.generate(
+        model, d["input_ids"], d["attention_mask"], GENERATE_STEPS, do_sample=True, noise=noise,
+        use_cache=kind == "cached", **SAMPLING)).astype(np.float64) for kind in ("cached", "recomputed")}
+
+
 CASES = [
     Case("generation.greedy", "generation",
          "greedy tokens: KV-cached decoding (torch, TF) vs recomputing with the NumPy model",
          generation_inputs, greedy_reference, greedy_torch, greedy_keras, tol=dict(EXACT),
          shows=(greedy_reference, torch_generate.generate, tf_generate.generate)),
+    Case("generation.sampled", "generation",
+         "sampled tokens, temperature 0.7 and top-k 5, the same Gumbel noise: argmax(z / T + g) over the top k",
+         sampled_inputs, sampled_reference,
+         lambda d, dt: sampled_tokens(torch_generate, torch_sft(tiny_config("causal"), d["state"], dt), d),
+         lambda d, dt: sampled_tokens(tf_generate, keras_policy(tiny_config("causal"), d["state"], dt), d),
+         tol=dict(EXACT), shows=(sampled_reference, torch_generate.next_token, tf_generate.next_token)),
 ]
 
 

@@ -1,8 +1,9 @@
-"""Level 3, a transformer block and the whole model's logits."""
+"""Level 3, a transformer block, the whole model's logits, and every layer inside it."""
 
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 import torch
 
 from sftrl.parity import Case
@@ -59,11 +60,58 @@ def model_case(attention_type):
         shows=(ref.model_logits, torch_model.SFTModel, tf_model.PolicyModel))
 
 
+def every_layer_torch(config, d, dtype):
+    """Each block of our PyTorch model run in turn: its output and its attention probabilities."""
+    bert = torch_sft(config, d["state"], dtype).bert
+    ids = T(d["input_ids"])
+    x = bert.embeddings(ids, position_ids=torch.arange(ids.shape[1]).expand_as(ids), token_type_ids=0 * ids)
+    hidden_states, attentions = [x], []
+    for block in bert.encoder.layer:
+        x, weights, _ = block(hidden_states[-1], T(d["mask"]), output_attentions=True)
+        hidden_states.append(x)
+        attentions.append(weights)
+    return hidden_states, attentions
+
+
+def every_layer_keras(config, d, dtype):
+    """The same walk through our Keras model."""
+    bert = keras_policy(config, d["state"], dtype).bert
+    ids = TF(d["input_ids"].astype(np.int32))
+    x = bert.embeddings(ids, position_ids=tf.broadcast_to(tf.range(ids.shape[1]), ids.shape), token_type_ids=0 * ids)
+    hidden_states, attentions = [x], []
+    for block in bert.encoder.layer:
+        x, weights, _ = block(hidden_states[-1], TF(d["mask"]), output_attentions=True)
+        hidden_states.append(x)
+        attentions.append(weights)
+    return hidden_states, attentions
+
+
+def every_layer_case(quantity, attention_type):
+    """`model.hidden_states.*`: the embeddings' output and each block's (B, T, C);
+    `model.attention_probs.*`: each layer's attention probabilities (B, H, T, T), every head."""
+    which = 0 if quantity == "hidden_states" else 1
+    name = "layer" if which == 0 else "attention"
+
+    def outputs(pair):
+        return {f"{name}{i}": value for i, value in enumerate(pair[which])}
+    config = tiny_config(attention_type)
+    formula = ("h_0 = LN(embeddings), h_l = Block_l(h_(l-1)), every l" if which == 0 else
+               "softmax(Q K^T / sqrt(d_k)) of every head of every layer, padding masked")
+    return Case(
+        f"model.{quantity}.{attention_type}", "model", formula, model_inputs(attention_type),
+        lambda d: outputs(ref.model_hidden_states(d["state"], d["input_ids"], d["mask"], config)),
+        lambda d, dt: np_out(**outputs(every_layer_torch(config, d, dt))),
+        lambda d, dt: np_out(**outputs(every_layer_keras(config, d, dt))),
+        shows=(ref.model_hidden_states, torch_model.TransformerBlock, tf_model.TransformerBlock))
+
+
 CASES = [
     Case("transformer_block", "block", "h = LN(x + MHA(x)); y = LN(h + W_2 GELU(W_1 h))", block_inputs,
-         lambda d: {"y": ref.transformer_block(d["x"], d["params"], "", 4, d["mask"])},
+         lambda d: {"y": ref.transformer_block(d["x"], d["params"], "", 4, d["mask"])[0]},
          block_torch, block_keras,
          shows=(ref.transformer_block, torch_model.TransformerBlock, tf_model.TransformerBlock)),
     model_case("bidirectional"),
     model_case("causal"),
+    *(every_layer_case(quantity, attention_type) for quantity in ("hidden_states", "attention_probs")
+      for attention_type in ("bidirectional", "causal")),
 ]

@@ -114,3 +114,31 @@ def test_gae_passes_over_masked_positions(mask_row):
 def test_gae_of_an_empty_row_is_zero():
     advantages, returns = ref.gae(np.ones((1, 4)), np.ones((1, 4)), 0.9, 0.8, np.zeros((1, 4)))
     assert not advantages.any() and not returns.any()
+
+
+def test_ppo_update_case_exercises_every_clip_and_a_wrong_variant_fails():
+    """`training.ppo_update` is not passed by accident: its rollout makes the ratio clip, the value
+    clip and the gradient-norm clip act, the weights move by far more than the tolerance, and the
+    torch twin without value clipping (clip_range_value huge) fails the case."""
+    import dataclasses
+
+    from sftrl.parity import _cast, _compare, _seed
+    from sftrl.parity_cases import training
+    from sftrl.parity_cases.common import T, tiny_config, torch_sft
+    from torch_impl import ppo as torch_ppo
+
+    inputs = _cast(training.ppo_inputs(np.random.default_rng(_seed("training.ppo_update"))), "float64")
+    model = torch_sft(tiny_config("causal"), inputs["state"], "float64", with_value_head=True)
+    trainer = torch_ppo.PPOTrainer(model, training.PPO)
+    rows = inputs["minibatches"][0][0]
+    stats = trainer.train_step(torch_ppo.Minibatch(*(T(inputs[f][rows]) for f in training.MINIBATCH_FIELDS)))
+    assert stats["policy/clipfrac"] > 0 and stats["val/clipfrac"] > 0
+    assert stats["policy/grad_norm"] > training.PPO.max_grad_norm
+    keras_out = training.ppo_update_keras(inputs, "float64")
+    torch_out = training.ppo_update_torch(inputs, "float64")
+    assert _compare(torch_out, keras_out, "right")[0] <= 1e-10
+    moved = max(np.abs(keras_out[f"weight/{n}"] - inputs["state"][n]).max()
+                for n in inputs["state"] if f"weight/{n}" in keras_out)
+    assert moved > 1e-3
+    wrong = dataclasses.replace(training.PPO, clip_range_value=1e9)
+    assert _compare(training.ppo_update_torch(inputs, "float64", wrong), keras_out, "wrong")[0] > 1e-6

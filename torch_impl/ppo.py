@@ -1,0 +1,111 @@
+"""The update half of PPO in PyTorch: a twin of `tf_impl.ppo.PPOTrainer`'s minibatch step, name
+for name, for the parity case `training.ppo_update`. PPO itself trains in TensorFlow; this file
+shows the same step written with `torch_impl.losses` on `SFTModel` with its value head:
+
+    loss = L^CLIP(log pi, log pi_old, A) + vf_coef L^V(V, V_old, R) - ent_coef H(pi)
+    g    = clip_by_global_norm(dloss/dtheta, max_grad_norm);  theta <- Adam(theta, g)
+
+Two details follow TensorFlow's side exactly (each would otherwise move the weights by more
+than the parity tolerance): the global-norm clipping is tf.clip_by_global_norm's rule,
+g * c / max(|g|, c) (torch's clip_grad_norm_ divides by |g| + 1e-6), and Adam adds epsilon to
+sqrt(v) as Keras does ("epsilon hat"), i.e. torch.optim.Adam's eps becomes eps / sqrt(1 - beta2^t)
+at step t.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from shared.config import PPOConfig
+from shared.constants import ADAM_BETAS, ADAM_EPS
+from torch_impl import losses
+from torch_impl.model import SFTModel
+
+
+def at_least_float32(x):
+    """x in float32, or float64 if it is (log-probs, values and losses are never bfloat16)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def response_slice(per_position, response_length):
+    """The R positions whose outputs score the response tokens: position t predicts token t + 1,
+    so the last R positions before the final one. (B, P+R, ...) -> (B, R, ...)."""
+    total = per_position.shape[1]
+    return per_position[:, total - response_length - 1: total - 1]
+
+
+class Minibatch(NamedTuple):
+    """What one PPO update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
+    ids: torch.Tensor              # (B, P+R) [query | response]
+    mask: torch.Tensor             # (B, P+R) attention mask
+    position_ids: torch.Tensor     # (B, P+R)
+    response: torch.Tensor         # (B, R) the sampled tokens
+    response_mask: torch.Tensor    # (B, R) 1 on the tokens that count
+    old_logprobs: torch.Tensor     # (B, R) log pi_old, at sampling time
+    old_values: torch.Tensor       # (B, R)
+    advantages: torch.Tensor       # (B, R)
+    returns: torch.Tensor          # (B, R)
+
+
+def clip_by_global_norm(grads, clip_norm: float):
+    """tf.clip_by_global_norm: every gradient times clip_norm / max(global norm, clip_norm).
+    Returns (clipped gradients, the global norm before clipping)."""
+    global_norm = torch.sqrt(sum(torch.sum(g * g) for g in grads))
+    scale = clip_norm / torch.maximum(global_norm, torch.as_tensor(clip_norm, dtype=global_norm.dtype))
+    return [g * scale for g in grads], global_norm
+
+
+class PPOTrainer:
+    """The update step of `tf_impl.ppo.PPOTrainer` (no rollout, no reward: those run in TensorFlow)."""
+
+    def __init__(self, policy: SFTModel, config: PPOConfig):
+        self.policy, self.config = policy, config
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+
+    # ---- update: the clipped surrogate and clipped value loss, one minibatch
+    def _loss(self, batch: Minibatch):
+        """The PPO loss of a minibatch and its statistics; every term is a masked mean over the
+        minibatch's response tokens. Returns (loss, stats)."""
+        config = self.config
+        R = batch.response.shape[1]
+        logits, values = self.policy.logits_and_values(batch.ids, batch.mask, batch.position_ids)
+        logits = at_least_float32(response_slice(logits, R)) / config.temperature   # (B, R, V)
+        values = at_least_float32(response_slice(values, R))                        # (B, R)
+        logprobs = losses.categorical_log_prob(logits, batch.response)
+        pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
+                                                           config.clip_range, batch.response_mask)
+        v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
+                                                batch.response_mask)
+        entropy = losses.masked_mean(losses.entropy_from_logits(logits), batch.response_mask)
+        loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        ratio = torch.exp(logprobs - batch.old_logprobs).detach()
+        return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
+                      "policy/approxkl": update_kl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
+                      "policy/ratio_mean": losses.masked_mean(ratio, batch.response_mask)}
+
+    def _apply(self, grads, stats):
+        """Clip by the global norm, one Adam step; adds the (pre-clip) gradient norm to stats."""
+        config = self.config
+        variables = list(self.policy.parameters())
+        if config.max_grad_norm > 0:
+            grads, grad_norm = clip_by_global_norm(grads, config.max_grad_norm)
+        else:
+            grad_norm = torch.sqrt(sum(torch.sum(g * g) for g in grads))
+        step = self.optimizer.state[variables[0]].get("step", 0) + 1
+        for group in self.optimizer.param_groups:  # Keras' epsilon placement, in torch's terms
+            group["eps"] = ADAM_EPS / math.sqrt(1.0 - ADAM_BETAS[1] ** int(step))
+        for variable, grad in zip(variables, grads):
+            variable.grad = grad
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**stats, "policy/grad_norm": grad_norm}
+
+    def _train_step(self, batch: Minibatch):
+        loss, stats = self._loss(batch)
+        grads = torch.autograd.grad(loss, list(self.policy.parameters()))
+        return self._apply(list(grads), {name: value.detach() for name, value in stats.items()})
+
+    train_step = _train_step
