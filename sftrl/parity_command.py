@@ -16,6 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--level", choices=LEVELS, help="only the cases of one level")
     p.add_argument("--case", nargs="+", metavar="NAME", help="only these cases")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--html", metavar="PATH", help="also write one self-contained page to teach from: per case "
+                   "the formula, the errors and the three sources side by side")
     p.add_argument("--show", metavar="CASE", help="print a case's formula and its NumPy, PyTorch and "
                    "TensorFlow source, side by side, and exit")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -59,7 +61,11 @@ def run(args) -> int:
     print(format_table(results))
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    from shared.io import atomic_write_text
     if args.json:
-        from shared.io import atomic_write_text
         atomic_write_text(args.json, results_json(results) + "\n")
+    if args.html:
+        from sftrl.parity_page import page
+        atomic_write_text(args.html, page(cases, results))
+        print(f"wrote {args.html}")
     return 1 if failed else 0

@@ -91,6 +91,16 @@ def test_parity_command_prints_table_and_json(tmp_path):
     assert result.stdout.strip().endswith(f"{len(records)} passed, 0 failed")
 
 
+def test_parity_html_writes_one_offline_page(tmp_path):
+    out = tmp_path / "parity.html"
+    result = run_cli("parity", "--case", "loss.gae", "attention.causal", "--html", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<section ") == 2
+    assert 'id="loss.gae"' in text and 'id="attention.causal"' in text
+    assert "<script" not in text and "http" not in text
+
+
 def test_parity_show_and_unknown_case():
     result = run_cli("parity", "--show", "loss.gae")
     assert result.returncode == 0

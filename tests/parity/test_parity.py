@@ -8,10 +8,20 @@ from sftrl.parity_cases import CASES
 from shared import reference as ref
 
 
+_RESULTS = {}
+
+
+def result_of(case, dtype):
+    """run_case, once per (case, dtype) in a session: the page test reuses the cases' results."""
+    if (case.name, dtype) not in _RESULTS:
+        _RESULTS[case.name, dtype] = run_case(case, dtype)
+    return _RESULTS[case.name, dtype]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case(case, dtype):
-    result = run_case(case, dtype)
+    result = result_of(case, dtype)
     bound = f"<= {result.tol:g}" if result.min_error is None else f"in [{result.min_error:g}, {result.tol:g}]"
     assert result.passed, (f"parity case {case.name} (level {case.level}, {dtype}): max abs error "
                            f"{result.max_abs:.3e} at {result.worst}, expected {bound}")
@@ -142,3 +152,51 @@ def test_ppo_update_case_exercises_every_clip_and_a_wrong_variant_fails():
     assert moved > 1e-3
     wrong = dataclasses.replace(training.PPO, clip_range_value=1e9)
     assert _compare(training.ppo_update_torch(inputs, "float64", wrong), keras_out, "wrong")[0] > 1e-6
+
+
+def test_the_html_page_has_every_case_with_its_measured_errors_and_three_sources():
+    """`sftrl parity --html`'s page, parsed: a section per registered case, in order, with the max
+    abs error of each dtype as measured, the three source columns, and nothing fetched from outside."""
+    from html.parser import HTMLParser
+
+    from sftrl.parity_page import page
+
+    results = [result_of(case, dtype) for case in CASES for dtype in DTYPES]
+    text = page(CASES, results)
+
+    class Reader(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.sections, self.errors, self.headers, self.where = [], {}, {}, None
+            self.external = []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "section":
+                self.sections.append(attrs["id"])
+            if tag == "tr" and attrs.get("class") == "result":
+                self.where = ("row", attrs["data-dtype"])
+            if tag == "td" and attrs.get("class") == "max-abs" and self.where:
+                self.where = ("cell", self.where[1])
+            if tag == "th":
+                self.where = ("header", None)
+            self.external += [v for k, v in attrs.items() if k in ("src", "href") and not v.startswith("#")]
+
+        def handle_data(self, data):
+            if self.where and self.where[0] == "cell":
+                self.errors[self.sections[-1], self.where[1]] = data
+                self.where = None
+            elif self.where and self.where[0] == "header" and self.sections:
+                self.headers.setdefault(self.sections[-1], []).append(data)
+                self.where = None
+
+    reader = Reader()
+    reader.feed(text)
+    assert reader.sections == [c.name for c in CASES]
+    for r in results:
+        assert reader.errors[r.case, r.dtype] == f"{r.max_abs:.2e}", (r.case, r.dtype)
+    for case in CASES:
+        assert [h for h in reader.headers[case.name] if h in ("NumPy", "PyTorch", "TensorFlow")] == \
+            ["NumPy", "PyTorch", "TensorFlow"], case.name
+    assert reader.external == []
+    assert "def gae(rewards, values, gamma, lam, mask=None):</td><td>def gae(" in text  # aligned rows
