@@ -17,7 +17,7 @@ from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
 
 PPO_FLAGS = ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "lr", "max_new_tokens", "temperature",
              "top_k", "gamma", "lam", "clip_range", "clip_range_value", "vf_coef", "ent_coef", "kl_coef",
-             "target_kl", "kl_horizon", "max_grad_norm", "save_every", "seed")
+             "target_kl", "kl_horizon", "max_grad_norm", "save_every", "lora_rank", "lora_alpha", "seed")
 
 
 def add_arguments(p) -> None:
@@ -44,7 +44,10 @@ def add_arguments(p) -> None:
             ("clip_range_value", "value clip"), ("vf_coef", "value-loss weight"), ("ent_coef", "entropy bonus"),
             ("kl_coef", "initial KL penalty beta"), ("target_kl", "adaptive KL target (default: fixed beta)"),
             ("kl_horizon", "adaptive KL horizon"), ("max_grad_norm", "global gradient-norm clip; 0 = off"),
-            ("save_every", "checkpoint every N iterations (default: at the end)"), ("seed", "seed")]:
+            ("save_every", "checkpoint every N iterations (default: at the end)"),
+            ("lora_rank", "train LoRA adapters of this rank on query/key/value (and the value head) only; "
+                          "0 = every weight"),
+            ("lora_alpha", "LoRA scale numerator: the adapters are scaled by alpha / rank"), ("seed", "seed")]:
         kind = float if isinstance(getattr(d, name), float) or name == "target_kl" else int
         p.add_argument("--" + name.replace("_", "-"), type=kind,
                        help=f"{help_text} (default {getattr(d, name)})")
@@ -240,7 +243,8 @@ def run(args) -> int:
     reward_fn = reward_function(args, tokenizer)
     dtype = "mixed_bfloat16" if args.precision == "bf16" else None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        policy, reference = ppo.load_policy_and_reference(policy_dir, dtype=dtype)
+        policy, reference = ppo.load_policy_and_reference(policy_dir, dtype=dtype, lora=(config.lora_rank,
+                                                                                         config.lora_alpha))
     if policy.config.vocab_size != tokenizer.vocab_size:
         raise SftrlError(f"--policy {policy_dir}: model vocabulary {policy.config.vocab_size} != tokenizer "
                          f"vocabulary {tokenizer.vocab_size}")

@@ -270,6 +270,8 @@ class PPOConfig(_Config):
     whiten_advantages: bool = True        # normalise advantages within each rollout
     max_grad_norm: float = 1.0            # global gradient-norm clip; 0 turns clipping off
     save_every: int = 0                   # iterations between checkpoints; 0 = only at the end
+    lora_rank: int = 0                    # LoRA rank on the attention projections; 0 = train every weight
+    lora_alpha: float = 16.0              # LoRA scaling numerator (scale = alpha / rank)
     seed: int = 0                         # seeds sampling and minibatch order
 
     def __post_init__(self):
@@ -292,6 +294,8 @@ class PPOConfig(_Config):
             _float(self, "target_kl", 0.0, low_open=True)
         _float(self, "max_grad_norm", 0.0)
         _int(self, "save_every", minimum=0)
+        _int(self, "lora_rank", minimum=0)
+        _float(self, "lora_alpha", 0.0, low_open=True)
         _int(self, "seed", minimum=0)
 
 

@@ -31,3 +31,8 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 # The reward model's Adam epsilon: Keras' default, which it has always trained with.
 REWARD_MODEL_ADAM_EPS = 1e-7
+
+# LoRA: the layers that get adapters (the attention projections, in both frameworks) and the
+# prefix of an adapter's tensor names in the files `peft` writes (adapter_model.safetensors).
+LORA_TARGETS = ("query", "key", "value")
+PEFT_PREFIX = "base_model.model."

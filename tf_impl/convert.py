@@ -29,6 +29,8 @@ _LEAF_NAMES = {
     "gamma": ("weight", False),
     "beta": ("bias", False),
     "bias": ("bias", False),
+    "lora_kernel_a": ("lora_A.weight", True),   # LoRA adapters (tf_impl.lora): peft's names
+    "lora_kernel_b": ("lora_B.weight", True),
 }
 
 

@@ -49,6 +49,7 @@ from shared.tensorboard import SummaryWriter
 from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
 from tf_impl.generate import generate
+from tf_impl.lora import enable_lora, merged_state_dict
 from tf_impl.model import PolicyModel
 
 
@@ -75,7 +76,7 @@ class AdaptiveKLController:
 
 # ----------------------------------------------------------------------------- models
 
-def load_policy_and_reference(sft_dir, dtype=None) -> tuple[PolicyModel, PolicyModel]:
+def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print) -> tuple[PolicyModel, PolicyModel]:
     """The policy (with a zero-initialised value head) and the frozen reference, both from the
     SFT checkpoint (`config.json` + `model.safetensors`, written by PyTorch).
 
@@ -99,6 +100,12 @@ def load_policy_and_reference(sft_dir, dtype=None) -> tuple[PolicyModel, PolicyM
     reference = PolicyModel(config, dtype=dtype)
     assign_numpy_state_dict(reference, weights, str(sft_dir))
     reference.trainable = False
+    rank, alpha = lora
+    if rank:
+        trainable = enable_lora(policy, rank, alpha)
+        total = sum(int(np.prod(v.shape)) for v in policy.weights)
+        log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%): LoRA adapters "
+            f"of rank {rank} on query/key/value, and the value head")
     return policy, reference
 
 
@@ -106,9 +113,9 @@ def export_policy(policy: PolicyModel, tokenizer, out_dir) -> None:
     """The policy without its value head, as a folder `torch_impl.checkpoint.load_pretrained` and
     `transformers` read: config.json, model.safetensors and the tokenizer files
     (`Tokenizer.save_pretrained`). The weights are the float32 variables, whatever the compute
-    dtype was."""
+    dtype was; LoRA adapters are merged into their layers (a plain model)."""
     out_dir = Path(out_dir)
-    state = {k: v for k, v in to_numpy_state_dict(policy).items() if not k.startswith("value_head.")}
+    state = {k: v for k, v in merged_state_dict(policy).items() if not k.startswith("value_head.")}
     atomic_write_bytes(out_dir / "model.safetensors", save(state, metadata={"format": "pt"}))
     policy.config.to_json_file(out_dir / "config.json")
     tokenizer.save_pretrained(out_dir, policy.config.max_position_embeddings, generates=True)

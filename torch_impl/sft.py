@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save
 
 from shared import tasks as builtin_tasks
 from shared.config import ModelConfig, SFTConfig
-from shared.constants import ADAM_BETAS, ADAM_EPS, IGNORE_INDEX
+from shared.constants import ADAM_BETAS, ADAM_EPS, IGNORE_INDEX, LORA_TARGETS, PEFT_PREFIX
 from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
@@ -139,12 +139,27 @@ def add_lora(model: SFTModel, rank: int, alpha: float):
     everything else is frozen. Returns the peft `LoraModel` (its `.model` is our SFTModel)."""
     import peft
 
-    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
-                             target_modules=["query", "key", "value"])
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
     lora = peft.tuners.lora.LoraModel(model, config, "default")
     for name, p in lora.named_parameters():
         p.requires_grad = "lora_" in name
     return lora
+
+
+def lora_state_dict(lora) -> dict[str, torch.Tensor]:
+    """The adapters as `peft` saves them (adapter_model.safetensors): {base_model.model.<layer>.lora_A.weight:
+    (r, in), ...lora_B.weight: (out, r)}; `tf_impl.lora.load_lora_state_dict` reads the same names."""
+    return {PEFT_PREFIX + name.removeprefix("model.").replace(".default", ""): p.detach()
+            for name, p in lora.named_parameters() if "lora_" in name}
+
+
+def load_lora_state_dict(lora, state: dict) -> None:
+    """Set the adapters from `peft`-named tensors (the inverse of `lora_state_dict`)."""
+    params = dict(lora.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            module_path, _, leaf = name.removeprefix(PEFT_PREFIX).rpartition(".lora_")
+            params[f"model.{module_path}.lora_{leaf.replace('.weight', '.default.weight')}"].copy_(torch.as_tensor(value))
 
 
 def merged_copy(module) -> SFTModel:

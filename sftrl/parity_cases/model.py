@@ -1,4 +1,4 @@
-"""Level 3, a transformer block, the whole model's logits, and every layer inside it."""
+"""Level 3, a transformer block, the whole model's logits, every layer inside it, and LoRA."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import numpy as np
 import tensorflow as tf
 import torch
 
-from sftrl.parity import Case
+from sftrl.parity import GRADIENT_TOL, Case
 from sftrl.parity_cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
 from shared import reference as ref
+from shared.constants import IGNORE_INDEX, LORA_TARGETS, PEFT_PREFIX
 from shared.data import build_attention_mask
+from tf_impl import lora as tf_lora
+from tf_impl import losses as tf_losses
 from tf_impl import model as tf_model
-from tf_impl.convert import assign_numpy_state_dict
+from tf_impl.convert import assign_numpy_state_dict, hf_name
+from torch_impl import losses as torch_losses
 from torch_impl import model as torch_model
+from torch_impl import sft as torch_sft_lora
 
 
 def block_inputs(rng):
@@ -114,4 +119,74 @@ CASES = [
     model_case("causal"),
     *(every_layer_case(quantity, attention_type) for quantity in ("hidden_states", "attention_probs")
       for attention_type in ("bidirectional", "causal")),
+]
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+LORA_RANK, LORA_ALPHA = 4, 8.0  # scale alpha / r = 2
+
+
+def lora_inputs(rng):
+    """A causal model, non-zero adapters on query/key/value of both blocks in `peft`'s names, and a
+    batch. Adapter entries are multiples of 2^-10 below 2^-1: exact in float32, and so is A B,
+    which Keras computes in float32 (its adapter kernels are float32 whatever the model's dtype)."""
+    config = tiny_config("causal")
+    C = config.hidden_size
+    adapters = {}
+    for i in range(config.num_hidden_layers):
+        for target in LORA_TARGETS:
+            name = f"{PEFT_PREFIX}bert.encoder.layer.{i}.attention.self.{target}"
+            adapters[f"{name}.lora_A.weight"] = rng.integers(-512, 512, size=(LORA_RANK, C)) / 2.0 ** 10
+            adapters[f"{name}.lora_B.weight"] = rng.integers(-512, 512, size=(C, LORA_RANK)) / 2.0 ** 10
+    input_ids, attention_mask = padded_ids(rng, 3, [9, 6, 4], 23)
+    return {"state": random_state(config, rng), "adapters": adapters, "input_ids": input_ids,
+            "attention_mask": attention_mask}
+
+
+def lora_torch(d, dtype, alpha=LORA_ALPHA):
+    """peft's LoRA on our SFTModel: logits, and the completion loss' gradient w.r.t. every adapter."""
+    lora = torch_sft_lora.add_lora(torch_sft(tiny_config("causal"), d["state"], dtype), LORA_RANK, alpha)
+    torch_sft_lora.load_lora_state_dict(lora, d["adapters"])
+    ids, mask = T(d["input_ids"]), T(d["attention_mask"])
+    logits = lora(ids, mask)
+    labels = torch.where(mask == 1, ids, IGNORE_INDEX)
+    adapters = torch_sft_lora.lora_state_dict(lora)
+    named = {n: p for n, p in lora.named_parameters() if "lora_" in n}
+    grads = torch.autograd.grad(torch_losses.completion_only_loss(logits, labels), list(named.values()))
+    return np_out(logits=logits, **{f"grad/{k}": g for k, g in zip(adapters, grads)})
+
+
+def lora_keras(d, dtype):
+    """Keras 3's own LoRA (Dense.enable_lora) on our PolicyModel, the same adapters loaded by name."""
+    model = keras_policy(tiny_config("causal"), d["state"], dtype)
+    tf_lora.enable_lora(model, LORA_RANK, LORA_ALPHA)
+    tf_lora.load_lora_state_dict(model, d["adapters"])
+    ids, mask = d["input_ids"], d["attention_mask"]
+    variables = [v for v in model.weights if "lora_kernel" in v.path]
+    with tf.GradientTape() as tape:
+        logits = model(ids, mask)
+        loss = tf_losses.completion_only_loss(logits, tf.where(mask == 1, ids, IGNORE_INDEX))
+    grads = {PEFT_PREFIX + hf_name(v, model)[0]: np.asarray(g).T for v, g in zip(variables, tape.gradient(loss, variables))}
+    return np_out(logits=logits, **{f"grad/{k}": g for k, g in grads.items()})
+
+
+def only(prefix, run):
+    return lambda d, dtype: {k: v for k, v in run(d, dtype).items() if k.startswith(prefix)}
+
+
+CASES += [
+    Case("model.lora", "model", "logits of W x + (alpha / r) B A x on query/key/value: peft vs Keras enable_lora",
+         lora_inputs, None, only("logits", lora_torch), only("logits", lora_keras),
+         note="Non-zero adapters (rank 4, alpha 8) converted between peft's and Keras' names "
+              "(tf_impl.lora). Gradients: `model.lora.gradients`.",
+         shows=(None, torch_sft_lora.add_lora, tf_lora.enable_lora)),
+    Case("model.lora.gradients", "model", "d(completion loss)/d(every adapter A, B): peft vs Keras enable_lora",
+         lora_inputs, None, only("grad", lora_torch), only("grad", lora_keras),
+         tol={"float32": GRADIENT_TOL["float32"], "float64": GRADIENT_TOL["float32"]},
+         min_error={"float64": 1e-13},
+         note="Known difference: Keras keeps LoRA kernels in float32 whatever the layer's dtype, so a "
+              "float64 model's adapter gradients carry float32 round-off (~1e-8 here) where peft's are "
+              "float64. The matched row is float32, the precision LoRA trains in: there they agree to 1e-4.",
+         shows=(None, torch_sft_lora.add_lora, tf_lora.enable_lora)),
 ]

@@ -200,3 +200,17 @@ def test_the_html_page_has_every_case_with_its_measured_errors_and_three_sources
             ["NumPy", "PyTorch", "TensorFlow"], case.name
     assert reader.external == []
     assert "def gae(rewards, values, gamma, lam, mask=None):</td><td>def gae(" in text  # aligned rows
+
+
+def test_lora_case_fails_with_another_scale():
+    """`model.lora` tells the scale alpha / r apart: peft with alpha 16 against Keras with alpha 8
+    misses by far more than the tolerance (and the right scale passes)."""
+    from sftrl.parity import _cast, _compare, _seed
+    from sftrl.parity_cases import model
+
+    inputs = _cast(model.lora_inputs(np.random.default_rng(_seed("model.lora"))), "float64")
+    keras_logits = {"logits": model.lora_keras(inputs, "float64")["logits"]}
+    right = {"logits": model.lora_torch(inputs, "float64")["logits"]}
+    wrong = {"logits": model.lora_torch(inputs, "float64", alpha=2 * model.LORA_ALPHA)["logits"]}
+    assert _compare(right, keras_logits, "right")[0] <= 1e-10
+    assert _compare(wrong, keras_logits, "wrong")[0] > 1e-3

@@ -1,0 +1,66 @@
+"""LoRA in Keras (Hu et al. 2021), with Keras 3's own `Dense.enable_lora`: W x becomes
+(W + (alpha / r) A B) x with A (in, r), B (r, out), A random and B zero at the start, W frozen.
+
+The same layers as `peft` on the PyTorch side (`shared.constants.LORA_TARGETS`: query, key,
+value), the same scale alpha / r, and `peft`'s tensor names: Keras' `lora_kernel_a` is
+`lora_A.weight` transposed, `lora_kernel_b` is `lora_B.weight` transposed
+(`tf_impl.convert.hf_name`), so an adapter file written on one side loads on the other.
+Keras keeps the adapter kernels in float32 whatever the layer's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.constants import LORA_TARGETS, PEFT_PREFIX
+from shared.errors import CheckpointError
+from tf_impl.convert import hf_name, to_numpy_state_dict
+
+
+def lora_layers(model):
+    """The Dense layers that take adapters, in order: query, key, value of every block."""
+    return [getattr(block.attention.self, target) for block in model.bert.encoder.layer for target in LORA_TARGETS]
+
+
+def enable_lora(model, rank: int, alpha: float) -> int:
+    """Adapters of rank `rank` on every target layer; everything else frozen but the value head
+    (which PPO trains from zero). Returns the number of trainable parameters."""
+    for layer in lora_layers(model):
+        layer.enable_lora(rank, lora_alpha=alpha)
+    for variable in model.weights:
+        variable.trainable = "lora_kernel" in variable.path or hf_name(variable, model)[0].startswith("value_head.")
+    return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+def is_lora_name(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name
+
+
+def lora_state_dict(model) -> dict[str, np.ndarray]:
+    """The adapters as `peft` saves them: {base_model.model.<layer>.lora_A.weight: (r, in), ...}."""
+    return {PEFT_PREFIX + name: value for name, value in to_numpy_state_dict(model).items() if is_lora_name(name)}
+
+
+def load_lora_state_dict(model, state: dict, source: str = "<adapter>") -> None:
+    """Set the adapters from `peft`-named arrays (the inverse of `lora_state_dict`)."""
+    variables = {hf_name(v, model)[0]: v for v in model.weights if "lora_kernel" in v.path}
+    names = {PEFT_PREFIX + name for name in variables}
+    if set(state) != names:
+        missing, extra = sorted(names - set(state)), sorted(set(state) - names)
+        raise CheckpointError(f"{source}: adapters do not match the model (missing {missing[:1]}, "
+                              f"unexpected {extra[:1]})")
+    for name, variable in variables.items():
+        value = np.asarray(state[PEFT_PREFIX + name]).T
+        if value.shape != tuple(variable.shape):
+            raise CheckpointError(f"{source}: {name} has shape {value.shape[::-1]}, expected {tuple(variable.shape)[::-1]}")
+        variable.assign(value.astype(variable.dtype))
+
+
+def merged_state_dict(model) -> dict[str, np.ndarray]:
+    """Every weight in Hugging Face names with the adapters merged into their layers' kernels
+    (W + (alpha / r) A B, in the kernel's dtype): a plain model `transformers` loads."""
+    state = {name: value for name, value in to_numpy_state_dict(model).items() if not is_lora_name(name)}
+    for layer in lora_layers(model):
+        if layer.lora_enabled:
+            state[hf_name(layer._kernel, model)[0]] = np.asarray(layer.kernel).T  # the merged kernel, (out, in)
+    return state
