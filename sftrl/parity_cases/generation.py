@@ -23,19 +23,25 @@ def generation_inputs(rng):
 GENERATE_STEPS = 8
 
 
-def greedy_reference(d):
-    """Greedy decoding by recomputing the whole sequence with the NumPy model at every step."""
+def recomputed_tokens(d, pick):
+    """Decoding by recomputing the whole sequence with the NumPy model at every step:
+    pick(logits of the last position (B, V), step t) -> the tokens (B,). Returns (B, steps)."""
     config = tiny_config("causal")
     ids, mask = d["input_ids"], d["attention_mask"]
     new = []
-    for _ in range(GENERATE_STEPS):
+    for t in range(GENERATE_STEPS):
         position_ids = np.maximum(np.cumsum(mask, -1) - 1, 0)
         logits = ref.model_logits(d["state"], ids, build_attention_mask(mask, True), config, position_ids)
-        token = logits[:, -1].argmax(-1)
+        token = pick(logits[:, -1], t)
         new.append(token)
         ids = np.concatenate([ids, token[:, None]], 1)
         mask = np.concatenate([mask, np.ones_like(token)[:, None]], 1)
-    return {"tokens": np.stack(new, 1).astype(np.float64)}
+    return np.stack(new, 1).astype(np.float64)
+
+
+def greedy_reference(d):
+    """Greedy decoding by the NumPy model: the argmax at every step."""
+    return {"tokens": recomputed_tokens(d, lambda logits, t: logits.argmax(-1))}
 
 
 def greedy_torch(d, dtype):
@@ -61,21 +67,13 @@ def sampled_inputs(rng):
 
 
 def sampled_reference(d):
-    """Sampling by the Gumbel-max trick, recomputing the whole sequence with the NumPy model:
-    token = argmax(logits / T + noise) over the top_k most likely tokens."""
-    config = tiny_config("causal")
-    ids, mask = d["input_ids"], d["attention_mask"]
-    new = []
-    for t in range(GENERATE_STEPS):
-        position_ids = np.maximum(np.cumsum(mask, -1) - 1, 0)
-        logits = ref.model_logits(d["state"], ids, build_attention_mask(mask, True), config, position_ids)
-        logits = logits[:, -1] / SAMPLING["temperature"]                    # (B, V)
+    """Sampling by the Gumbel-max trick with the NumPy model: token = argmax(logits / T + noise)
+    over the top_k most likely tokens."""
+    def sample(logits, t):
+        logits = logits / SAMPLING["temperature"]                           # (B, V)
         kth = np.sort(logits, -1)[:, -SAMPLING["top_k"]][:, None]           # (B, 1)
-        token = np.where(logits < kth, -np.inf, logits + d["noise"][:, t]).argmax(-1)
-        new.append(token)
-        ids = np.concatenate([ids, token[:, None]], 1)
-        mask = np.concatenate([mask, np.ones_like(token)[:, None]], 1)
-    tokens = np.stack(new, 1).astype(np.float64)
+        return np.where(logits < kth, -np.inf, logits + d["noise"][:, t]).argmax(-1)
+    tokens = recomputed_tokens(d, sample)
     return {"tokens_cached": tokens, "tokens_recomputed": tokens}
 
 
