@@ -26,8 +26,8 @@ import keras
 import tensorflow as tf
 
 from shared.config import ModelConfig
-from shared.constants import ATTENTION_MASK_FILL
-from tf_impl.losses import completion_only_loss, cross_entropy
+from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX
+from tf_impl.losses import completion_only_loss, cross_entropy, shift_for_next_token
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -444,6 +444,16 @@ class PolicyModel(keras.Model):
                                         training=training)
         return self.cls(hidden_states)                                      # (B, T, V)
 
+    def labelled_logits(self, hidden_states, labels):
+        """Sparse prediction: the LM head (transform + tied projection, the costliest layer at a
+        large vocabulary) on the positions that carry a label only -- the masked tokens of MLM,
+        the completion of the completion-only loss. Causal: position t is scored against label
+        t + 1. Returns (logits (N, V), targets (N,)), N the number of labels."""
+        if self.config.is_causal:
+            hidden_states, labels = shift_for_next_token(hidden_states, labels)  # (B, T-1, C), (B, T-1)
+        keep = labels != IGNORE_INDEX                                       # (B, T')
+        return self.cls(tf.boolean_mask(hidden_states, keep)), tf.boolean_mask(labels, keep)  # (N, V), (N,)
+
     def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
         """Logits of T new tokens written into the cache at cache_index.
 
@@ -486,6 +496,11 @@ class RewardModel(keras.Model):
         rewards = self.reward_head(hidden_states)                           # (B, T)
         last = tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1) - 1    # (B,)
         return tf.gather(rewards, last, batch_dims=1)                       # (B,)
+
+
+def at_least_float32(x):
+    """The loss of bfloat16 logits is computed in float32; float32 and float64 stay."""
+    return x if x.dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)
 
 
 def lm_loss(logits, labels, causal: bool):

@@ -50,7 +50,7 @@ from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
 from tf_impl.generate import generate
 from tf_impl.lora import enable_lora, merged_state_dict
-from tf_impl.model import PolicyModel
+from tf_impl.model import PolicyModel, at_least_float32
 
 
 # ----------------------------------------------------------------------------- KL control
@@ -149,12 +149,6 @@ def sequence_inputs(query_ids, query_mask, response, response_mask):
     mask = tf.concat([tf.cast(query_mask, tf.int32), tf.cast(response_mask, tf.int32)], 1)
     position_ids = tf.maximum(tf.cumsum(mask, -1) - 1, 0)
     return ids, mask, position_ids
-
-
-def at_least_float32(x):
-    """x in float32, or float64 if it is: log-probs, values and losses are never computed in
-    bfloat16 (mixed precision), and a float64 model keeps float64 (the parity suite's)."""
-    return x if x.dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)
 
 
 def response_slice(per_position, response_length):

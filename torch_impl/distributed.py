@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from shared.constants import IGNORE_INDEX
-from torch_impl.losses import shift_for_next_token, token_nll
+from torch_impl.losses import shift_for_next_token
 
 
 def distributed():
@@ -43,14 +43,13 @@ def label_count(labels: torch.Tensor, causal: bool) -> int:
     return int((labels != IGNORE_INDEX).sum())
 
 
-def shard_loss(logits, labels, causal: bool, global_count: int) -> torch.Tensor:
-    """Sum of this process's token losses / the whole batch's token count.
+def shard_loss(nll_sum, global_count: int) -> torch.Tensor:
+    """This process's summed token NLL / the whole batch's token count.
 
     Summed over processes it is the single-process mean loss, and DDP averages gradients
-    over processes, so each process backpropagates world_size times this value."""
-    if causal:
-        logits, labels = shift_for_next_token(logits, labels)
-    return token_nll(logits, labels).sum() / max(global_count, 1)
+    over processes, so each process backpropagates world_size times this value. A shard with
+    no labelled token gives 0 (its sum is 0), not 0/0."""
+    return nll_sum / max(global_count, 1)
 
 
 def rng_tensors(device) -> dict[str, torch.Tensor]:

@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.config import ModelConfig
-from shared.constants import ATTENTION_MASK_FILL
-from torch_impl.losses import completion_only_loss, cross_entropy
+from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX
+from torch_impl.losses import completion_only_loss, cross_entropy, masked_mean, shift_for_next_token, token_nll
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -388,13 +388,33 @@ class SFTModel(nn.Module):
         self.value_head = ScalarHead(config) if with_value_head else None
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None,
-                token_type_ids=None):
+                token_type_ids=None, reduction="mean", sparse=True):
+        """The logits (B, T, V) without labels; with labels the LM loss over the labelled
+        positions, "mean" or "sum" (of the token NLL, in float32 or wider). sparse: the LM head
+        runs on the labelled positions only (`labelled_logits`); sparse=False computes every
+        position's logits first, as Hugging Face's BERT does -- the same loss, more work."""
         hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
                                         position_ids=position_ids, token_type_ids=token_type_ids)
-        logits = self.cls(hidden_states)                                    # (B, T, V)
         if labels is None:
-            return logits
-        return lm_loss(logits, labels, self.config.is_causal)
+            return self.cls(hidden_states)                                  # (B, T, V)
+        if sparse:
+            logits, targets = self.labelled_logits(hidden_states, labels)   # (N, V), (N,)
+        else:
+            logits, targets = self.cls(hidden_states), labels               # (B, T, V), (B, T)
+            if self.config.is_causal:
+                logits, targets = shift_for_next_token(logits, targets)
+        nll = token_nll(at_least_float32(logits), targets)                  # 0 where not labelled
+        return nll.sum() if reduction == "sum" else masked_mean(nll, targets != IGNORE_INDEX)
+
+    def labelled_logits(self, hidden_states, labels):
+        """Sparse prediction: the LM head (transform + tied projection, the costliest layer at a
+        large vocabulary) on the positions that carry a label only -- the masked tokens of MLM,
+        the completion of the completion-only loss. Causal: position t is scored against label
+        t + 1. Returns (logits (N, V), targets (N,)), N the number of labels."""
+        if self.config.is_causal:
+            hidden_states, labels = shift_for_next_token(hidden_states, labels)  # (B, T-1, C), (B, T-1)
+        keep = labels != IGNORE_INDEX                                       # (B, T')
+        return self.cls(hidden_states[keep]), labels[keep]                  # (N, V), (N,)
 
     def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
         """Logits of T new tokens written into the cache at cache_index.
@@ -432,6 +452,11 @@ class RewardModel(nn.Module):
         rewards = self.reward_head(hidden_states)                           # (B, T)
         last = attention_mask.long().sum(-1) - 1                            # (B,)
         return rewards.gather(1, last[:, None]).squeeze(1)                  # (B,)
+
+
+def at_least_float32(x):
+    """The loss of bfloat16 logits is computed in float32; float32 and float64 stay."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def lm_loss(logits, labels, causal: bool):

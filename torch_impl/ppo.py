@@ -22,12 +22,7 @@ import torch
 from shared.config import PPOConfig
 from shared.constants import ADAM_BETAS, ADAM_EPS
 from torch_impl import losses
-from torch_impl.model import SFTModel
-
-
-def at_least_float32(x):
-    """x in float32, or float64 if it is (log-probs, values and losses are never bfloat16)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+from torch_impl.model import SFTModel, at_least_float32
 
 
 def response_slice(per_position, response_length):

@@ -43,7 +43,7 @@ from torch_impl.distributed import (all_reduce_sum, barrier, distributed, gather
                                     my_rng_tensors, set_rng_tensors, shard_loss)
 from torch_impl.generate import greedy_completions
 from torch_impl.losses import shift_for_next_token, token_nll
-from torch_impl.model import SFTModel, lm_loss
+from torch_impl.model import SFTModel
 
 EVAL_MASK_SEED = 10 ** 6  # MLM evaluation masks the same tokens every time
 
@@ -282,16 +282,15 @@ class SFTRun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.world == 1:
-            with self.autocast:
-                logits = self.module(batch["input_ids"], batch["attention_mask"])
-            loss = lm_loss(logits.float(), batch["labels"], self.causal)
+            with self.autocast:  # the LM head on the labelled positions only; the loss in float32
+                loss = self.module(batch["input_ids"], batch["attention_mask"], batch["labels"])
             loss_to_backward = loss
         else:  # this process's rows of the global batch; the loss over the global token count
             count = label_count(batch["labels"], self.causal)
             mine = {k: v[self.rank::self.world] for k, v in batch.items()}
             with self.autocast:
-                logits = self.ddp(mine["input_ids"], mine["attention_mask"])
-            shard = shard_loss(logits.float(), mine["labels"], self.causal, count)
+                nll_sum = self.ddp(mine["input_ids"], mine["attention_mask"], mine["labels"], reduction="sum")
+            shard = shard_loss(nll_sum, count)
             loss = all_reduce_sum(shard)          # = the mean loss of the global batch
             loss_to_backward = shard * self.world  # DDP divides the summed gradients by world
         if not torch.isfinite(loss):

@@ -190,3 +190,52 @@ CASES += [
               "float64. The matched row is float32, the precision LoRA trains in: there they agree to 1e-4.",
          shows=(None, torch_sft_lora.add_lora, tf_lora.enable_lora)),
 ]
+
+
+# ----------------------------------------------------------------------------- sparse prediction
+
+def sparse_inputs(attention_type):
+    """`model_inputs` plus labels: MLM -- a third of the real tokens; causal -- the tokens after a
+    3-token prompt (completion-only)."""
+    def make(rng):
+        d = model_inputs(attention_type)(rng)
+        ids, real = d["input_ids"], d["input_ids"] != 0
+        chosen = real & (rng.random(ids.shape) < 1 / 3) if attention_type == "bidirectional" else real
+        if attention_type == "causal":
+            chosen[:, :3] = False
+        d["labels"] = np.where(chosen, ids, IGNORE_INDEX)
+        return d
+    return make
+
+
+def sparse_reference(d):
+    config = tiny_config(d["attention_type"])
+    logits = ref.model_logits(d["state"], d["input_ids"], d["mask"], config)
+    loss = ref.completion_only_loss(logits, d["labels"]) if config.is_causal else ref.cross_entropy(logits, d["labels"])
+    return {"loss_sparse": loss, "loss_dense": loss}
+
+
+def sparse_torch(d, dtype):
+    """Our SFTModel's loss with the LM head on the labelled positions only, and on every position."""
+    model = torch_sft(tiny_config(d["attention_type"]), d["state"], dtype)
+    ids, mask, labels = T(d["input_ids"]), T(d["mask"]), T(d["labels"])
+    return np_out(loss_sparse=model(ids, mask, labels), loss_dense=model(ids, mask, labels, sparse=False))
+
+
+def sparse_keras(d, dtype):
+    """The same two ways in Keras: `labelled_logits`, and `lm_loss` of every position's logits."""
+    config = tiny_config(d["attention_type"])
+    model = keras_policy(config, d["state"], dtype)
+    labels = TF(d["labels"])
+    logits, targets = model.labelled_logits(model.bert(d["input_ids"], d["mask"])[0], labels)
+    return np_out(loss_sparse=tf_losses.cross_entropy(logits, targets),
+                  loss_dense=tf_model.lm_loss(model(d["input_ids"], d["mask"]), labels, config.is_causal))
+
+
+CASES += [
+    Case(f"model.sparse_head.{attention_type}", "model",
+         "the LM loss with the head on the labelled positions only = the loss of every position's logits",
+         sparse_inputs(attention_type), sparse_reference, sparse_torch, sparse_keras,
+         shows=(sparse_reference, torch_model.SFTModel.labelled_logits, tf_model.PolicyModel.labelled_logits))
+    for attention_type in ("bidirectional", "causal")
+]
