@@ -225,3 +225,38 @@ def test_reward_model_batches_come_from_tf_data(tokenizer, builtin_data):
             expected = collate([encode_sft(tokenizer, r["prompt"], r[side], 64)[0] for r in chunk], tokenizer.pad_id)
             np.testing.assert_array_equal(ids.numpy(), expected["input_ids"])
             np.testing.assert_array_equal(mask.numpy(), expected["attention_mask"])
+
+
+@pytest.mark.parametrize("module", ["tf", "torch"])
+def test_response_outputs_equal_every_position_then_sliced(module):
+    """Sparse prediction for PPO: the heads on the response positions only give what the heads on
+    every position give, sliced (float64, relative 1e-12), in both frameworks."""
+    from shared.config import ModelConfig
+    from torch_impl import ppo as torch_ppo
+    from torch_impl.model import SFTModel
+
+    config = ModelConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=32, max_position_embeddings=32, attention_type="causal")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 40, size=(3, 12))
+    mask = np.ones_like(ids)
+    mask[0, :3] = 0  # a left-padded prompt
+    position_ids = np.maximum(np.cumsum(mask, -1) - 1, 0)
+    if module == "tf":
+        model = ppo.PolicyModel(config, with_value_head=True, dtype="float64")
+        model.value_head.dense.kernel.assign(rng.normal(size=(16, 1)))
+        dense_logits, dense_values = model.logits_and_values(ids, mask, position_ids)
+        logits, values = ppo.response_outputs(model, ids, mask, position_ids, 5)
+        slice_ = ppo.response_slice
+    else:
+        model = SFTModel(config, with_value_head=True).double().eval()
+        torch.nn.init.normal_(model.value_head.dense.weight)
+        args = (torch.tensor(ids), torch.tensor(mask), torch.tensor(position_ids))
+        with torch.no_grad():
+            dense_logits, dense_values = model.logits_and_values(*args)
+            logits, values = torch_ppo.response_outputs(model, *args, 5)
+        slice_ = torch_ppo.response_slice
+    for sparse, dense in ((logits, dense_logits), (values, dense_values)):
+        dense = np.asarray(slice_(dense, 5))
+        assert np.asarray(sparse).shape == dense.shape
+        assert np.abs(np.asarray(sparse) - dense).max() <= 1e-12 * np.abs(dense).max()

@@ -158,6 +158,16 @@ def response_slice(per_position, response_length):
     return per_position[:, total - response_length - 1: total - 1]
 
 
+def response_outputs(model, ids, mask, position_ids, response_length, training=False):
+    """Sparse prediction for PPO: the backbone over [query | response], then the LM head (and the
+    value head, if the model has one) on the R positions that score the response only -- not on
+    every position then sliced. Returns (logits (B, R, V), values (B, R) or None)."""
+    hidden_states, _, _ = model.bert(ids, attention_mask=mask, position_ids=position_ids, training=training)
+    hidden_states = response_slice(hidden_states, response_length)          # (B, R, C)
+    values = model.value_head(hidden_states) if model.value_head is not None else None
+    return model.cls(hidden_states), values
+
+
 class Minibatch(NamedTuple):
     """What one PPO update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
     ids: tf.Tensor              # (B, P+R) [query | response]
@@ -209,12 +219,12 @@ class PPOTrainer:
     # ---- rollout: sample, then score under policy and reference
     def _score(self, ids, mask, position_ids, response):
         R = tf.shape(response)[1]
-        logits, values = self.policy.logits_and_values(ids, mask, position_ids)
+        logits, values = response_outputs(self.policy, ids, mask, position_ids, R)
+        ref_logits, _ = response_outputs(self.reference, ids, mask, position_ids, R)
         # float32 from here on, whatever the compute dtype (a no-op in float32)
-        logits = at_least_float32(response_slice(logits, R)) / self.config.temperature
-        ref_logits = at_least_float32(response_slice(self.reference(ids, mask, position_ids=position_ids), R))
-        ref_logits = ref_logits / self.config.temperature
-        values = at_least_float32(response_slice(values, R))
+        logits = at_least_float32(logits) / self.config.temperature       # (B, R, V)
+        ref_logits = at_least_float32(ref_logits) / self.config.temperature
+        values = at_least_float32(values)                                   # (B, R)
         return (losses.categorical_log_prob(logits, response), losses.categorical_log_prob(ref_logits, response),
                 values)
 
@@ -243,9 +253,9 @@ class PPOTrainer:
         minibatch's response tokens. Returns (loss, stats)."""
         config = self.config
         R = tf.shape(batch.response)[1]
-        logits, values = self.policy.logits_and_values(batch.ids, batch.mask, batch.position_ids, training=False)
-        logits = at_least_float32(response_slice(logits, R)) / config.temperature   # (B, R, V)
-        values = at_least_float32(response_slice(values, R))                        # (B, R)
+        logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R)
+        logits = at_least_float32(logits) / config.temperature             # (B, R, V)
+        values = at_least_float32(values)                                   # (B, R)
         logprobs = losses.categorical_log_prob(logits, batch.response)
         pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
                                                            config.clip_range, batch.response_mask)

@@ -32,6 +32,16 @@ def response_slice(per_position, response_length):
     return per_position[:, total - response_length - 1: total - 1]
 
 
+def response_outputs(model, ids, mask, position_ids, response_length):
+    """Sparse prediction for PPO: the backbone over [query | response], then the LM head (and the
+    value head, if the model has one) on the R positions that score the response only -- not on
+    every position then sliced. Returns (logits (B, R, V), values (B, R) or None)."""
+    hidden_states, _, _ = model.bert(ids, attention_mask=mask, position_ids=position_ids)
+    hidden_states = response_slice(hidden_states, response_length)          # (B, R, C)
+    values = model.value_head(hidden_states) if model.value_head is not None else None
+    return model.cls(hidden_states), values
+
+
 class Minibatch(NamedTuple):
     """What one PPO update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
     ids: torch.Tensor              # (B, P+R) [query | response]
@@ -66,9 +76,9 @@ class PPOTrainer:
         minibatch's response tokens. Returns (loss, stats)."""
         config = self.config
         R = batch.response.shape[1]
-        logits, values = self.policy.logits_and_values(batch.ids, batch.mask, batch.position_ids)
-        logits = at_least_float32(response_slice(logits, R)) / config.temperature   # (B, R, V)
-        values = at_least_float32(response_slice(values, R))                        # (B, R)
+        logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R)
+        logits = at_least_float32(logits) / config.temperature             # (B, R, V)
+        values = at_least_float32(values)                                   # (B, R)
         logprobs = losses.categorical_log_prob(logits, batch.response)
         pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
                                                            config.clip_range, batch.response_mask)
