@@ -240,11 +240,11 @@ def suite_train(s, device, peak_gflops):
                    ms["PolicyModel (keras, tf.function)"], ms["SFTModel (pytorch)"]),
     ]
     padded_rows, padded_cmp = padding_benchmark(s, device)
-    causal_rows, causal_cmp = completion_only_benchmark(s, device)
+    causal_rows, causal_cmp = completion_only_benchmark(s, device, peak_gflops)
     return rows + causal_rows + padded_rows, comparisons + causal_cmp + padded_cmp
 
 
-def completion_only_benchmark(s, device):
+def completion_only_benchmark(s, device, peak_gflops):
     """The completion-only (causal) step: our SFTModel, sparse and dense head, against
     `transformers.BertLMHeadModel` on the same weights, batch and labels (the last 45 % of each row,
     the completion share of the built-in SFT data's sequences)."""
@@ -276,7 +276,10 @@ def completion_only_benchmark(s, device):
         "SFTModel, dense head (pytorch)": step(ours, lambda: ours(tt(ids), labels=tt(labels), sparse=False)),
         "BertLMHeadModel (pytorch)": step(hf, lambda: hf(input_ids=tt(ids), labels=tt(labels)).loss),
     }, s["train_repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
-    rows = [row("train", "completion-only train step (fwd+bwd+AdamW)", side, t) for side, t in timings.items()]
+    flops = train_flops(config, s["batch"] * s["seq"], s["seq"])
+    rows = [row("train", "completion-only train step (fwd+bwd+AdamW)", side, t,
+                round(flops / t["median_s"] / 1e9 / peak_gflops, 4), "MFU (fraction of measured matmul peak)")
+            for side, t in timings.items()]
     ms = {k: 1e3 * v["median_s"] for k, v in timings.items()}
     return rows, [
         comparison("train", "BertLMHeadModel / SFTModel completion-only step time", ms["BertLMHeadModel (pytorch)"],
