@@ -178,6 +178,17 @@ def keras_train_step(model, loss_fn):
     return step
 
 
+def torch_train_step(model, loss):
+    """One AdamW step of `loss()` (a closure over the model and its batch), for timing."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss().backward()
+        optimizer.step()
+    return step
+
+
 def suite_train(s, device, peak_gflops):
     import transformers
 
@@ -191,23 +202,9 @@ def suite_train(s, device, peak_gflops):
     tt = lambda a: torch.as_tensor(a, device=device)
     ours = SFTModel(config).to(device).train()
     hf = transformers.BertForMaskedLM(transformers.BertConfig.from_dict(config.to_dict())).to(device).train()
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4)
-
-    def step_ours():
-        opt_ours.zero_grad(set_to_none=True)
-        ours(tt(ids), tt(mask), tt(labels)).backward()
-        opt_ours.step()
-
-    def step_hf():
-        opt_hf.zero_grad(set_to_none=True)
-        hf(input_ids=tt(ids), attention_mask=tt(mask), labels=tt(labels)).loss.backward()
-        opt_hf.step()
-
-    def step_ours_dense():  # the LM head on every position, as BertForMaskedLM
-        opt_ours.zero_grad(set_to_none=True)
-        ours(tt(ids), tt(mask), tt(labels), sparse=False).backward()
-        opt_ours.step()
+    step_ours = torch_train_step(ours, lambda: ours(tt(ids), tt(mask), tt(labels)))
+    step_ours_dense = torch_train_step(ours, lambda: ours(tt(ids), tt(mask), tt(labels), sparse=False))  # as HF
+    step_hf = torch_train_step(hf, lambda: hf(input_ids=tt(ids), attention_mask=tt(mask), labels=tt(labels)).loss)
 
     keras_ours = PolicyModel(config)
     step_keras_ours = keras_train_step(keras_ours, tf_losses.cross_entropy)
@@ -263,18 +260,10 @@ def completion_only_benchmark(s, device, peak_gflops):
     hf = transformers.BertLMHeadModel(transformers.BertConfig.from_dict(config.to_dict())).to(device).train()
     hf.load_state_dict(state_dict_for_saving(ours), strict=False)
 
-    def step(model, call):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def run():
-            optimizer.zero_grad(set_to_none=True)
-            call().backward()
-            optimizer.step()
-        return run
     timings = interleaved({
-        "SFTModel (pytorch)": step(ours, lambda: ours(tt(ids), labels=tt(labels))),
-        "SFTModel, dense head (pytorch)": step(ours, lambda: ours(tt(ids), labels=tt(labels), sparse=False)),
-        "BertLMHeadModel (pytorch)": step(hf, lambda: hf(input_ids=tt(ids), labels=tt(labels)).loss),
+        "SFTModel (pytorch)": torch_train_step(ours, lambda: ours(tt(ids), labels=tt(labels))),
+        "SFTModel, dense head (pytorch)": torch_train_step(ours, lambda: ours(tt(ids), labels=tt(labels), sparse=False)),
+        "BertLMHeadModel (pytorch)": torch_train_step(hf, lambda: hf(input_ids=tt(ids), labels=tt(labels)).loss),
     }, s["train_repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
     flops = train_flops(config, s["batch"] * s["seq"], s["seq"])
     rows = [row("train", "completion-only train step (fwd+bwd+AdamW)", side, t,
