@@ -31,13 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import keras
 import numpy as np
 import tensorflow as tf
 from safetensors.numpy import load_file, save
 
 from shared.config import ModelConfig, PPOConfig
-from shared.constants import ADAM_BETAS, ADAM_EPS
 from shared.data import collate, encode_prompt
 from shared.errors import CheckpointError, SftrlError
 from shared.generation import gumbel_noise
@@ -51,6 +49,7 @@ from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
 from tf_impl.generate import generate
 from tf_impl.lora import enable_lora, merged_state_dict
 from tf_impl.model import PolicyModel, at_least_float32
+from tf_impl.optimizers import adam
 
 
 # ----------------------------------------------------------------------------- KL control
@@ -204,10 +203,7 @@ class PPOTrainer:
         self.config, self.reward_fn, self.log = config, reward_fn, log
         self.strategy = strategy
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            # betas and epsilon as float64 numbers: Keras casts a Python float through float32
-            # (0.9 -> 0.8999999762), which a float64 model would see
-            self.optimizer = keras.optimizers.Adam(learning_rate=config.lr, beta_1=np.float64(ADAM_BETAS[0]),
-                                                   beta_2=np.float64(ADAM_BETAS[1]), epsilon=np.float64(ADAM_EPS))
+            self.optimizer = adam(config.lr)
             self.optimizer.build(policy.trainable_variables)
         self.kl_controller = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
                               if config.target_kl else FixedKLController(config.kl_coef))

@@ -17,13 +17,14 @@ import tensorflow as tf
 from safetensors.numpy import load_file, save
 
 from shared.config import ModelConfig
-from shared.constants import ADAM_BETAS, REWARD_MODEL_ADAM_EPS
+from shared.constants import REWARD_MODEL_ADAM_EPS
 from shared.data import collate, encode_sft
 from shared.errors import CheckpointError, SftrlError
 from shared.io import atomic_write_bytes, atomic_write_text
 from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
 from tf_impl.model import RewardModel
+from tf_impl.optimizers import adam
 
 
 def _read(directory):
@@ -82,10 +83,8 @@ def pairwise_accuracy(model, records, tokenizer, max_length, batch_size=128):
 
 
 def reward_model_optimizer(lr: float) -> keras.optimizers.Adam:
-    """Adam with the betas and epsilon as float64 numbers: Keras casts a Python float through
-    float32 (0.9 -> 0.8999999762), which a float64 model would see; float32 runs are unchanged."""
-    return keras.optimizers.Adam(learning_rate=lr, beta_1=np.float64(ADAM_BETAS[0]),
-                                 beta_2=np.float64(ADAM_BETAS[1]), epsilon=np.float64(REWARD_MODEL_ADAM_EPS))
+    """The reward model's Adam: Keras' default epsilon (1e-7), which it has always trained with."""
+    return adam(lr, epsilon=REWARD_MODEL_ADAM_EPS)
 
 
 def bradley_terry_step(model, optimizer):

@@ -55,6 +55,12 @@ class Minibatch(NamedTuple):
     returns: torch.Tensor          # (B, R)
 
 
+def keras_epsilon(epsilon: float, step: int) -> float:
+    """torch.optim.Adam's eps that gives Keras' update at step t: Keras adds epsilon to sqrt(v),
+    torch to sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t), so eps / sqrt(1 - beta2^t)."""
+    return epsilon / math.sqrt(1.0 - ADAM_BETAS[1] ** step)
+
+
 def clip_by_global_norm(grads, clip_norm: float):
     """tf.clip_by_global_norm: every gradient times clip_norm / max(global norm, clip_norm).
     Returns (clipped gradients, the global norm before clipping)."""
@@ -101,7 +107,7 @@ class PPOTrainer:
             grad_norm = torch.sqrt(sum(torch.sum(g * g) for g in grads))
         step = self.optimizer.state[variables[0]].get("step", 0) + 1
         for group in self.optimizer.param_groups:  # Keras' epsilon placement, in torch's terms
-            group["eps"] = ADAM_EPS / math.sqrt(1.0 - ADAM_BETAS[1] ** int(step))
+            group["eps"] = keras_epsilon(ADAM_EPS, int(step))
         for variable, grad in zip(variables, grads):
             variable.grad = grad
         self.optimizer.step()

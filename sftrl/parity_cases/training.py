@@ -224,7 +224,7 @@ def reward_model_step_torch(d, dtype):
     model = torch_model.RewardModel(tiny_config("causal")).to(getattr(torch, dtype)).eval()
     load_state_dict_strict(model, {k: T(v) for k, v in d["state"].items()}, "parity")
     optimizer = torch.optim.Adam(model.parameters(), lr=RM_LR, betas=ADAM_BETAS,
-                                 eps=REWARD_MODEL_ADAM_EPS / math.sqrt(1.0 - ADAM_BETAS[1]))
+                                 eps=torch_ppo.keras_epsilon(REWARD_MODEL_ADAM_EPS, 1))
     loss = torch_losses.bradley_terry_loss(model(*map(T, d["chosen"])), model(*map(T, d["rejected"])))
     loss.backward()
     optimizer.step()
