@@ -22,7 +22,8 @@ PRESETS = {
                          "preference.train": 120, "preference.eval": 40, "text.train": 200, "text.eval": 40},
                   sft=["--steps", "200", "--eval-every", "100", "--batch-size", "16", "--lr", "3e-3"],
                   reward_model=["--epochs", "1"],
-                  ppo=["--iterations", "4", "--batch-size", "16", "--minibatch-size", "8", "--ppo-epochs", "2"]),
+                  ppo=["--iterations", "4", "--batch-size", "16", "--minibatch-size", "8", "--ppo-epochs", "2",
+                       "--no-xla"]),  # 4 iterations do not pay back XLA's compile (~20 s on 2 cores)
     # the figures of the README: a few minutes on 2 cores
     "default": dict(sizes=None, sft=[], reward_model=[], ppo=[]),
 }

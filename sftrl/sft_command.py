@@ -59,6 +59,8 @@ def add_arguments(p, pretrain: bool) -> None:
                    help="bf16: mixed precision (bfloat16 autocast; weights and optimizer stay float32)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out "
                    "(after Ctrl-C, a kill or a crash; the result is bitwise that of an uninterrupted run)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (one process "
+                   "only); `sftrl bench --suite train` measures whether it pays on your machine")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.epilog = ("Several processes: torchrun --nproc_per_node=N -m sftrl %s ... (DDP; gloo on CPU, NCCL with "
                 "--device cuda). --batch-size is the global batch, split between the processes; only rank 0 "
@@ -202,6 +204,8 @@ def run(args, pretrain: bool) -> int:
     if args.precision == "bf16" and args.device == "cuda" and not torch.cuda.is_bf16_supported():
         raise SftrlError("--precision bf16: this GPU does not support bfloat16")
     rank, world, device = init_distributed(args.device)
+    if args.compile and world > 1:
+        raise SftrlError("--compile: one process only; under torchrun the DDP module runs uncompiled")
     examples, truncated = encode_records(records, kind, tokenizer, config.objective, config.max_length)
     model = build_model(args, config, model_config, tokenizer, examples)
     max_length = min(config.max_length, model.config.max_position_embeddings)
@@ -219,7 +223,8 @@ def run(args, pretrain: bool) -> int:
         tokenizer.save(out / "checkpoints" / "tokenizer.json")  # so --resume uses the same one
 
     summary = train(model, tokenizer, examples, eval_examples, config, out, device=device,
-                    quiet=args.quiet, resume=args.resume, task_weights=weights, precision=args.precision)
+                    quiet=args.quiet, resume=args.resume, task_weights=weights, precision=args.precision,
+                    compile_model=args.compile)
     if "interrupted_at" in summary:
         if rank == 0:
             sys.stderr.write(interrupted_message(f"step {summary['interrupted_at']}", summary["checkpoint"]) + "\n")

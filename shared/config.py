@@ -272,6 +272,7 @@ class PPOConfig(_Config):
     save_every: int = 0                   # iterations between checkpoints; 0 = only at the end
     lora_rank: int = 0                    # LoRA rank on the attention projections; 0 = train every weight
     lora_alpha: float = 16.0              # LoRA scaling numerator (scale = alpha / rank)
+    xla: bool = True                      # XLA-compile the traced train, scoring and decoding steps
     seed: int = 0                         # seeds sampling and minibatch order
 
     def __post_init__(self):

@@ -34,7 +34,8 @@ def sft_dir(tmp_path_factory, builtin_data, tokenizer):
 @pytest.fixture(scope="module")
 def ppo_dir(tmp_path_factory, sft_dir, tokenizer, builtin_data):
     out = tmp_path_factory.mktemp("ppo")
-    config = PPOConfig(iterations=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=NEW, seed=0)
+    config = PPOConfig(iterations=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=NEW, seed=0,
+                       xla=False)
     policy, reference = ppo.load_policy_and_reference(sft_dir)
     ppo.train(policy, reference, tokenizer, builtin_data["prompt.train"], config, task_partial, out, quiet=True)
     return out

@@ -54,7 +54,9 @@ def test_greedy_tokens_identical_everywhere(models, prompts):
     recomputed = torch_generate.generate(model, input_ids, attention_mask, NEW, use_cache=False).numpy()
     tf_cached = tf_generate.generate(keras_model, input_ids, attention_mask, NEW).numpy()
     tf_recomputed = tf_generate.generate(keras_model, input_ids, attention_mask, NEW, use_cache=False).numpy()
+    tf_xla = tf_generate.generate(keras_model, input_ids, attention_mask, NEW, jit_compile=True).numpy()
     assert cached.shape == (60, NEW)
+    np.testing.assert_array_equal(tf_cached, tf_xla)
     np.testing.assert_array_equal(cached, recomputed)
     np.testing.assert_array_equal(cached, tf_cached)
     np.testing.assert_array_equal(tf_cached, tf_recomputed)
@@ -108,13 +110,14 @@ def test_sampling_is_seeded(models, prompts):
         np.testing.assert_array_equal(top1, greedy)
 
 
-def test_tf_decoding_step_is_traced_once_not_per_step(models, prompts):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["tf.function", "xla"])
+def test_tf_decoding_step_is_traced_once_not_per_step(models, prompts, jit_compile):
     _, keras_model, _ = models
     input_ids, attention_mask = prompts
-    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW)
-    step = tf_generate._step_function(keras_model)
+    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW, jit_compile=jit_compile)
+    step = tf_generate._step_function(keras_model, jit_compile)
     traces = step.experimental_get_tracing_count()
-    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW)
+    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW, jit_compile=jit_compile)
     assert step.experimental_get_tracing_count() == traces  # same shapes: no new trace
     assert traces <= 4  # prefill and decode step (per batch shape), not one per token
 

@@ -80,7 +80,7 @@ def test_ppo_with_lora_trains_only_adapters_and_exports_the_merged_model(sft_dir
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in builtin_data["prompt.train"]))
     result = run_cli("ppo", "--policy", sft_dir, "--prompts", tmp_path / "prompts.jsonl", "--out", out,
                      "--lora-rank", RANK, "--lora-alpha", ALPHA, "--iterations", 3, "--batch-size", 8,
-                     "--minibatch-size", 4, "--max-new-tokens", 6, "--lr", 1e-2, "--quiet", timeout=600)
+                     "--minibatch-size", 4, "--max-new-tokens", 6, "--lr", 1e-2, "--no-xla", "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("trainable parameters:"))
     trainable, total = (int(x.replace(",", "")) for x in line.split(":")[1].split("(")[0].split(" of "))

@@ -30,7 +30,7 @@ from tf_impl.convert import to_numpy_state_dict
 # ~8 s); an iteration then takes ~60 ms.
 ITERATIONS = 20
 TINY = ["--batch-size", 4, "--minibatch-size", 2, "--ppo-epochs", 1, "--max-new-tokens", 4, "--save-every", 2,
-        "--seed", 3, "--quiet"]
+        "--seed", 3, "--quiet", "--no-xla"]  # XLA off: see tests/test_ppo.py
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_killed_three_times_at_random_moments_the_run_still_ends_bitwise_identic
 def test_a_nan_stops_the_run_and_names_the_last_good_checkpoint(sft_dir, tokenizer, builtin_data,  # noqa: F811
                                                                  tmp_path, monkeypatch):
     config = PPOConfig(iterations=3, batch_size=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=4,
-                       save_every=2, seed=1)
+                       save_every=2, seed=1, xla=False)
     iteration = ppo.PPOTrainer.iteration
 
     def poisoned(self, records, i):
@@ -225,7 +225,7 @@ def bf16_against_fp32(sft_dir):  # noqa: F811
     tokenizer = Tokenizer.load(sft_dir)
     records = make_builtin_data(seed=0, sizes=SMALL_SIZES)["prompt.train"][:8]
     config = PPOConfig(batch_size=8, minibatch_size=8, ppo_epochs=1, max_new_tokens=6, lr=1e-3, seed=1,
-                       ent_coef=0.01)
+                       ent_coef=0.01, xla=False)
 
     def trainer(dtype):
         policy, reference = ppo.load_policy_and_reference(sft_dir, dtype=dtype)
@@ -341,7 +341,7 @@ MIRRORED_CHECK = textwrap.dedent('''
     records = [json.loads(line) for line in open(prompts)][:8]
     tokenizer = Tokenizer.load(sft_dir + "/tokenizer.json")
     config = PPOConfig(batch_size=8, minibatch_size=8, ppo_epochs=2, max_new_tokens=6, lr=1e-3, seed=3,
-                       ent_coef=0.01)
+                       ent_coef=0.01, xla=False)
     reward = lambda prompt, completion, reference=None: len(completion) / 10  # varied: non-zero advantages
 
     def one_iteration(strategy):
@@ -457,7 +457,7 @@ FLAG_ERRORS = textwrap.dedent('''
 def test_cli_bad_input_is_one_error_line_naming_the_flag_or_the_line(sft_dir, prompts, builtin_data,  # noqa: F811
                                                                       tmp_path):
     out = tmp_path / "o"
-    base = ["ppo", "--policy", str(sft_dir), "--prompts", str(prompts), "--out", str(out)]
+    base = ["ppo", "--policy", str(sft_dir), "--prompts", str(prompts), "--out", str(out), "--no-xla"]
     nan_reward = tmp_path / "nan_reward.py"
     nan_reward.write_text("def reward(prompt, completion, reference):\n    return float('nan')\n")
     too_long = tmp_path / "long.jsonl"  # 48 positions; line 3 (after a blank line): 62 tokens + [CLS], [SEP]

@@ -44,24 +44,28 @@ def next_token(logits, do_sample, temperature, top_k, seed=None, noise=None):
                                                       dtype=tf.int32), 1)
 
 
-def _step_function(model):
-    """The model's decoding step as a tf.function (one per model, kept while the model lives)."""
-    if model not in _STEP_FUNCTIONS:
-        @tf.function(reduce_retracing=True)
+def _step_function(model, jit_compile):
+    """The model's decoding step as a tf.function, XLA-compiled or not (one of each per model,
+    kept while the model lives)."""
+    steps = _STEP_FUNCTIONS.setdefault(model, {})
+    if jit_compile not in steps:
+        @tf.function(reduce_retracing=True, jit_compile=jit_compile)
         def step(input_ids, mask, cache, cache_index, position_ids):
             logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, cache_index, position_ids)
             return logits[:, -1], cache
-        _STEP_FUNCTIONS[model] = step
-    return _STEP_FUNCTIONS[model]
+        steps[jit_compile] = step
+    return steps[jit_compile]
 
 
 def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
-             top_k=0, seed=None, eos_id=None, use_cache=True, noise=None):
+             top_k=0, seed=None, eos_id=None, use_cache=True, noise=None, jit_compile=False):
     """New tokens (B, max_new_tokens) continuing left-padded prompts (B, P).
 
     A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
     use_cache=False recomputes the whole sequence at every step (the slow reference path).
     noise: Gumbel noise (B, max_new_tokens, V) that fixes the samples (see `next_token`).
+    jit_compile: XLA-compile the cached decoding step (one compile for the prefill's shape, one
+    for the one-token step's; worth it when many tokens are decoded at one shape).
     """
     config = model.config
     input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
@@ -76,7 +80,7 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     mask = tf.concat([attention_mask, tf.zeros([B, max_new_tokens], tf.int32)], 1)  # (B, Tmax)
     position_ids = tf.maximum(tf.cumsum(mask, -1) - 1, 0)                  # (B, Tmax) for the prompt part
     finished = tf.zeros([B], tf.bool)
-    step = _step_function(model)
+    step = _step_function(model, jit_compile)
     cache = model.bert.init_cache(B, Tmax) if use_cache else None
     new_tokens = []
 

@@ -103,12 +103,14 @@ def write_cache(cache, new, index):
     """Cache (B, H, Tmax, hs) with positions index .. index+T-1 replaced by new (B, H, T, hs).
 
     A fixed-size cache: shapes never change while decoding (TensorFlow needs that to trace the
-    decoding step once; PyTorch uses the same scheme so the two read alike).
+    decoding step once; PyTorch uses the same scheme so the two read alike). The new rows are
+    placed by a gather whose indices are data, not by a pad whose widths depend on index: XLA
+    compiles the step once, not once per index.
     """
     T, Tmax = tf.shape(new)[2], tf.shape(cache)[2]  # dynamic: a relaxed trace may not know Tmax
-    spread = tf.pad(new, [[0, 0], [0, 0], [index, Tmax - index - T], [0, 0]])  # (B, H, Tmax, hs)
-    position = tf.range(Tmax)[None, None, :, None]                          # (1, 1, Tmax, 1)
-    written = (position >= index) & (position < index + T)
+    position = tf.range(Tmax)                                               # (Tmax,)
+    spread = tf.gather(new, tf.clip_by_value(position - index, 0, T - 1), axis=2)  # (B, H, Tmax, hs)
+    written = ((position >= index) & (position < index + T))[None, None, :, None]  # (1, 1, Tmax, 1)
     return tf.ensure_shape(tf.where(written, spread, cache), cache.shape)
 
 

@@ -157,11 +157,16 @@ def response_slice(per_position, response_length):
     return per_position[:, total - response_length - 1: total - 1]
 
 
-def response_outputs(model, ids, mask, position_ids, response_length, training=False):
+def response_outputs(model, ids, mask, position_ids, response_length, training=False, sparse=True):
     """Sparse prediction for PPO: the backbone over [query | response], then the LM head (and the
     value head, if the model has one) on the R positions that score the response only -- not on
-    every position then sliced. Returns (logits (B, R, V), values (B, R) or None)."""
+    every position then sliced (sparse=False: that dense path, kept for the benchmark's
+    comparison). Returns (logits (B, R, V), values (B, R) or None)."""
     hidden_states, _, _ = model.bert(ids, attention_mask=mask, position_ids=position_ids, training=training)
+    if not sparse:
+        values = model.value_head(hidden_states) if model.value_head is not None else None   # (B, P+R)
+        return (response_slice(model.cls(hidden_states), response_length),                  # (B, R, V)
+                None if values is None else response_slice(values, response_length))       # (B, R)
     hidden_states = response_slice(hidden_states, response_length)          # (B, R, C)
     values = model.value_head(hidden_states) if model.value_head is not None else None
     return model.cls(hidden_states), values
@@ -192,13 +197,15 @@ class NonFiniteLossError(SftrlError):
 
 class PPOTrainer:
     def __init__(self, policy, reference, tokenizer, config: PPOConfig, reward_fn, log=print, strategy=None,
-                 prompt_length=None):
+                 prompt_length=None, sparse_head=True):
         """strategy: a `tf.distribute.Strategy` whose scope the policy and reference were built in,
         or None (one device: the plain path). Rollouts run outside the replicas (each worker of a
         multi-worker run computes the same one from the same seed and weights: the workers must
         compute alike, i.e. the same hardware and software); each minibatch update is split.
         prompt_length: left-pad every rollout's prompts to at least this length, so the traced
-        steps see one shape (one trace, not one per batch's longest prompt)."""
+        steps see one shape (one trace, not one per batch's longest prompt).
+        sparse_head=False: the LM and value heads on every position, then sliced (the dense path
+        the benchmark compares against; the same numbers)."""
         self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
         self.config, self.reward_fn, self.log = config, reward_fn, log
         self.strategy = strategy
@@ -208,15 +215,19 @@ class PPOTrainer:
         self.kl_controller = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
                               if config.target_kl else FixedKLController(config.kl_coef))
         step = self._train_step if strategy is None else self._distributed_train_step
-        self.train_step = tf.function(step, reduce_retracing=True)
-        self.score_step = tf.function(self._score, reduce_retracing=True)
-        self.prompt_length = prompt_length
+        # XLA fuses each traced step into a few compiled kernels (one compile per input shape; the
+        # shapes are fixed by prompt_length and max_new_tokens). Not with a strategy: its
+        # cross-replica reductions cannot be compiled into the step.
+        self.xla = config.xla and strategy is None
+        self.train_step = tf.function(step, reduce_retracing=True, jit_compile=self.xla)
+        self.score_step = tf.function(self._score, reduce_retracing=True, jit_compile=self.xla)
+        self.prompt_length, self.sparse_head = prompt_length, sparse_head
 
     # ---- rollout: sample, then score under policy and reference
     def _score(self, ids, mask, position_ids, response):
         R = tf.shape(response)[1]
-        logits, values = response_outputs(self.policy, ids, mask, position_ids, R)
-        ref_logits, _ = response_outputs(self.reference, ids, mask, position_ids, R)
+        logits, values = response_outputs(self.policy, ids, mask, position_ids, R, sparse=self.sparse_head)
+        ref_logits, _ = response_outputs(self.reference, ids, mask, position_ids, R, sparse=self.sparse_head)
         # float32 from here on, whatever the compute dtype (a no-op in float32)
         logits = at_least_float32(logits) / self.config.temperature       # (B, R, V)
         ref_logits = at_least_float32(ref_logits) / self.config.temperature
@@ -234,7 +245,7 @@ class PPOTrainer:
                           for i in range(len(records))])                    # (B, R, V)
         response = np.asarray(generate(self.policy, batch["input_ids"], batch["attention_mask"],
                                        config.max_new_tokens, do_sample=True, temperature=config.temperature,
-                                       top_k=config.top_k, eos_id=tok.sep_id, noise=noise))
+                                       top_k=config.top_k, eos_id=tok.sep_id, noise=noise, jit_compile=self.xla))
         response_mask = response_mask_of(response, tok.sep_id)
         ids, mask, position_ids = sequence_inputs(batch["input_ids"], batch["attention_mask"], response,
                                                   response_mask)
@@ -249,7 +260,8 @@ class PPOTrainer:
         minibatch's response tokens. Returns (loss, stats)."""
         config = self.config
         R = tf.shape(batch.response)[1]
-        logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R)
+        logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R,
+                                          sparse=self.sparse_head)
         logits = at_least_float32(logits) / config.temperature             # (B, R, V)
         values = at_least_float32(values)                                   # (B, R)
         logprobs = losses.categorical_log_prob(logits, batch.response)
@@ -403,14 +415,15 @@ class PPOTrainer:
 
     def restore(self, directory):
         """Load a checkpoint written by `checkpoint_files`; returns its iteration. A checkpoint of a
-        run with other settings (only --iterations and --save-every may change) is refused: the
-        resumed run would silently be neither the old run nor the new one."""
+        run with other settings (only --iterations, --save-every and --no-xla may change; XLA changes
+        the speed and the last bits of rounding, not the math) is refused: the resumed run would
+        silently be neither the old run nor the new one."""
         directory = Path(directory)
         state = json.loads((directory / "trainer_state.json").read_text())
         saved = {**state.get("config", {}), "precision": state.get("precision", "fp32")}
         current = {**self.config.to_dict(), "precision": self.precision}
         for name in current:
-            if name not in ("iterations", "save_every") and name in saved and saved[name] != current[name]:
+            if name not in ("iterations", "save_every", "xla") and name in saved and saved[name] != current[name]:
                 flag = "--" + name.replace("_", "-")
                 raise SftrlError(f"--resume: {directory} was written by a run with {flag} {saved[name]}, this "
                                  f"command has {flag} {current[name]}; resume with the same settings")

@@ -94,12 +94,14 @@ def write_cache(cache, new, index):
     """Cache (B, H, Tmax, hs) with positions index .. index+T-1 replaced by new (B, H, T, hs).
 
     A fixed-size cache: shapes never change while decoding (TensorFlow needs that to trace the
-    decoding step once; PyTorch uses the same scheme so the two read alike).
+    decoding step once; PyTorch uses the same scheme so the two read alike). The new rows are
+    placed by a gather whose indices are data, not by a pad whose widths depend on index: XLA
+    compiles the step once, not once per index.
     """
     T, Tmax = new.shape[2], cache.shape[2]
-    spread = F.pad(new, (0, 0, index, Tmax - index - T))                   # (B, H, Tmax, hs)
-    position = torch.arange(Tmax, device=cache.device)[None, None, :, None]  # (1, 1, Tmax, 1)
-    written = (position >= index) & (position < index + T)
+    position = torch.arange(Tmax, device=cache.device)                      # (Tmax,)
+    spread = new.index_select(2, (position - index).clamp(0, T - 1))        # (B, H, Tmax, hs)
+    written = ((position >= index) & (position < index + T))[None, None, :, None]  # (1, 1, Tmax, 1)
     return torch.where(written, spread, cache)
 
 

@@ -192,7 +192,7 @@ class SFTRun:
     loop's state and its logs. Each phase of `train` is a method."""
 
     def __init__(self, model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
-                 device, quiet, task_weights, log, precision):
+                 device, quiet, task_weights, log, precision, compile_model=False):
         self.rank, self.world = distributed()
         self.is_main = self.rank == 0
         self.log, self.quiet = (log, quiet) if self.is_main else ((lambda *a, **k: None), True)
@@ -204,6 +204,8 @@ class SFTRun:
         model.to(device).train()
         self.module = add_lora(model, config.lora_rank, config.lora_alpha) if config.lora_rank else model
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
+        # the training forward: compiled (dynamic shapes: batch lengths vary) or the module itself
+        self.forward = torch.compile(self.module, dynamic=True) if compile_model else self.module
         self.n_trainable = sum(p.numel() for p in self.trainable)
         self.n_total = sum(p.numel() for p in self.module.parameters())
         self.log(f"trainable parameters: {self.n_trainable:,} of {self.n_total:,} "
@@ -283,7 +285,7 @@ class SFTRun:
             group["lr"] = lr
         if self.world == 1:
             with self.autocast:  # the LM head on the labelled positions only; the loss in float32
-                loss = self.module(batch["input_ids"], batch["attention_mask"], batch["labels"])
+                loss = self.forward(batch["input_ids"], batch["attention_mask"], batch["labels"])
             loss_to_backward = loss
         else:  # this process's rows of the global batch; the loss over the global token count
             count = label_count(batch["labels"], self.causal)
@@ -404,12 +406,14 @@ class SFTRun:
 
 def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
           device="cpu", quiet=False, resume=False, task_weights=None, log=print, stop_after=None,
-          precision="fp32"):
+          precision="fp32", compile_model=False):
     """Train, checkpoint, export the best (or final) weights to `out_dir`. Returns the summary.
 
     Under torchrun (torch.distributed initialised) every process builds the same global batch
     and trains on its share of the rows (DDP averages the gradients); only rank 0 writes.
     precision: "fp32", or "bf16" (autocast: bfloat16 matmuls, float32 weights and optimizer).
+    compile_model: run the training forward through `torch.compile` (one process only; the
+    benchmark's train suite says whether it pays on this machine: on a 2-core CPU it did not).
     Ctrl-C (SIGINT) or SIGTERM: the current step finishes, a checkpoint is written, and the
     summary is {"interrupted_at": step, "checkpoint": path}.
     stop_after: end the run after that step as if killed (tests of --resume use it).
@@ -426,7 +430,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
         raise SftrlError(f"--batch-size: {config.batch_size} is smaller than the {distributed()[1]} processes; "
                          "the batch is the global batch, split between them")
     run = SFTRun(model, tokenizer, train_examples, eval_examples, config, out_dir, device, quiet, task_weights,
-                 log, precision)
+                 log, precision, compile_model)
     if resume:
         run.resume()
     run.open_logs(resumed=resume)

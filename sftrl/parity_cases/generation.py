@@ -52,7 +52,8 @@ def greedy_torch(d, dtype):
 
 def greedy_keras(d, dtype):
     model = keras_policy(tiny_config("causal"), d["state"], dtype)
-    tokens = tf_generate.generate(model, d["input_ids"], d["attention_mask"], GENERATE_STEPS)
+    tokens = tf_generate.generate(model, d["input_ids"], d["attention_mask"], GENERATE_STEPS,
+                                  jit_compile=True)  # the XLA-compiled step, as PPO's rollouts
     return {"tokens": tokens.numpy().astype(np.float64)}
 
 
@@ -87,7 +88,8 @@ def sampled_tokens(module, model, d):
 
 CASES = [
     Case("generation.greedy", "generation",
-         "greedy tokens: KV-cached decoding (torch, TF) vs recomputing with the NumPy model",
+         "greedy tokens: KV-cached decoding (torch; TF with the XLA-compiled step) vs recomputing with the "
+         "NumPy model",
          generation_inputs, greedy_reference, greedy_torch, greedy_keras, tol=dict(EXACT),
          shows=(greedy_reference, torch_generate.generate, tf_generate.generate)),
     Case("generation.sampled", "generation",
