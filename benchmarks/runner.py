@@ -22,11 +22,11 @@ def format_markdown(results) -> str:
             lines.append(f"| {r['case']} | {r['side']} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} | {value} | "
                          f"{r['unit'] or ''} |")
         if data["comparisons"]:
-            lines += ["", "| comparison | ratio | target | met |", "| --- | ---: | ---: | :---: |"]
+            lines += ["", "| comparison | ratio | target | met | note |", "| --- | ---: | ---: | :---: | --- |"]
             for c in data["comparisons"]:
                 met = "" if c["met"] is None else ("yes" if c["met"] else "**no**")
                 target = "" if c["target"] is None else f"≥ {c['target']:g}"
-                lines.append(f"| {c['comparison']} | {c['ratio']:.2f} | {target} | {met} |")
+                lines.append(f"| {c['comparison']} | {c['ratio']:.2f} | {target} | {met} | {c.get('note', '')} |")
         lines.append("")
     return "\n".join(lines)
 

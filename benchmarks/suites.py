@@ -6,6 +6,7 @@ Sizes: "default" for the published figures, "tiny" for the smoke test (structure
 
 from __future__ import annotations
 
+import time
 
 import numpy as np
 
@@ -16,16 +17,19 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.timing import interleaved
-from shared.config import ModelConfig, PPOConfig
+from shared.config import ModelConfig
 from shared.data import build_attention_mask, collate, mask_tokens, plan_epoch
 from shared.tasks import make_builtin_data
 from shared.tokenizer import Tokenizer
 
 SIZES = {
     "default": dict(batch=16, seq=64, hidden=128, layers=2, heads=4, vocab=512, repeat=7, warmup=2, train_repeat=25,
-                    gen_batches=(1, 16), gen_tokens=(32, 128), gen_repeat=3, matmul=1024),
+                    gen_batches=(1, 16), gen_tokens=(32, 128), gen_repeat=3, matmul=1024, compile=True,
+                    ppo_batch=64, ppo_new_tokens=16),
+    # compile=False: torch.compile's first compile (about a minute on 2 cores) is left out of the smoke test
     "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1, train_repeat=2,
-                 gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64),
+                 gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64, compile=False,
+                 ppo_batch=4, ppo_new_tokens=4),
 }
 
 
@@ -36,7 +40,7 @@ def row(suite, case, side, timing, value=None, unit=None):
 
 def comparison(suite, name, numerator_ms, denominator_ms, target=None, note=""):
     """ratio = numerator / denominator (so > 1 means the second is faster)."""
-    ratio = numerator_ms / denominator_ms
+    ratio = float(numerator_ms / denominator_ms)
     return {"suite": suite, "comparison": name, "ratio": ratio, "target": target,
             "met": None if target is None else ratio >= target, "note": note}
 
@@ -163,11 +167,13 @@ def keras_mha_model(config, seq):
     return keras.Model(ids, keras.layers.Dense(config.vocab_size)(x))
 
 
-def keras_train_step(model, loss_fn):
+def keras_train_step(model, loss_fn, jit_compile=False):
+    """One AdamW step of a Keras model on (ids, mask, labels), as a tf.function (XLA-compiled with
+    jit_compile=True), for timing."""
     optimizer = keras.optimizers.AdamW(learning_rate=1e-4)
     optimizer.build(model.trainable_variables)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step(ids, mask, labels):
         with tf.GradientTape() as tape:
             logits = model(ids, mask, training=True) if mask is not None else model(ids, training=True)
@@ -189,53 +195,71 @@ def torch_train_step(model, loss):
     return step
 
 
-def suite_train(s, device, peak_gflops):
+def mlm_steps(s, device, config, batch):
+    """The MLM train steps timed side by side: ours (sparse head, dense head, torch.compile where
+    the size asks for it), transformers' BertForMaskedLM, and in Keras our PolicyModel and a
+    keras.layers.MultiHeadAttention model, each as tf.function and with XLA."""
     import transformers
 
     from tf_impl import losses as tf_losses
     from tf_impl.model import PolicyModel
     from torch_impl.model import SFTModel
 
-    rng = np.random.default_rng(0)
-    config = model_config(s)
-    ids, mask, labels = mlm_batch(s, rng)
+    ids, mask, labels = batch
     tt = lambda a: torch.as_tensor(a, device=device)
     ours = SFTModel(config).to(device).train()
     hf = transformers.BertForMaskedLM(transformers.BertConfig.from_dict(config.to_dict())).to(device).train()
-    step_ours = torch_train_step(ours, lambda: ours(tt(ids), tt(mask), tt(labels)))
-    step_ours_dense = torch_train_step(ours, lambda: ours(tt(ids), tt(mask), tt(labels), sparse=False))  # as HF
-    step_hf = torch_train_step(hf, lambda: hf(input_ids=tt(ids), attention_mask=tt(mask), labels=tt(labels)).loss)
-
-    keras_ours = PolicyModel(config)
-    step_keras_ours = keras_train_step(keras_ours, tf_losses.cross_entropy)
-    keras_mha = keras_mha_model(config, s["seq"])
-    step_keras_mha = keras_train_step(keras_mha, tf_losses.cross_entropy)
+    steps = {"SFTModel (pytorch)": torch_train_step(ours, lambda: ours(tt(ids), tt(mask), tt(labels))),
+             "SFTModel, dense head (pytorch)": torch_train_step(  # every position's logits, as HF
+                 ours, lambda: ours(tt(ids), tt(mask), tt(labels), sparse=False)),
+             "BertForMaskedLM (pytorch)": torch_train_step(
+                 hf, lambda: hf(input_ids=tt(ids), attention_mask=tt(mask), labels=tt(labels)).loss)}
+    if s["compile"]:
+        compiled = torch.compile(ours)
+        steps["SFTModel, torch.compile (pytorch)"] = torch_train_step(
+            ours, lambda: compiled(tt(ids), tt(mask), tt(labels)))
     f_ids, f_mask, f_labels = tf.constant(ids, tf.int32), tf.constant(mask, tf.int32), tf.constant(labels)
-    timings = interleaved({
-        "SFTModel (pytorch)": step_ours, "SFTModel, dense head (pytorch)": step_ours_dense,
-        "BertForMaskedLM (pytorch)": step_hf,
-        "PolicyModel (keras, tf.function)": lambda: step_keras_ours(f_ids, f_mask, f_labels),
-        "MultiHeadAttention model (keras, tf.function)": lambda: step_keras_mha(f_ids, None, f_labels),
-    }, s["train_repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
-    tokens = s["batch"] * s["seq"]
-    flops = train_flops(config, tokens, s["seq"])
-    rows = []
-    for side, t in timings.items():
-        achieved = flops / t["median_s"] / 1e9
-        rows.append(row("train", "MLM train step (fwd+bwd+AdamW)", side, t, round(achieved / peak_gflops, 4),
-                        "MFU (fraction of measured matmul peak)"))
+    keras_ours, keras_mha = PolicyModel(config), keras_mha_model(config, s["seq"])
+    for jit_compile, kind in ((False, "tf.function"), (True, "tf.function+XLA")):
+        ours_step = keras_train_step(keras_ours, tf_losses.cross_entropy, jit_compile)
+        mha_step = keras_train_step(keras_mha, tf_losses.cross_entropy, jit_compile)
+        steps[f"PolicyModel (keras, {kind})"] = lambda step=ours_step: step(f_ids, f_mask, f_labels)
+        steps[f"MultiHeadAttention model (keras, {kind})"] = lambda step=mha_step: step(f_ids, None, f_labels)
+    return steps
+
+
+def suite_train(s, device, peak_gflops):
+    rng = np.random.default_rng(0)
+    config = model_config(s)
+    steps = mlm_steps(s, device, config, mlm_batch(s, rng))
+    compile_started = time.perf_counter()
+    for step in steps.values():  # first calls: traces, XLA and torch.compile compiles, outside the timing
+        step()
+    warmup_s = time.perf_counter() - compile_started
+    timings = interleaved(steps, s["train_repeat"], s["warmup"],
+                          sync=torch.cuda.synchronize if device == "cuda" else None)
+    flops = train_flops(config, s["batch"] * s["seq"], s["seq"])
+    rows = [row("train", "MLM train step (fwd+bwd+AdamW)", side, t, round(flops / t["median_s"] / 1e9 / peak_gflops, 4),
+                "MFU (fraction of measured matmul peak)") for side, t in timings.items()]
     ms = {k: 1e3 * v["median_s"] for k, v in timings.items()}
     comparisons = [
         comparison("train", "BertForMaskedLM / SFTModel step time", ms["BertForMaskedLM (pytorch)"],
                    ms["SFTModel (pytorch)"], target=1.5),
         comparison("train", "SFTModel dense head / sparse head step time", ms["SFTModel, dense head (pytorch)"],
                    ms["SFTModel (pytorch)"], note="the LM head on the 15 % masked positions only"),
-        comparison("train", "Keras MultiHeadAttention model / PolicyModel step time",
-                   ms["MultiHeadAttention model (keras, tf.function)"], ms["PolicyModel (keras, tf.function)"],
+        comparison("train", "Keras MultiHeadAttention model / PolicyModel step time (XLA both)",
+                   ms["MultiHeadAttention model (keras, tf.function+XLA)"], ms["PolicyModel (keras, tf.function+XLA)"],
                    target=1.0),
-        comparison("train", "PolicyModel (TF) / SFTModel (PyTorch) step time",
-                   ms["PolicyModel (keras, tf.function)"], ms["SFTModel (pytorch)"]),
+        comparison("train", "PolicyModel tf.function / XLA step time", ms["PolicyModel (keras, tf.function)"],
+                   ms["PolicyModel (keras, tf.function+XLA)"]),
+        comparison("train", "SFTModel (PyTorch) / PolicyModel (Keras, XLA) step time", ms["SFTModel (pytorch)"],
+                   ms["PolicyModel (keras, tf.function+XLA)"], target=1.0),
     ]
+    if "SFTModel, torch.compile (pytorch)" in ms:
+        comparisons.append(comparison(
+            "train", "SFTModel eager / torch.compile step time", ms["SFTModel (pytorch)"],
+            ms["SFTModel, torch.compile (pytorch)"],
+            note=f"> 1: --compile pays; first calls of all steps (traces and compiles) took {warmup_s:.0f} s"))
     padded_rows, padded_cmp = padding_benchmark(s, device)
     causal_rows, causal_cmp = completion_only_benchmark(s, device, peak_gflops)
     return rows + causal_rows + padded_rows, comparisons + causal_cmp + padded_cmp
@@ -345,6 +369,8 @@ def suite_generate(s, device):
                 "pytorch, KV cache": lambda: torch_generate.generate(model, t_ids, t_mask, new),
                 "pytorch, recompute": lambda: torch_generate.generate(model, t_ids, t_mask, new, use_cache=False),
                 "tensorflow, KV cache": lambda: tf_generate.generate(keras_model, b["input_ids"], b["attention_mask"], new),
+                "tensorflow, KV cache, XLA": lambda: tf_generate.generate(keras_model, b["input_ids"],
+                                                                          b["attention_mask"], new, jit_compile=True),
                 "tensorflow, recompute": lambda: tf_generate.generate(keras_model, b["input_ids"], b["attention_mask"],
                                                                       new, use_cache=False),
             }, s["gen_repeat"], 1)
@@ -356,38 +382,61 @@ def suite_generate(s, device):
             for framework in ("pytorch", "tensorflow"):
                 comparisons.append(comparison("generate", f"{framework} {case}: recompute / KV-cache time",
                                               ms[f"{framework}, recompute"], ms[f"{framework}, KV cache"], target))
+            comparisons.append(comparison("generate", f"{case}: tensorflow XLA / pytorch tokens per s (KV cache)",
+                                          ms["pytorch, KV cache"], ms["tensorflow, KV cache, XLA"],
+                                          0.8 if (batch == 16 and new == 128) else None))
     return rows, comparisons
 
 
 # ----------------------------------------------------------------------------- ppo
 
 def suite_ppo(s, device):
-    from shared.rewards import task_partial
-    from tf_impl.ppo import PPOTrainer
-    from tf_impl.model import PolicyModel
+    """One PPO iteration by phase, at the default preset's batch, as it runs (sparse heads and XLA)
+    and as before both (heads on every position, plain tf.function); the two trainers alternate
+    iterations, so drift in the machine's speed hits both alike."""
+    from benchmarks.ppo_setup import ppo_trainer
 
-    data = make_builtin_data(0, {"prompt.train": 256})["prompt.train"]
-    tokenizer = Tokenizer.train([r["prompt"] + " = " + r["reference"] for r in data], vocab_size=max(s["vocab"], 300))
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=s["hidden"], num_hidden_layers=s["layers"],
-                         num_attention_heads=s["heads"], intermediate_size=4 * s["hidden"], max_position_embeddings=64,
-                         attention_type="causal", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    batch = 64 if s is SIZES["default"] else 4
-    ppo_config = PPOConfig(batch_size=batch, minibatch_size=min(16, batch), max_new_tokens=16 if batch == 64 else 4)
-    trainer = PPOTrainer(PolicyModel(config, with_value_head=True), PolicyModel(config), tokenizer, ppo_config,
-                         task_partial, log=lambda *a: None, prompt_length=16)
-    phases = {"rollout": [], "reward": [], "update": []}
-    for iteration in range(1, 2 + max(1, s["repeat"] // 2)):
-        metrics, _ = trainer.iteration([data[(iteration * batch + i) % len(data)] for i in range(batch)], iteration)
-        if iteration > 1:  # the first iteration traces the tf.functions
-            for phase in phases:
-                phases[phase].append(metrics[f"time/{phase}"])
+    variants = {"sparse heads + XLA": dict(xla=True, sparse_head=True),
+                "dense heads, no XLA": dict(xla=False, sparse_head=False)}
+    trainers = {name: ppo_trainer(s, **v) for name, v in variants.items()}
+    phases = {name: {"rollout": [], "reward": [], "update": []} for name in variants}
+    for iteration in range(1, 3 + s["repeat"]):
+        for name, (trainer, records) in trainers.items():
+            metrics, _ = trainer.iteration(records(iteration), iteration)
+            if iteration > 2:  # the first iterations trace (and compile) the steps
+                for phase in phases[name]:
+                    phases[name][phase].append(metrics[f"time/{phase}"])
+    rows, totals = [], {}
+    for name, by_phase in phases.items():
+        totals[name] = sum(np.median(v) for v in by_phase.values())
+        for phase, times in by_phase.items():
+            t = {"median_s": float(np.median(times)), "iqr_s": float(np.subtract(*np.percentile(times, [75, 25])))}
+            rows.append(row("ppo", f"one PPO iteration (batch {s['ppo_batch']}), {name}", phase, t,
+                            round(float(np.median(times)) / totals[name], 3), "share of the iteration"))
+    return rows, [comparison("ppo", "PPO iteration: dense heads, no XLA / sparse heads + XLA time",
+                             totals["dense heads, no XLA"], totals["sparse heads + XLA"], target=1.6,
+                             note="medians of rollout + reward + update")]
+
+
+# ----------------------------------------------------------------------------- memory
+
+def suite_memory(s, device):
+    """Peak RSS of an SFT, a reward-model and a PPO run at the benchmark sizes, each in a process of
+    its own that imports only its framework (`benchmarks/memory.py`)."""
+    import json
+    import subprocess
+    import sys
+
     rows = []
-    total = sum(np.median(v) for v in phases.values())
-    for phase, times in phases.items():
-        t = {"median_s": float(np.median(times)), "iqr_s": float(np.subtract(*np.percentile(times, [75, 25])))}
-        rows.append(row("ppo", f"one PPO iteration (batch {batch})", phase, t,
-                        round(float(np.median(times)) / total, 3), "share of the iteration"))
+    for stage in ("sft", "reward_model", "ppo"):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.memory", stage, json.dumps(s)],
+                              capture_output=True, text=True, check=True)
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        timing = {"median_s": measured["seconds"], "iqr_s": 0.0}
+        rows.append(row("memory", f"{stage} run", "after the imports", timing, measured["imports_mib"], "MiB peak RSS"))
+        rows.append(row("memory", f"{stage} run", "peak", timing, measured["peak_mib"], "MiB peak RSS"))
     return rows, []
 
 
-SUITES = {"ops": suite_ops, "train": suite_train, "generate": suite_generate, "ppo": suite_ppo}
+SUITES = {"ops": suite_ops, "train": suite_train, "generate": suite_generate, "ppo": suite_ppo,
+          "memory": suite_memory}

@@ -9,7 +9,7 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data["suites"]) == {"ops", "train", "generate", "ppo"}
+    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory"}
     assert data["matmul_peak_gflops"] > 0
     for key in ("torch", "tensorflow", "torch_threads", "device", "dtype"):
         assert key in data["environment"]
@@ -26,6 +26,11 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     comparisons = [c["comparison"] for c in data["suites"]["train"]["comparisons"]]
     assert "BertForMaskedLM / SFTModel step time" in comparisons
     assert {r["side"] for r in data["suites"]["ppo"]["rows"]} == {"rollout", "reward", "update"}
+    assert {r["case"] for r in data["suites"]["ppo"]["rows"]} == {
+        "one PPO iteration (batch 4), sparse heads + XLA", "one PPO iteration (batch 4), dense heads, no XLA"}
+    memory = {(r["case"], r["side"]): r["value"] for r in data["suites"]["memory"]["rows"]}
+    for stage in ("sft", "reward_model", "ppo"):  # MiB: a framework alone takes hundreds
+        assert 100 < memory[f"{stage} run", "after the imports"] <= memory[f"{stage} run", "peak"] < 20_000
     table = (tmp_path / "results.md").read_text()
-    assert "### generate" in table and "| comparison | ratio | target | met |" in table
+    assert "### generate" in table and "| comparison | ratio | target | met | note |" in table
     assert "| batch 1, 4 new tokens | tensorflow, KV cache |" in result.stdout
