@@ -15,6 +15,9 @@ def format_markdown(results) -> str:
              f"Keras {env['keras']}, transformers {env['transformers']}, {env['cpu_count']} CPUs, device "
              f"{env['device']}, {env['dtype']}. Matmul peak measured: {results['matmul_peak_gflops']:.1f} GFLOP/s.", ""]
     for suite, data in results["suites"].items():
+        if data.get("skipped"):
+            lines += [f"### {suite}", "", f"skipped: {data['skipped']}", ""]
+            continue
         lines += [f"### {suite}", "", "| case | side | median (ms) | IQR (ms) | value | unit |",
                   "| --- | --- | ---: | ---: | ---: | --- |"]
         for r in data["rows"]:
@@ -52,6 +55,7 @@ def bar_chart(suite, rows, path):
 
 def run(suites, size="default", device="cpu", out_dir="benchmarks/results", json_path=None, log=print):
     from benchmarks import suites as available
+    from benchmarks.peers import SuiteSkipped
     from benchmarks.timing import environment
 
     s = available.SIZES[size]
@@ -62,10 +66,15 @@ def run(suites, size="default", device="cpu", out_dir="benchmarks/results", json
     for name in suites:
         started = time.perf_counter()
         log(f"suite {name} ...")
-        if name == "train":
-            rows, comparisons = available.suite_train(s, device, results["matmul_peak_gflops"])
-        else:
-            rows, comparisons = available.SUITES[name](s, device)
+        try:
+            if name == "train":
+                rows, comparisons = available.suite_train(s, device, results["matmul_peak_gflops"])
+            else:
+                rows, comparisons = available.SUITES[name](s, device)
+        except SuiteSkipped as skipped:
+            log(f"suite {name} skipped: {skipped}")
+            results["suites"][name] = {"rows": [], "comparisons": [], "skipped": str(skipped)}
+            continue
         results["suites"][name] = {"rows": rows, "comparisons": comparisons,
                                    "seconds": round(time.perf_counter() - started, 1)}
         bar_chart(name, rows, out_dir / f"{name}.png")

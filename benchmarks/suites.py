@@ -25,11 +25,14 @@ from shared.tokenizer import Tokenizer
 SIZES = {
     "default": dict(batch=16, seq=64, hidden=128, layers=2, heads=4, vocab=512, repeat=7, warmup=2, train_repeat=25,
                     gen_batches=(1, 16), gen_tokens=(32, 128), gen_repeat=3, matmul=1024, compile=True,
-                    ppo_batch=64, ppo_new_tokens=16),
+                    ppo_batch=64, ppo_new_tokens=16,
+                    # the SFT steps again at a realistic vocabulary, where the LM head is a large share
+                    large=dict(vocab=8000, hidden=256, layers=4, heads=4, seq=128, batch=16, train_repeat=9)),
     # compile=False: torch.compile's first compile (about a minute on 2 cores) is left out of the smoke test
     "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1, train_repeat=2,
                  gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64, compile=False,
-                 ppo_batch=4, ppo_new_tokens=4),
+                 ppo_batch=4, ppo_new_tokens=4,
+                 large=dict(vocab=400, hidden=16, layers=1, heads=2, seq=8, batch=2, train_repeat=2)),
 }
 
 
@@ -262,13 +265,14 @@ def suite_train(s, device, peak_gflops):
             note=f"> 1: --compile pays; first calls of all steps (traces and compiles) took {warmup_s:.0f} s"))
     padded_rows, padded_cmp = padding_benchmark(s, device)
     causal_rows, causal_cmp = completion_only_benchmark(s, device, peak_gflops)
-    return rows + causal_rows + padded_rows, comparisons + causal_cmp + padded_cmp
+    large_rows, large_cmp = large_vocabulary_benchmark(s, device, peak_gflops)
+    return rows + causal_rows + large_rows + padded_rows, comparisons + causal_cmp + large_cmp + padded_cmp
 
 
-def completion_only_benchmark(s, device, peak_gflops):
+def completion_only_benchmark(s, device, peak_gflops, at=""):
     """The completion-only (causal) step: our SFTModel, sparse and dense head, against
     `transformers.BertLMHeadModel` on the same weights, batch and labels (the last 45 % of each row,
-    the completion share of the built-in SFT data's sequences)."""
+    the completion share of the built-in SFT data's sequences). `at` names a non-default size."""
     import transformers
 
     from torch_impl.checkpoint import state_dict_for_saving
@@ -290,15 +294,46 @@ def completion_only_benchmark(s, device, peak_gflops):
         "BertLMHeadModel (pytorch)": torch_train_step(hf, lambda: hf(input_ids=tt(ids), labels=tt(labels)).loss),
     }, s["train_repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
     flops = train_flops(config, s["batch"] * s["seq"], s["seq"])
-    rows = [row("train", "completion-only train step (fwd+bwd+AdamW)", side, t,
+    rows = [row("train", f"completion-only train step (fwd+bwd+AdamW){at}", side, t,
                 round(flops / t["median_s"] / 1e9 / peak_gflops, 4), "MFU (fraction of measured matmul peak)")
             for side, t in timings.items()]
     ms = {k: 1e3 * v["median_s"] for k, v in timings.items()}
     return rows, [
-        comparison("train", "BertLMHeadModel / SFTModel completion-only step time", ms["BertLMHeadModel (pytorch)"],
-                   ms["SFTModel (pytorch)"], target=1.3),
-        comparison("train", "SFTModel dense head / sparse head completion-only step time",
+        comparison("train", f"BertLMHeadModel / SFTModel completion-only step time{at}",
+                   ms["BertLMHeadModel (pytorch)"], ms["SFTModel (pytorch)"], target=1.3),
+        comparison("train", f"SFTModel dense head / sparse head completion-only step time{at}",
                    ms["SFTModel, dense head (pytorch)"], ms["SFTModel (pytorch)"])]
+
+
+def large_vocabulary_benchmark(s, device, peak_gflops):
+    """The MLM and the completion-only step against transformers at a realistic vocabulary and width
+    (SIZES[...]["large"]: 8000 tokens, C 256, L 4, T 128 by default), where the LM head -- the
+    part sparse prediction shrinks -- is a large share of the step."""
+    import transformers
+
+    from torch_impl.model import SFTModel
+
+    big = {**s, **s["large"]}
+    at = f" at V {big['vocab']}, C {big['hidden']}, L {big['layers']}, T {big['seq']}"
+    config = model_config(big)
+    ids, mask, labels = mlm_batch(big, np.random.default_rng(2))
+    tt = lambda a: torch.as_tensor(a, device=device)
+    ours = SFTModel(config).to(device).train()
+    hf = transformers.BertForMaskedLM(transformers.BertConfig.from_dict(config.to_dict())).to(device).train()
+    timings = interleaved({
+        "SFTModel (pytorch)": torch_train_step(ours, lambda: ours(tt(ids), tt(mask), tt(labels))),
+        "BertForMaskedLM (pytorch)": torch_train_step(
+            hf, lambda: hf(input_ids=tt(ids), attention_mask=tt(mask), labels=tt(labels)).loss),
+    }, big["train_repeat"], s["warmup"], sync=torch.cuda.synchronize if device == "cuda" else None)
+    flops = train_flops(config, big["batch"] * big["seq"], big["seq"])
+    rows = [row("train", f"MLM train step (fwd+bwd+AdamW){at}", side, t,
+                round(flops / t["median_s"] / 1e9 / peak_gflops, 4), "MFU (fraction of measured matmul peak)")
+            for side, t in timings.items()]
+    mlm = comparison("train", f"BertForMaskedLM / SFTModel step time{at}",
+                     1e3 * timings["BertForMaskedLM (pytorch)"]["median_s"],
+                     1e3 * timings["SFTModel (pytorch)"]["median_s"], target=1.5)
+    causal_rows, causal_cmp = completion_only_benchmark(big, device, peak_gflops, at)
+    return rows + causal_rows, [mlm] + causal_cmp
 
 
 def padding_benchmark(s, device):
@@ -438,5 +473,11 @@ def suite_memory(s, device):
     return rows, []
 
 
+def suite_peers(s, device):
+    from benchmarks.peers import suite_peers as peers
+
+    return peers(s, device)
+
+
 SUITES = {"ops": suite_ops, "train": suite_train, "generate": suite_generate, "ppo": suite_ppo,
-          "memory": suite_memory}
+          "memory": suite_memory, "peers": suite_peers}

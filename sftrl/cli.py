@@ -115,7 +115,7 @@ def cmd_bench(args) -> int:
             raise SftrlError("--device cuda: no CUDA device is available here")
     from benchmarks.runner import run
 
-    suites = ["ops", "train", "generate", "ppo", "memory"] if args.suite == "all" else [args.suite]
+    suites = ["ops", "train", "generate", "ppo", "memory", "peers"] if args.suite == "all" else [args.suite]
     _, markdown = run(suites, size=args.size, device=args.device, out_dir=args.out, json_path=args.json,
                       log=(lambda *a: None) if args.quiet else print)
     print(markdown)
@@ -230,7 +230,9 @@ def _add_tool_commands(commands) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = _command(commands, "bench", cmd_bench, "benchmarks: PyTorch vs TensorFlow vs peers vs matmul peak")
-    p.add_argument("--suite", choices=("ops", "train", "generate", "ppo", "memory", "all"), default="all")
+    p.add_argument("--suite", choices=("ops", "train", "generate", "ppo", "memory", "peers", "all"), default="all",
+                   help="peers: TRL's GRPOTrainer on the same RL job, if `pip install \".[peers]\"` added TRL "
+                   "(skipped with a line otherwise)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--size", choices=("default", "tiny"), default="default",
                    help="tiny: a smoke run that checks the machinery, not the speed")

@@ -1,5 +1,6 @@
 """Smoke test of the benchmark runner at a tiny size: the output's structure, never the speed."""
 
+import importlib.util
 import json
 
 from conftest import run_cli
@@ -9,7 +10,13 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory"}
+    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers"}
+    peers = data["suites"].pop("peers")  # TRL: an optional extra
+    if importlib.util.find_spec("trl") is None:
+        assert peers["skipped"] == "TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)"
+        assert "### peers\n\nskipped: TRL is not installed" in result.stdout  # the table says so
+    else:
+        assert [c["comparison"] for c in peers["comparisons"]] == ["TRL GRPOTrainer / our PPO iteration time"]
     assert data["matmul_peak_gflops"] > 0
     for key in ("torch", "tensorflow", "torch_threads", "device", "dtype"):
         assert key in data["environment"]

@@ -1,0 +1,100 @@
+"""The RL job against TRL's own trainer, in the same process: TRL's GRPOTrainer (PyTorch) on a
+`transformers.BertLMHeadModel` of the PPO suite's size, the same prompts, reward and batch, and our
+PPO (TensorFlow, sparse heads + XLA). Optional: needs `pip install ".[peers]"` (trl, datasets);
+without it the suite is skipped with one line saying so.
+
+One iteration is one rollout and its updates, alike on both sides: `ppo_batch` completions of
+`ppo_new_tokens` tokens, then `ppo_epochs` passes of minibatches of 16 -- GRPO's
+generation_batch_size, per_device_train_batch_size, steps_per_generation and num_iterations say the
+same. GRPO has no value head and samples 4 completions per prompt (16 prompts x 4 = 64), where PPO
+samples one per prompt: the same number of sequences and tokens, generated and trained on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+
+MEASURED = 3  # iterations timed on each side, after one that warms up (traces, compiles)
+
+
+class SuiteSkipped(Exception):
+    """A suite that cannot run here; the message says why and how to enable it."""
+
+
+def trl_iteration_seconds(s, folder, tokenizer, data, config, iterations):
+    """Seconds per GRPO iteration (rollout + every update of it), after the first."""
+    import transformers
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from shared.rewards import task_partial
+
+    references = {r["prompt"]: r["reference"] for r in data}
+
+    def reward(prompts, completions, **_):
+        return [task_partial(p, c, references[p]) for p, c in zip(prompts, completions)]
+
+    class StepClock(transformers.TrainerCallback):
+        def __init__(self):
+            self.times = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
+
+    batch, minibatch = s["ppo_batch"], min(16, s["ppo_batch"])
+    steps_per_iteration = (batch // minibatch) * config.ppo_epochs
+    clock = StepClock()
+    args = GRPOConfig(output_dir=f"{folder}/trl", use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+                      disable_tqdm=True, logging_steps=10_000, learning_rate=config.lr, beta=config.kl_coef,
+                      temperature=config.temperature, num_generations=4 if batch >= 8 else 2,
+                      generation_batch_size=batch, per_device_train_batch_size=minibatch,
+                      max_completion_length=s["ppo_new_tokens"], num_iterations=config.ppo_epochs,
+                      max_steps=steps_per_iteration * iterations)
+    trainer = GRPOTrainer(model=folder, reward_funcs=reward, args=args, processing_class=tokenizer,
+                          train_dataset=Dataset.from_list([{"prompt": r["prompt"]} for r in data]), callbacks=[clock])
+    trainer.train()
+    ends = np.array(clock.times)[steps_per_iteration - 1::steps_per_iteration]  # the end of each iteration
+    return np.diff(ends)                                                         # (iterations - 1,)
+
+
+def suite_peers(s, device):
+    try:
+        import datasets  # noqa: F401
+        import trl  # noqa: F401
+    except ImportError:
+        raise SuiteSkipped("TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)") from None
+    import torch
+    import transformers
+
+    from benchmarks.ppo_setup import ppo_trainer
+    from benchmarks.suites import comparison, row
+    from shared.tasks import make_builtin_data
+
+    if device != "cpu":
+        raise SuiteSkipped("the TRL comparison runs on the CPU only")
+    ours, records = ppo_trainer(s, xla=True, sparse_head=True)
+    torch.manual_seed(0)
+    model = transformers.BertLMHeadModel(transformers.BertConfig.from_dict(ours.policy.config.to_dict()))
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)  # TRL loads its policy and reference from a folder
+        ours.tokenizer.save_pretrained(folder, ours.policy.config.max_position_embeddings, generates=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        tokenizer.eos_token = "[SEP]"  # a completion ends at [SEP], as in our rollouts
+        data = make_builtin_data(0, {"prompt.train": 256})["prompt.train"]
+        trl_times = trl_iteration_seconds(s, folder, tokenizer, data, ours.config, 1 + MEASURED)
+    our_times = []
+    for iteration in range(1, 2 + MEASURED):
+        metrics, _ = ours.iteration(records(iteration), iteration)
+        if iteration > 1:
+            our_times.append(sum(metrics[f"time/{phase}"] for phase in ("rollout", "reward", "update")))
+    case = f"one RL iteration (batch {s['ppo_batch']}, {s['ppo_new_tokens']} new tokens, rollout + updates)"
+    timings = {name: {"median_s": float(np.median(t)), "iqr_s": float(np.subtract(*np.percentile(t, [75, 25])))}
+               for name, t in (("TRL GRPOTrainer (pytorch)", trl_times), ("our PPO (tensorflow, XLA)", our_times))}
+    rows = [row("peers", case, side, t) for side, t in timings.items()]
+    return rows, [comparison("peers", "TRL GRPOTrainer / our PPO iteration time",
+                             1e3 * timings["TRL GRPOTrainer (pytorch)"]["median_s"],
+                             1e3 * timings["our PPO (tensorflow, XLA)"]["median_s"],
+                             note=f"trl {trl.__version__}; GRPO has no value head; run one after the other")]
