@@ -70,7 +70,7 @@ def suite_peers(s, device):
     import transformers
 
     from benchmarks.ppo_setup import ppo_trainer
-    from benchmarks.suites import comparison, row
+    from benchmarks.timing import comparison, row
     from shared.tasks import make_builtin_data
 
     if device != "cpu":

@@ -12,7 +12,8 @@ from shared.io import atomic_write_text
 def format_markdown(results) -> str:
     env = results["environment"]
     lines = [f"Environment: torch {env['torch']} ({env['torch_threads']} threads), TensorFlow {env['tensorflow']}, "
-             f"Keras {env['keras']}, transformers {env['transformers']}, {env['cpu_count']} CPUs, device "
+             f"Keras {env['keras']}, transformers {env['transformers']}, {env['cpu_count']} CPUs "
+             f"({env.get('cpu_vector_isa', 'unknown')}), device "
              f"{env['device']}, {env['dtype']}. Matmul peak measured: {results['matmul_peak_gflops']:.1f} GFLOP/s.", ""]
     for suite, data in results["suites"].items():
         if data.get("skipped"):

@@ -16,7 +16,7 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
-from benchmarks.timing import interleaved
+from benchmarks.timing import comparison, interleaved, row
 from shared.config import ModelConfig
 from shared.data import build_attention_mask, collate, mask_tokens, plan_epoch
 from shared.tasks import make_builtin_data
@@ -34,18 +34,6 @@ SIZES = {
                  ppo_batch=4, ppo_new_tokens=4,
                  large=dict(vocab=400, hidden=16, layers=1, heads=2, seq=8, batch=2, train_repeat=2)),
 }
-
-
-def row(suite, case, side, timing, value=None, unit=None):
-    return {"suite": suite, "case": case, "side": side, "median_ms": 1e3 * timing["median_s"],
-            "iqr_ms": 1e3 * timing["iqr_s"], "value": value, "unit": unit}
-
-
-def comparison(suite, name, numerator_ms, denominator_ms, target=None, note=""):
-    """ratio = numerator / denominator (so > 1 means the second is faster)."""
-    ratio = float(numerator_ms / denominator_ms)
-    return {"suite": suite, "comparison": name, "ratio": ratio, "target": target,
-            "met": None if target is None else ratio >= target, "note": note}
 
 
 def model_config(s, attention_type="bidirectional", positions=None):

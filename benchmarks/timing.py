@@ -36,6 +36,17 @@ def interleaved(functions: dict, repeat: int = 7, warmup: int = 2, sync=None) ->
     return out
 
 
+def cpu_vector_isa() -> str:
+    """The widest x86 vector extension the CPU reports (avx512f, avx2, ...), from /proc/cpuinfo:
+    the kernels oneDNN and ATen pick, and so the speeds, depend on it."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    return next((isa for isa in ("avx512f", "avx2", "avx", "sse4_2") if isa in flags), "unknown")
+
+
 def environment(device: str) -> dict:
     import numpy
     import tensorflow as tf
@@ -46,9 +57,21 @@ def environment(device: str) -> dict:
 
     return {
         "python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "cpu_vector_isa": cpu_vector_isa(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "tensorflow": tf.__version__, "keras": keras.__version__, "transformers": transformers.__version__,
         "numpy": numpy.__version__, "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "device": device, "dtype": "float32",
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else None,
     }
+
+
+def row(suite, case, side, timing, value=None, unit=None):
+    return {"suite": suite, "case": case, "side": side, "median_ms": 1e3 * timing["median_s"],
+            "iqr_ms": 1e3 * timing["iqr_s"], "value": value, "unit": unit}
+
+
+def comparison(suite, name, numerator_ms, denominator_ms, target=None, note=""):
+    """ratio = numerator / denominator (so > 1 means the second is faster)."""
+    ratio = float(numerator_ms / denominator_ms)
+    return {"suite": suite, "comparison": name, "ratio": ratio, "target": target,
+            "met": None if target is None else ratio >= target, "note": note}

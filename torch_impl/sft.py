@@ -411,8 +411,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
 
     Under torchrun (torch.distributed initialised) every process builds the same global batch
     and trains on its share of the rows (DDP averages the gradients); only rank 0 writes.
-    precision: "fp32", or "bf16" (autocast: bfloat16 matmuls, float32 weights and optimizer).
-    compile_model: the training forward through `torch.compile` (one process; see `sftrl bench`).
+    precision: "fp32" or "bf16" (autocast); compile_model: the forward through `torch.compile`.
     Ctrl-C (SIGINT) or SIGTERM: the current step finishes, a checkpoint is written, and the
     summary is {"interrupted_at": step, "checkpoint": path}.
     stop_after: end the run after that step as if killed (tests of --resume use it).
