@@ -3,9 +3,24 @@
 import importlib.util
 import json
 
+import pytest
+
 from conftest import run_cli
 
 
+def test_one_suite_runs_and_writes_table_chart_and_json(tmp_path):
+    """The fast suite's check of `sftrl bench`: the ops suite alone (the whole set is slow-marked)."""
+    result = run_cli("bench", "--suite", "ops", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data["suites"]) == {"ops"} and data["environment"]["cpu_vector_isa"]
+    assert {r["side"] for r in data["suites"]["ops"]["rows"]} == {"pytorch", "tf eager", "tf.function",
+                                                                  "tf.function+xla"}
+    assert (tmp_path / "ops.png").stat().st_size > 1000
+    assert "| attention forward | pytorch |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow  # every suite at the tiny size: ~2 min on 2 cores (XLA and subprocess start-ups)
 def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -116,6 +116,7 @@ def checkpointed_iteration(out):
     return int(ckpt.name.rpartition("-")[2]) if ckpt else 0
 
 
+@pytest.mark.slow  # ~90 s on 2 cores; the fast suite keeps the SIGINT resume and the exact-resume test
 def test_killed_three_times_at_random_moments_the_run_still_ends_bitwise_identical(
         sft_dir, prompts, straight_run, tmp_path):  # noqa: F811
     rng = random.Random(20240607)
@@ -366,6 +367,7 @@ MIRRORED_CHECK = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # ~45 s on 2 cores
 def test_mirrored_strategy_update_equals_the_single_device_update(sft_dir, prompts, tmp_path):  # noqa: F811
     script = tmp_path / "mirrored_check.py"
     script.write_text(MIRRORED_CHECK)
