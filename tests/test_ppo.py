@@ -210,21 +210,25 @@ def test_rewards_by_hand():
         score_all(bleu, ["p"], ["c"])
 
 
-def test_reward_model_batches_come_from_tf_data(tokenizer, builtin_data):
+@pytest.mark.parametrize("multiple", [1, 16])
+def test_reward_model_batches_come_from_tf_data(tokenizer, builtin_data, multiple):
     """`preference_batches` is a `tf.data.Dataset` of (chosen ids, mask, rejected ids, mask), in
-    the records' order, each side padded to its batch's longest pair side as `collate` pads."""
+    the records' order, each side padded to its batch's longest pair side as `collate` pads --
+    rounded up to a multiple of 16 tokens for the XLA step (`--xla`), the extra columns masked."""
     from shared.data import collate, encode_sft
     from tf_impl.reward_model import preference_batches
 
     records = builtin_data["preference.train"][:23]
-    batches = preference_batches(tokenizer, records, 64, batch_size=8)
+    batches = preference_batches(tokenizer, records, 64, batch_size=8, pad_to_multiple_of=multiple)
     assert isinstance(batches, tf.data.Dataset)
     batches = list(batches)
     assert [len(b[0]) for b in batches] == [8, 8, 7]
     for k, batch in enumerate(batches):
         chunk = records[8 * k:8 * k + 8]
         for side, (ids, mask) in (("chosen", batch[:2]), ("rejected", batch[2:])):
-            expected = collate([encode_sft(tokenizer, r["prompt"], r[side], 64)[0] for r in chunk], tokenizer.pad_id)
+            encoded = [encode_sft(tokenizer, r["prompt"], r[side], 64)[0] for r in chunk]
+            longest = max(map(len, encoded))
+            expected = collate(encoded, tokenizer.pad_id, length=-(-longest // multiple) * multiple)
             np.testing.assert_array_equal(ids.numpy(), expected["input_ids"])
             np.testing.assert_array_equal(mask.numpy(), expected["attention_mask"])
 

@@ -163,13 +163,14 @@ def response_outputs(model, ids, mask, position_ids, response_length, training=F
     every position then sliced (sparse=False: that dense path, kept for the benchmark's
     comparison). Returns (logits (B, R, V), values (B, R) or None)."""
     hidden_states, _, _ = model.bert(ids, attention_mask=mask, position_ids=position_ids, training=training)
-    if not sparse:
-        values = model.value_head(hidden_states) if model.value_head is not None else None   # (B, P+R)
-        return (response_slice(model.cls(hidden_states), response_length),                  # (B, R, V)
-                None if values is None else response_slice(values, response_length))       # (B, R)
-    hidden_states = response_slice(hidden_states, response_length)          # (B, R, C)
-    values = model.value_head(hidden_states) if model.value_head is not None else None
-    return model.cls(hidden_states), values
+    if sparse:
+        hidden_states = response_slice(hidden_states, response_length)      # (B, R, C)
+    logits = model.cls(hidden_states)                                       # (B, R or P+R, V)
+    values = model.value_head(hidden_states) if model.value_head is not None else None  # (B, R or P+R)
+    if not sparse:  # every position's outputs, then the R that score the response
+        logits = response_slice(logits, response_length)
+        values = None if values is None else response_slice(values, response_length)
+    return logits, values
 
 
 class Minibatch(NamedTuple):
