@@ -22,6 +22,20 @@ SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
 # Added to the variance before the square root when whitening advantages or rewards.
 WHITEN_EPS = 1e-8
 
+# Added to a group's standard deviation in GRPO's advantage (score - mean) / (std + eps), so that
+# a group whose scores are all equal gets advantage 0, not 0 / 0 (TRL's value).
+GRPO_EPS = 1e-4
+
+# GRPO's two ways to average the per-token loss: "sequence" = the mean over each completion's
+# tokens, then over completions (Shao et al. 2024); "token" = over all the batch's tokens at once
+# (every token weighs the same, long completions weigh more; Yu et al. 2025, DAPO).
+LOSS_NORMALISATIONS = ("sequence", "token")
+
+# The RL algorithms of `sftrl rl --algorithm` (all in TensorFlow), and those that sample a group
+# of completions per prompt.
+RL_ALGORITHMS = ("ppo", "grpo", "rloo", "reinforce")
+GROUP_ALGORITHMS = ("grpo", "rloo")
+
 # The LM head's decoder is the word-embedding matrix and its bias is `cls.predictions.bias`
 # (tied): checkpoints do not store these two names, and loading does not expect them.
 TIED_NAMES = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from shared.constants import ATTENTION_MASK_FILL, IGNORE_INDEX, LAYER_NORM_EPS, WHITEN_EPS
+from shared.constants import ATTENTION_MASK_FILL, GRPO_EPS, IGNORE_INDEX, LAYER_NORM_EPS, WHITEN_EPS
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -285,6 +285,84 @@ def kl_penalty_rewards(scores, logprobs, ref_logprobs, kl_coef, mask):
 def bradley_terry_loss(chosen_scores, rejected_scores):
     """-mean log sigmoid(s_chosen - s_rejected) = mean softplus(s_rejected - s_chosen)."""
     return np.mean(np.logaddexp(0.0, rejected_scores - chosen_scores))
+
+
+# ----------------------------------------------------------------------------- the policy-gradient family
+
+def reinforce_loss(logprobs, advantages, mask=None):
+    """REINFORCE (Williams 1992): L = -mean_t A_t log pi(a_t | s_t), the mean over unmasked tokens.
+
+    Its gradient, -mean_t A_t grad log pi(a_t | s_t), is the policy gradient with the advantages
+    held fixed. It equals the gradient of PPO's clipped surrogate at ratio 1 (the first minibatch
+    of an iteration): there d r_t / d theta = grad log pi(a_t | s_t) and no clip is active.
+    """
+    return masked_mean(-advantages * logprobs, mask)
+
+
+def rloo_advantages(rewards, k):
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): rows are groups of k
+    samples of one prompt, in order; each sample's baseline is the mean reward of the other k - 1:
+
+        A_i = R_i - (1 / (k - 1)) sum_{j != i} R_j.     rewards (B,), B a multiple of k -> (B,)
+    """
+    groups = rewards.reshape(-1, k)                                        # (B / k, k)
+    others = (groups.sum(-1, keepdims=True) - groups) / (k - 1)
+    return (groups - others).reshape(-1)
+
+
+def grpo_advantages(scores, group_size, eps=GRPO_EPS):
+    """GRPO's group-relative advantage (Shao et al. 2024): rows are groups of G samples of one
+    prompt, in order;
+
+        A_i = (s_i - mean_g s) / (std_g s + eps),  std with G - 1 in the denominator (as TRL).
+    scores (B,), B a multiple of G -> (B,); every token of completion i gets A_i.
+    """
+    groups = scores.reshape(-1, group_size)                                # (B / G, G)
+    mean = groups.mean(-1, keepdims=True)
+    std = np.sqrt(((groups - mean) ** 2).sum(-1, keepdims=True) / (group_size - 1))
+    return ((groups - mean) / (std + eps)).reshape(-1)
+
+
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_coef, mask,
+              normalisation="sequence"):
+    """GRPO's objective, as a loss (Shao et al. 2024, eq. 3):
+
+        l_t = -min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t) + beta k3_t,   r_t = exp(logp - logp_old),
+        k3_t = exp(log ref - log pi) - (log ref - log pi) - 1    (unbiased, always >= 0)
+
+    averaged by `normalisation`: "sequence" = mean over each row's unmasked tokens, then over rows
+    (the paper; an empty row counts as a row of loss 0); "token" = over all unmasked tokens at once.
+    Returns (loss, clipfrac, kl): kl the token mean of k3.
+    """
+    mask = np.asarray(mask, dtype=logprobs.dtype)
+    ratio = np.exp(logprobs - old_logprobs)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * np.clip(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    log_r = ref_logprobs - logprobs
+    k3 = np.exp(log_r) - log_r - 1.0
+    per_token = np.maximum(pg_loss1, pg_loss2) + kl_coef * k3             # (B, T)
+    if normalisation == "sequence":
+        loss = np.mean((per_token * mask).sum(-1) / np.maximum(mask.sum(-1), 1.0))
+    elif normalisation == "token":
+        loss = masked_mean(per_token, mask)
+    else:
+        raise ValueError(f"normalisation must be 'sequence' or 'token', got {normalisation!r}")
+    clipfrac = masked_mean((pg_loss2 > pg_loss1).astype(logprobs.dtype), mask)
+    return loss, clipfrac, masked_mean(k3, mask)
+
+
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """Direct preference optimisation (Rafailov et al. 2023), from summed completion log-probs:
+
+        L = -mean log sigmoid(beta [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))])
+
+    Returns (loss, chosen_rewards, rejected_rewards): the implicit rewards
+    beta (log pi(y) - log ref(y)) of each pair's chosen and rejected completion, (B,) each.
+    """
+    chosen_rewards = beta * (chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (rejected_logps - ref_rejected_logps)
+    loss = np.mean(np.logaddexp(0.0, -(chosen_rewards - rejected_rewards)))  # -log sigmoid(x) = softplus(-x)
+    return loss, chosen_rewards, rejected_rewards
 
 
 def adamw_step(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from shared.constants import IGNORE_INDEX, WHITEN_EPS
+from shared.constants import GRPO_EPS, IGNORE_INDEX, WHITEN_EPS
 
 
 def masked_mean(x, mask=None):
@@ -140,3 +140,53 @@ def kl_penalty_rewards(scores, logprobs, ref_logprobs, kl_coef, mask):
 def bradley_terry_loss(chosen_scores, rejected_scores):
     """-mean log sigmoid(s_chosen - s_rejected)."""
     return tf.reduce_mean(tf.math.softplus(rejected_scores - chosen_scores))
+
+
+def reinforce_loss(logprobs, advantages, mask=None):
+    """L = -mean_t A_t log pi(a_t | s_t) (Williams 1992), over the unmasked tokens."""
+    return masked_mean(-advantages * logprobs, mask)
+
+
+def rloo_advantages(rewards, k):
+    """A_i = R_i - mean of the other k - 1 rewards of its group (rows in groups of k): (B,) -> (B,)."""
+    groups = tf.reshape(rewards, [-1, k])                                  # (B / k, k)
+    others = (tf.reduce_sum(groups, -1, keepdims=True) - groups) / (k - 1)
+    return tf.reshape(groups - others, [-1])
+
+
+def grpo_advantages(scores, group_size, eps=GRPO_EPS):
+    """A_i = (s_i - mean_g s) / (std_g s + eps), std with G - 1 (rows in groups of G): (B,) -> (B,)."""
+    groups = tf.reshape(scores, [-1, group_size])                          # (B / G, G)
+    mean = tf.reduce_mean(groups, -1, keepdims=True)
+    std = tf.sqrt(tf.reduce_sum((groups - mean) ** 2, -1, keepdims=True) / (group_size - 1))
+    return tf.reshape((groups - mean) / (std + eps), [-1])
+
+
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_coef, mask,
+              normalisation="sequence"):
+    """-min(r A, clip(r) A) + beta k3 per token, averaged per sequence then over rows ("sequence")
+    or over all tokens ("token"). Returns (loss, clipfrac, kl)."""
+    mask = tf.cast(mask, logprobs.dtype)
+    ratio = tf.exp(logprobs - old_logprobs)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * tf.clip_by_value(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    log_r = ref_logprobs - logprobs
+    k3 = tf.exp(log_r) - log_r - 1.0
+    per_token = tf.maximum(pg_loss1, pg_loss2) + kl_coef * k3              # (B, T)
+    if normalisation == "sequence":
+        loss = tf.reduce_mean(tf.reduce_sum(per_token * mask, -1) / tf.maximum(tf.reduce_sum(mask, -1), 1.0))
+    elif normalisation == "token":
+        loss = masked_mean(per_token, mask)
+    else:
+        raise ValueError(f"normalisation must be 'sequence' or 'token', got {normalisation!r}")
+    clipfrac = masked_mean(tf.cast(pg_loss2 > pg_loss1, logprobs.dtype), mask)
+    return loss, tf.stop_gradient(clipfrac), tf.stop_gradient(masked_mean(k3, mask))
+
+
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """-mean log sigmoid(beta [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]).
+    Returns (loss, chosen_rewards, rejected_rewards), the implicit rewards beta (log pi - log ref)."""
+    chosen_rewards = beta * (chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (rejected_logps - ref_rejected_logps)
+    loss = tf.reduce_mean(tf.math.softplus(-(chosen_rewards - rejected_rewards)))
+    return loss, tf.stop_gradient(chosen_rewards), tf.stop_gradient(rejected_rewards)

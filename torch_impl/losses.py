@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from shared.constants import IGNORE_INDEX, WHITEN_EPS
+from shared.constants import GRPO_EPS, IGNORE_INDEX, WHITEN_EPS
 
 
 def masked_mean(x, mask=None):
@@ -141,3 +141,53 @@ def kl_penalty_rewards(scores, logprobs, ref_logprobs, kl_coef, mask):
 def bradley_terry_loss(chosen_scores, rejected_scores):
     """-mean log sigmoid(s_chosen - s_rejected)."""
     return F.softplus(rejected_scores - chosen_scores).mean()
+
+
+def reinforce_loss(logprobs, advantages, mask=None):
+    """L = -mean_t A_t log pi(a_t | s_t) (Williams 1992), over the unmasked tokens."""
+    return masked_mean(-advantages * logprobs, mask)
+
+
+def rloo_advantages(rewards, k):
+    """A_i = R_i - mean of the other k - 1 rewards of its group (rows in groups of k): (B,) -> (B,)."""
+    groups = rewards.reshape(-1, k)                                        # (B / k, k)
+    others = (groups.sum(-1, keepdim=True) - groups) / (k - 1)
+    return (groups - others).reshape(-1)
+
+
+def grpo_advantages(scores, group_size, eps=GRPO_EPS):
+    """A_i = (s_i - mean_g s) / (std_g s + eps), std with G - 1 (rows in groups of G): (B,) -> (B,)."""
+    groups = scores.reshape(-1, group_size)                                # (B / G, G)
+    mean = groups.mean(-1, keepdim=True)
+    std = torch.sqrt(((groups - mean) ** 2).sum(-1, keepdim=True) / (group_size - 1))
+    return ((groups - mean) / (std + eps)).reshape(-1)
+
+
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_coef, mask,
+              normalisation="sequence"):
+    """-min(r A, clip(r) A) + beta k3 per token, averaged per sequence then over rows ("sequence")
+    or over all tokens ("token"). Returns (loss, clipfrac, kl)."""
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    log_r = ref_logprobs - logprobs
+    k3 = torch.exp(log_r) - log_r - 1.0
+    per_token = torch.maximum(pg_loss1, pg_loss2) + kl_coef * k3           # (B, T)
+    if normalisation == "sequence":
+        loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    elif normalisation == "token":
+        loss = masked_mean(per_token, mask)
+    else:
+        raise ValueError(f"normalisation must be 'sequence' or 'token', got {normalisation!r}")
+    clipfrac = masked_mean((pg_loss2 > pg_loss1).to(logprobs.dtype), mask)
+    return loss, clipfrac.detach(), masked_mean(k3, mask).detach()
+
+
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """-mean log sigmoid(beta [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]).
+    Returns (loss, chosen_rewards, rejected_rewards), the implicit rewards beta (log pi - log ref)."""
+    chosen_rewards = beta * (chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (rejected_logps - ref_rejected_logps)
+    loss = F.softplus(-(chosen_rewards - rejected_rewards)).mean()
+    return loss, chosen_rewards.detach(), rejected_rewards.detach()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+import torch
 
-from sftrl.parity import GRADIENT_TOL, Case
+from sftrl.parity import FORWARD_TOL, GRADIENT_TOL, Case
 from sftrl.parity_cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
-from sftrl.parity_cases.losses import lm_inputs, rl_inputs
+from sftrl.parity_cases.losses import dpo_inputs, lm_inputs, rl_inputs
 from shared import reference as ref
 from shared.constants import IGNORE_INDEX
 from tf_impl import losses as tf_losses
@@ -35,10 +36,10 @@ def loss_grad(module, call, *names):
     return run
 
 
-def loss_grad_case(name, formula, inputs, analytic, call, *names):
+def loss_grad_case(name, formula, inputs, analytic, call, *names, tol=GRADIENT_TOL):
     return Case(name, "gradients", formula, inputs, analytic,
                 loss_grad(torch_losses, call, *names), loss_grad(tf_losses, call, *names),
-                tol=dict(GRADIENT_TOL), shows=(analytic, None, None))
+                tol=dict(tol), shows=(analytic, None, None))
 
 
 def cross_entropy_grad(d):
@@ -74,6 +75,52 @@ def bradley_terry_grad(d):
     s = 1.0 / (1.0 + np.exp(-(d["rejected"] - d["chosen"])))
     n = len(s)
     return {"d_chosen": -s / n, "d_rejected": s / n}
+
+
+def reinforce_grad(d):
+    """dL/dlogp = -A m / N."""
+    return {"d_logprobs": -d["advantages"] * d["mask"] / d["mask"].sum()}
+
+
+def dpo_grad(d, beta=0.1):
+    """x = beta [(c - c_ref) - (r - r_ref)], L = mean softplus(-x): dL/dc = -beta sigmoid(-x) / B = -dL/dr."""
+    x = beta * ((d["chosen_logps"] - d["ref_chosen_logps"]) - (d["rejected_logps"] - d["ref_rejected_logps"]))
+    g = beta / (1.0 + np.exp(x)) / len(x)
+    return {"d_chosen_logps": -g, "d_rejected_logps": g}
+
+
+def policy_gradient_inputs(rng):
+    return {k: v for k, v in rl_inputs(rng).items() if k in ("logits", "actions", "advantages", "mask")}
+
+
+def policy_gradient_analytic(d):
+    """d/dz of -mean_t A_t log softmax(z_t)[a_t] = -A_t m_t (onehot(a_t) - softmax(z_t)) / N, for both
+    losses: at ratio 1 PPO's clipped surrogate has REINFORCE's gradient."""
+    onehot = np.eye(d["logits"].shape[-1])[d["actions"]]
+    grad = -(d["advantages"] * d["mask"] / d["mask"].sum())[..., None] * (onehot - ref.softmax(d["logits"]))
+    return {"d_logits_ppo": grad, "d_logits_reinforce": grad}
+
+
+def ppo_at_ratio_one_and_reinforce(module):
+    """The gradient with respect to the logits of PPO's clipped surrogate with pi_old = pi (the
+    first minibatch of an iteration: ratio 1, no clip active) and of REINFORCE's loss, the same A."""
+    def run(d, dtype):
+        def losses(t, z):
+            logprobs = module.categorical_log_prob(z, t(d["actions"]))
+            old = logprobs.detach() if module is torch_losses else tf.stop_gradient(logprobs)  # pi_old = pi
+            ppo, _, _ = module.ppo_clip_loss(logprobs, old, t(d["advantages"]), 0.2, t(d["mask"]))
+            return ppo, module.reinforce_loss(logprobs, t(d["advantages"]), t(d["mask"]))
+        if module is torch_losses:
+            z = T(d["logits"]).clone().requires_grad_(True)
+            ppo, reinforce = losses(T, z)
+            grads = [torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in (ppo, reinforce)]
+        else:
+            z = tf.Variable(d["logits"])
+            with tf.GradientTape(persistent=True) as tape:
+                ppo, reinforce = losses(TF, z)
+            grads = [tape.gradient(loss, z) for loss in (ppo, reinforce)]
+        return np_out(d_logits_ppo=grads[0], d_logits_reinforce=grads[1])
+    return run
 
 
 def model_grad_inputs(attention_type):
@@ -123,6 +170,22 @@ CASES = [
                                                    t(d["mask"]))[0], "values"),
     loss_grad_case("grad.bradley_terry_loss", "dL/ds_c = -sigmoid(s_r - s_c) / N = -dL/ds_r", rl_inputs,
                    bradley_terry_grad, lambda m, d, t, c, r: m.bradley_terry_loss(c, r), "chosen", "rejected"),
+    loss_grad_case("grad.reinforce_loss", "dL/dlogp = -A m / N", rl_inputs, reinforce_grad,
+                   lambda m, d, t, lp: m.reinforce_loss(lp, t(d["advantages"]), t(d["mask"])), "logprobs",
+                   tol=FORWARD_TOL),
+    loss_grad_case("grad.dpo_loss", "dL/dlog pi(y_c) = -beta sigmoid(-x) / B = -dL/dlog pi(y_r)", dpo_inputs,
+                   dpo_grad, lambda m, d, t, c, r: m.dpo_loss(c, r, t(d["ref_chosen_logps"]),
+                                                              t(d["ref_rejected_logps"]), 0.1)[0],
+                   "chosen_logps", "rejected_logps", tol=FORWARD_TOL),
+    Case("grad.ppo_at_ratio_one_is_reinforce", "gradients",
+         "at r = 1 (pi_old = pi): d L^CLIP / dz = d L^REINFORCE / dz = -A m (onehot(a) - softmax(z)) / N",
+         policy_gradient_inputs, policy_gradient_analytic, ppo_at_ratio_one_and_reinforce(torch_losses),
+         ppo_at_ratio_one_and_reinforce(tf_losses), tol=dict(FORWARD_TOL),
+         note="PPO refines the policy gradient: on the first minibatch of an iteration the policy "
+              "is the one that sampled, every ratio is 1, no clip is active, and the gradient of the "
+              "clipped surrogate is REINFORCE's with the same advantages. Later minibatches differ "
+              "where ratios leave [1 - eps, 1 + eps].",
+         shows=(policy_gradient_analytic, ppo_at_ratio_one_and_reinforce, ppo_at_ratio_one_and_reinforce)),
     Case("grad.model.mlm_loss", "gradients", "d(masked-LM loss)/d(every parameter), torch vs TF",
          model_grad_inputs("bidirectional"), None, model_grad_torch, model_grad_keras, tol=dict(GRADIENT_TOL)),
     Case("grad.model.completion_only_loss", "gradients",

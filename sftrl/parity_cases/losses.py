@@ -9,7 +9,7 @@ import torch
 from sftrl.parity import Case
 from sftrl.parity_cases.common import T, TF, np_out
 from shared import reference as ref
-from shared.constants import IGNORE_INDEX
+from shared.constants import IGNORE_INDEX, LOSS_NORMALISATIONS
 from tf_impl import losses as tf_losses
 from torch_impl import losses as torch_losses
 
@@ -123,6 +123,38 @@ def masked_cases(inputs, suffix):
     ]
 
 
+def group_inputs(rng):
+    """12 completions of 3 prompts, in groups of 4 as the trainer lays them out; the middle group's
+    scores are all equal (no spread: its GRPO advantages must be 0, not 0 / 0)."""
+    scores = rng.random(12)
+    scores[4:8] = 0.5
+    return {"scores": scores, "rewards": rng.normal(size=12)}
+
+
+def dpo_inputs(rng):
+    """Summed completion log-probs of 8 pairs under the policy and the reference."""
+    chosen, rejected = -rng.random(8) * 20, -rng.random(8) * 20
+    return {"chosen_logps": chosen, "rejected_logps": rejected,
+            "ref_chosen_logps": chosen + rng.normal(0, 2, 8), "ref_rejected_logps": rejected + rng.normal(0, 2, 8)}
+
+
+def policy_gradient_cases(inputs, suffix):
+    """The critic-free losses that take a mask of response tokens, on the masks `inputs` makes."""
+    return [
+        loss_case("loss.reinforce_loss" + suffix, "L = -mean_t A_t log pi(a_t | s_t)", inputs,
+                  lambda m, d, t: m.reinforce_loss(t(d["logprobs"]), t(d["advantages"]), t(d["mask"]))),
+        *[loss_case(f"loss.grpo_loss.{norm}{suffix}",
+                    "l_t = -min(r A, clip(r, 1 - eps, 1 + eps) A) + beta k3, k3 = ref/pi - log(ref/pi) - 1; "
+                    + ("mean over each row's tokens, then over rows" if norm == "sequence"
+                       else "mean over all tokens"), inputs,
+                    lambda m, d, t, norm=norm: m.grpo_loss(t(d["logprobs"]), t(d["old_logprobs"]),
+                                                           t(d["ref_logprobs"]), t(d["advantages"]), 0.2, 0.04,
+                                                           t(d["mask"]), norm),
+                    outputs=("loss", "clipfrac", "kl"))
+          for norm in LOSS_NORMALISATIONS],
+    ]
+
+
 CASES = [
     loss_case("loss.cross_entropy", "CE = -(1/N) sum_{y_i != -100} log softmax(z_i)[y_i]  (MLM loss)",
               lm_inputs, lambda m, d, t: m.cross_entropy(t(d["logits"]), t(d["labels"]))),
@@ -144,6 +176,18 @@ CASES = [
          shows=(ref.whiten, whiten_unbiased_torch, tf_losses.whiten)),
     loss_case("loss.bradley_terry_loss", "-mean log sigmoid(s_chosen - s_rejected)", rl_inputs,
               lambda m, d, t: m.bradley_terry_loss(t(d["chosen"]), t(d["rejected"]))),
+    *policy_gradient_cases(rl_inputs, ""),
+    *policy_gradient_cases(rl_irregular_inputs, ".irregular_masks"),
+    loss_case("loss.rloo_advantages", "A_i = R_i - (1 / (k - 1)) sum_{j != i} R_j over its group of k = 4",
+              group_inputs, lambda m, d, t: m.rloo_advantages(t(d["rewards"]), 4)),
+    loss_case("loss.grpo_advantages", "A_i = (s_i - mean_g s) / (std_g s + eps), std with G - 1, G = 4",
+              group_inputs, lambda m, d, t: m.grpo_advantages(t(d["scores"]), 4)),
+    loss_case("loss.dpo_loss",
+              "-mean log sigmoid(beta [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]); "
+              "implicit rewards beta (log pi - log ref)", dpo_inputs,
+              lambda m, d, t: m.dpo_loss(t(d["chosen_logps"]), t(d["rejected_logps"]), t(d["ref_chosen_logps"]),
+                                         t(d["ref_rejected_logps"]), 0.1),
+              outputs=("loss", "chosen_rewards", "rejected_rewards")),
     Case("loss.policy_evaluation", "losses", "V = (I - gamma P_pi)^-1 r_pi  (Bellman equation)",
          policy_evaluation_inputs,
          lambda d: {"V": ref.policy_evaluation(d["P"], d["R"], d["pi"], d["gamma"])},

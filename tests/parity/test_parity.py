@@ -214,3 +214,29 @@ def test_lora_case_fails_with_another_scale():
     wrong = {"logits": model.lora_torch(inputs, "float64", alpha=2 * model.LORA_ALPHA)["logits"]}
     assert _compare(right, keras_logits, "right")[0] <= 1e-10
     assert _compare(wrong, keras_logits, "wrong")[0] > 1e-3
+
+
+@pytest.mark.parametrize("case_name", ["loss.grpo_advantages", "loss.dpo_loss", "grad.dpo_loss"])
+def test_a_wrong_variant_fails_its_case(case_name, monkeypatch):
+    """The cases tell the right math from a plausible slip: GRPO's advantage without the division
+    by the group's std, DPO's loss with the reference log-probs dropped. The PyTorch side is swapped
+    for the slip and the case, run by the registry as `sftrl parity` runs it, fails in both dtypes
+    (the right math passes: test_case)."""
+    import torch
+
+    from sftrl.parity import run_case
+    from torch_impl import losses as torch_losses
+
+    if case_name == "loss.grpo_advantages":
+        def wrong(scores, group_size, eps=ref.GRPO_EPS):
+            groups = scores.reshape(-1, group_size)
+            return (groups - groups.mean(-1, keepdim=True)).reshape(-1)
+        monkeypatch.setattr(torch_losses, "grpo_advantages", wrong)
+    else:
+        right = torch_losses.dpo_loss
+        monkeypatch.setattr(torch_losses, "dpo_loss", lambda c, r, rc, rr, beta: right(c, r, torch.zeros_like(rc),
+                                                                                      torch.zeros_like(rr), beta))
+    case = next(c for c in CASES if c.name == case_name)
+    for dtype in DTYPES:
+        result = run_case(case, dtype)
+        assert not result.passed and result.max_abs > 100 * result.tol, (dtype, result)
