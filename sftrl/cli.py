@@ -91,10 +91,18 @@ def cmd_pretrain(args) -> int:
     return sft_command.run(args, pretrain=True)
 
 
-def cmd_ppo(args) -> int:
-    """PPO in TensorFlow with a KL penalty to the SFT model, on prompts and a reward function."""
+def cmd_rl(args) -> int:
+    """RL in TensorFlow with a KL penalty to the SFT model, on prompts and a reward function: PPO,
+    GRPO, RLOO or REINFORCE (--algorithm). `sftrl ppo` is this command."""
     from sftrl import ppo_command  # checks the input, then imports TensorFlow (quietly, via tf_impl)
     return ppo_command.run(args)
+
+
+def cmd_dpo(args) -> int:
+    """Direct preference optimisation (Rafailov et al. 2023) in PyTorch: the SFT model trained on
+    preference pairs against itself, frozen, as the reference; no reward model, no sampling."""
+    from sftrl import dpo_command
+    return dpo_command.run(args)
 
 
 def cmd_reward_model(args) -> int:
@@ -166,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(commands, name: str, func, help: str, epilogue: str = "") -> argparse.ArgumentParser:
+def _command(commands, name: str, func, help: str, epilogue: str = "", aliases=()) -> argparse.ArgumentParser:
     """A subcommand: its parser, described by the function's docstring, and the function it runs."""
-    p = commands.add_parser(name, help=help, description=func.__doc__ + epilogue)
+    p = commands.add_parser(name, help=help, description=func.__doc__ + epilogue, aliases=list(aliases))
     p.set_defaults(func=func)
     return p
 
@@ -197,8 +205,14 @@ def _add_training_commands(commands) -> None:
 
     from sftrl import ppo_command
 
-    p = _command(commands, "ppo", cmd_ppo, "RL: PPO with a KL penalty to the SFT model (TensorFlow)")
+    p = _command(commands, "rl", cmd_rl, "RL with a KL penalty to the SFT model: PPO, GRPO, RLOO, REINFORCE "
+                 "(TensorFlow)", aliases=("ppo",))
     ppo_command.add_arguments(p)
+
+    from sftrl import dpo_command
+
+    p = _command(commands, "dpo", cmd_dpo, "direct preference optimisation from the SFT model (PyTorch)")
+    dpo_command.add_arguments(p)
 
     p = _command(commands, "reward-model", cmd_reward_model,
                  "train a reward model on preference pairs (TensorFlow)")

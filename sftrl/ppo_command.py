@@ -1,4 +1,5 @@
-"""`sftrl ppo` and `sftrl reward-model`: arguments -> models, prompts, reward -> tf_impl."""
+"""`sftrl rl` (= `sftrl ppo` with --algorithm) and `sftrl reward-model`: arguments -> models,
+prompts, reward -> tf_impl."""
 
 from __future__ import annotations
 
@@ -11,17 +12,26 @@ from pathlib import Path
 import numpy as np
 
 from shared.config import PPOConfig
+from shared.constants import LOSS_NORMALISATIONS, RL_ALGORITHMS
 from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import ConfigError, SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
 
-PPO_FLAGS = ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "lr", "max_new_tokens", "temperature",
-             "top_k", "gamma", "lam", "clip_range", "clip_range_value", "vf_coef", "ent_coef", "kl_coef",
-             "target_kl", "kl_horizon", "max_grad_norm", "save_every", "lora_rank", "lora_alpha", "seed")
+PPO_FLAGS = ("algorithm", "iterations", "batch_size", "group_size", "minibatch_size", "ppo_epochs", "lr",
+             "max_new_tokens", "temperature", "top_k", "gamma", "lam", "clip_range", "clip_range_value", "vf_coef",
+             "ent_coef", "kl_coef", "target_kl", "kl_horizon", "loss_normalisation", "baseline_decay",
+             "max_grad_norm", "save_every", "lora_rank", "lora_alpha", "seed")
 
 
 def add_arguments(p) -> None:
     d = PPOConfig()
+    p.add_argument("--algorithm", choices=RL_ALGORITHMS, default="ppo",
+                   help="ppo: clipped surrogate, value head, GAE; grpo: --group-size samples per prompt, "
+                   "advantage = (score - group mean) / group std, clipped surrogate + beta k3 KL in the loss, no "
+                   "value head; rloo: --group-size samples, baseline = the mean reward of the others, one "
+                   "gradient step per rollout; reinforce: -A log pi, baseline = a moving average of past rewards, "
+                   "one step per rollout. rloo and reinforce put beta times the summed KL into the reward "
+                   "(docs/guide.md, 'The policy-gradient family'; default ppo)")
     p.add_argument("--policy", required=True, help="the SFT model folder (causal): policy and frozen reference")
     p.add_argument("--prompts", required=True, help="JSONL of 'prompt' records to roll out on; every prompt "
                    "([CLS] and [SEP] included) plus --max-new-tokens must fit the policy's context "
@@ -36,14 +46,19 @@ def add_arguments(p) -> None:
                    help="subtract COEF per word beyond --max-words from every reward (default 0: off)")
     p.add_argument("--max-words", type=int, default=16, help="words allowed before the length penalty (default 16)")
     for name, help_text in [
-            ("iterations", "rollout-and-update rounds"), ("batch_size", "prompts per rollout"),
-            ("minibatch_size", "sequences per gradient step"), ("ppo_epochs", "passes over each rollout"),
+            ("iterations", "rollout-and-update rounds"),
+            ("batch_size", "completions per rollout (grpo, rloo: batch-size / group-size prompts)"),
+            ("group_size", "grpo, rloo: completions sampled per prompt, >= 2"),
+            ("minibatch_size", "ppo, grpo: sequences per gradient step"),
+            ("ppo_epochs", "ppo, grpo: passes over each rollout"),
             ("lr", "Adam learning rate"), ("max_new_tokens", "longest completion"),
             ("temperature", "sampling temperature"), ("top_k", "sample from the k likeliest tokens; 0 = all"),
             ("gamma", "discount"), ("lam", "GAE lambda"), ("clip_range", "PPO clip epsilon"),
             ("clip_range_value", "value clip"), ("vf_coef", "value-loss weight"), ("ent_coef", "entropy bonus"),
             ("kl_coef", "initial KL penalty beta"), ("target_kl", "adaptive KL target (default: fixed beta)"),
-            ("kl_horizon", "adaptive KL horizon"), ("max_grad_norm", "global gradient-norm clip; 0 = off"),
+            ("kl_horizon", "adaptive KL horizon"),
+            ("baseline_decay", "reinforce: b <- decay b + (1 - decay) mean reward after each rollout"),
+            ("max_grad_norm", "global gradient-norm clip; 0 = off"),
             ("save_every", "checkpoint every N iterations (default: at the end)"),
             ("lora_rank", "train LoRA adapters of this rank on query/key/value (and the value head) only; "
                           "0 = every weight"),
@@ -51,7 +66,10 @@ def add_arguments(p) -> None:
         kind = float if isinstance(getattr(d, name), float) or name == "target_kl" else int
         p.add_argument("--" + name.replace("_", "-"), type=kind,
                        help=f"{help_text} (default {getattr(d, name)})")
-    p.add_argument("--whiten-rewards", action="store_true", help="normalise per-token rewards before GAE")
+    p.add_argument("--loss-normalisation", choices=LOSS_NORMALISATIONS,
+                   help="grpo: sequence = mean over each completion's tokens, then over completions (the GRPO "
+                   "paper); token = over all tokens of the minibatch (DAPO) (default sequence)")
+    p.add_argument("--whiten-rewards", action="store_true", help="ppo: normalise per-token rewards before GAE")
     p.add_argument("--no-xla", action="store_true", help="run the traced train, scoring and decoding steps "
                    "without XLA (jit_compile): no compile in the first iteration (~17 s on 2 cores), about 1.5x "
                    "slower iterations after it, so faster for runs of under ~20 iterations; XLA is off anyway "
@@ -137,7 +155,7 @@ def reward_function(args, tokenizer):
     return fn
 
 
-def configure_tensorflow(device: str, distribute: str, minibatch_size: int):
+def configure_tensorflow(device: str, distribute: str, minibatch_size: int, flag: str = "--minibatch-size"):
     """Devices and distribution, set before TensorFlow runs its first op. Returns (strategy or
     None, is_chief)."""
     import tensorflow as tf
@@ -173,7 +191,7 @@ def configure_tensorflow(device: str, distribute: str, minibatch_size: int):
                                                      and "chief" not in resolver.cluster_spec().as_dict())
     replicas = strategy.num_replicas_in_sync
     if minibatch_size % replicas:
-        raise SftrlError(f"--minibatch-size: must be a multiple of the {replicas} replicas of --distribute "
+        raise SftrlError(f"{flag}: must be a multiple of the {replicas} replicas of --distribute "
                          f"{distribute}, got {minibatch_size}")
     return strategy, is_chief
 
@@ -209,26 +227,34 @@ def load_inputs(args):
     return config, records, eval_records, tokenizer
 
 
-def evaluate_against_sft(policy, reference, eval_records, tokenizer, config, out) -> None:
-    """Held-out exact match and partial credit, SFT (the reference) -> RL, with paired-bootstrap
-    intervals; printed and written to OUT/eval.json."""
-    from shared.io import atomic_write_text
+def compare_on_held_out(prompts, sft_completions, completions, seed, label="RL") -> dict:
+    """Held-out exact match and partial credit, SFT -> the trained model, with paired-bootstrap
+    intervals of the differences; printed, and returned as a dict."""
     from shared.metrics import paired_bootstrap
     from shared.tasks import task_scores
+
+    scores = {side: [np.array(values, dtype=float) for values in task_scores(prompts, texts)]
+              for side, texts in (("sft", sft_completions), ("rl", completions))}
+    report = {"prompts": len(prompts)}
+    for i, name in enumerate(("exact_match", "partial_credit")):
+        a, b = scores["sft"][i], scores["rl"][i]
+        diff, low, high = paired_bootstrap(a, b, seed=seed)
+        report[name] = {"sft": float(a.mean()), "rl": float(b.mean()), "difference": diff, "ci95": [low, high]}
+        print(f"held-out {name}: SFT {a.mean():.3f} -> {label} {b.mean():.3f}  "
+              f"(difference {diff:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}])")
+    return report
+
+
+def evaluate_against_sft(policy, reference, eval_records, tokenizer, config, out) -> None:
+    """Greedy completions of the held-out prompts by the SFT model (the reference) and the RL
+    policy, compared (`compare_on_held_out`); written to OUT/eval.json with the final KL."""
+    from shared.io import atomic_write_text
     from tf_impl.generate import greedy_completions
 
     prompts = [r["prompt"] for r in eval_records]
-    scores = {}
-    for side, model in (("sft", reference), ("rl", policy)):
-        completions, _ = greedy_completions(model, tokenizer, prompts, config.max_new_tokens, batch_size=128)
-        scores[side] = [np.array(values, dtype=float) for values in task_scores(prompts, completions)]
-    report = {"prompts": len(eval_records)}
-    for i, name in enumerate(("exact_match", "partial_credit")):
-        a, b = scores["sft"][i], scores["rl"][i]
-        diff, low, high = paired_bootstrap(a, b, seed=config.seed)
-        report[name] = {"sft": float(a.mean()), "rl": float(b.mean()), "difference": diff, "ci95": [low, high]}
-        print(f"held-out {name}: SFT {a.mean():.3f} -> RL {b.mean():.3f}  "
-              f"(difference {diff:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}])")
+    sft, rl = (greedy_completions(model, tokenizer, prompts, config.max_new_tokens, batch_size=128)[0]
+               for model in (reference, policy))
+    report = compare_on_held_out(prompts, sft, rl, config.seed, config.algorithm.upper())
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     report["final_kl_to_sft"] = last["objective/kl"]
     print(f"KL to the SFT model (last rollout, summed over tokens): {last['objective/kl']:.3f}")
@@ -243,14 +269,16 @@ def run(args) -> int:
     if args.precision == "bf16" and onednn_bf16_would_crash_tensorflow():
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # TensorFlow's own bfloat16 kernels, as on an AVX2 CPU
     import tf_impl  # noqa: F401
-    strategy, is_chief = configure_tensorflow(args.device, args.distribute, config.minibatch_size)
+    rows_flag = "--minibatch-size" if config.algorithm in ("ppo", "grpo") else "--batch-size"  # rows of a step
+    strategy, is_chief = configure_tensorflow(args.device, args.distribute, config.steps_per_rollout[1], rows_flag)
     from tf_impl import ppo
 
     reward_fn = reward_function(args, tokenizer)
     dtype = "mixed_bfloat16" if args.precision == "bf16" else None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         policy, reference = ppo.load_policy_and_reference(policy_dir, dtype=dtype, lora=(config.lora_rank,
-                                                                                         config.lora_alpha))
+                                                                                         config.lora_alpha),
+                                                          with_value_head=config.algorithm == "ppo")
     if policy.config.vocab_size != tokenizer.vocab_size:
         raise SftrlError(f"--policy {policy_dir}: model vocabulary {policy.config.vocab_size} != tokenizer "
                          f"vocabulary {tokenizer.vocab_size}")
@@ -263,7 +291,7 @@ def run(args) -> int:
         return EXIT_INTERRUPTED
     if not is_chief:
         return 0
-    print(f"done: {config.iterations} PPO iterations; policy written to {args.out}/")
+    print(f"done: {config.iterations} {config.algorithm.upper()} iterations; policy written to {args.out}/")
     if eval_records:
         evaluate_against_sft(policy, reference, eval_records, tokenizer, config, out)
     return 0

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.constants import INIT_STD, LAYER_NORM_EPS
+from shared.constants import GROUP_ALGORITHMS, INIT_STD, LAYER_NORM_EPS, LOSS_NORMALISATIONS, RL_ALGORITHMS
 from shared.errors import ConfigError
 from shared.io import atomic_write_text
 
@@ -246,11 +246,32 @@ class SFTConfig(_Config):
 
 
 @dataclass
-class PPOConfig(_Config):
-    """PPO with a KL penalty to the frozen SFT model (TensorFlow)."""
+class DPOConfig(SFTConfig):
+    """Direct preference optimisation (PyTorch): SFT's optimizer, schedule and checkpoints, on
+    preference pairs, against the frozen SFT model."""
 
+    steps: int = 300                      # optimizer steps (ignored when epochs is set)
+    batch_size: int = 32                  # pairs per optimizer step
+    lr: float = 1e-4                      # peak AdamW learning rate
+    warmup_steps: int = 10
+    beta: float = 0.1                     # inverse temperature of the implicit reward beta log(pi / ref)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.objective == "clm", "objective", f"DPO scores completions of a causal model, got {self.objective!r}")
+        _float(self, "beta", 0.0, low_open=True)
+
+
+@dataclass
+class PPOConfig(_Config):
+    """RL with a KL penalty to the frozen SFT model (TensorFlow): PPO and its relatives."""
+
+    algorithm: str = "ppo"                # ppo | grpo | rloo | reinforce (docs/guide.md compares them)
     iterations: int = 120                 # rollout-then-update rounds
-    batch_size: int = 64                  # prompts per rollout
+    batch_size: int = 64                  # completions per rollout (grpo, rloo: batch_size / group_size prompts)
+    group_size: int = 4                   # grpo, rloo: completions sampled per prompt
+    loss_normalisation: str = "sequence"  # grpo: mean per completion then over them, or "token": over all tokens
+    baseline_decay: float = 0.9           # reinforce: baseline = moving average of past rollouts' mean reward
     minibatch_size: int = 16              # sequences per gradient step
     ppo_epochs: int = 4                   # passes over each rollout
     lr: float = 1e-4                      # Adam learning rate of policy and value head
@@ -279,8 +300,10 @@ class PPOConfig(_Config):
         for name in ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
                      "kl_horizon"):
             _int(self, name)
-        _check(self.minibatch_size <= self.batch_size, "minibatch_size",
-               f"must be <= batch_size ({self.batch_size}), got {self.minibatch_size}")
+        _choice(self, "algorithm", RL_ALGORITHMS)
+        if self.algorithm in ("ppo", "grpo"):  # the others take one step on the whole rollout
+            _check(self.minibatch_size <= self.batch_size, "minibatch_size",
+                   f"must be <= batch_size ({self.batch_size}), got {self.minibatch_size}")
         _float(self, "lr", 0.0, low_open=True)
         _float(self, "temperature", 0.0, low_open=True)
         _int(self, "top_k", minimum=0)
@@ -298,6 +321,28 @@ class PPOConfig(_Config):
         _int(self, "lora_rank", minimum=0)
         _float(self, "lora_alpha", 0.0, low_open=True)
         _int(self, "seed", minimum=0)
+        _choice(self, "loss_normalisation", LOSS_NORMALISATIONS)
+        _float(self, "baseline_decay", 0.0, 1.0, high_open=True)
+        _int(self, "group_size")
+        if self.algorithm in GROUP_ALGORITHMS:
+            _check(self.group_size >= 2, "group_size", f"must be >= 2 for --algorithm {self.algorithm} (the "
+                   f"baseline of a sample is the other samples of its prompt), got {self.group_size}")
+            _check(self.batch_size % self.group_size == 0, "batch_size",
+                   f"must be a multiple of --group-size ({self.group_size}), got {self.batch_size}")
+
+    @property
+    def samples_per_prompt(self) -> int:
+        """Completions sampled per prompt in a rollout: group_size for grpo and rloo, else 1."""
+        return self.group_size if self.algorithm in GROUP_ALGORITHMS else 1
+
+    @property
+    def steps_per_rollout(self) -> tuple[int, int]:
+        """(passes, rows per gradient step) of the update: PPO's and GRPO's epochs of minibatches;
+        REINFORCE and RLOO take one step on the whole rollout (the plain policy gradient: a second
+        step on the same samples would need the ratio that PPO adds)."""
+        if self.algorithm in ("ppo", "grpo"):
+            return self.ppo_epochs, self.minibatch_size
+        return 1, self.batch_size
 
 
 @dataclass
@@ -325,5 +370,5 @@ def load_model_config(path: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_json_file(path)
 
 
-__all__ = ["ModelConfig", "SFTConfig", "PPOConfig", "EvalConfig", "load_model_config",
+__all__ = ["ModelConfig", "SFTConfig", "DPOConfig", "PPOConfig", "EvalConfig", "load_model_config",
            "ATTENTION_TYPES"]

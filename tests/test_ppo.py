@@ -106,10 +106,7 @@ def test_updates_lower_the_clipped_loss_on_a_fixed_batch(trainer, builtin_data):
     advantages = tf.constant(np.random.default_rng(0).normal(size=rollout.logprobs.shape), tf.float32)
     advantages = losses.whiten(advantages, mask) * mask
     returns = tf.constant(rollout.values) + advantages
-    batch = ppo.Minibatch(*ppo.sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
-                                               rollout.response_mask),
-                          tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
-                          tf.constant(rollout.values), advantages, returns)
+    batch = ppo.Minibatch.of_rollout(rollout, advantages, returns)
 
     def clipped_loss():
         logits, _ = trainer.policy.logits_and_values(batch.ids, batch.mask, batch.position_ids)
@@ -118,7 +115,7 @@ def test_updates_lower_the_clipped_loss_on_a_fixed_batch(trainer, builtin_data):
 
     before = clipped_loss()
     for _ in range(5):
-        trainer.train_step(batch)
+        trainer.train_step(batch, tf.constant(config.kl_coef))
     after = clipped_loss()
     assert abs(before) < 1e-6  # ratio 1: the surrogate is -mean(A), and whitened A has mean 0
     assert after < before - 1e-3

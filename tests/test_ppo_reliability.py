@@ -237,10 +237,7 @@ def bf16_against_fp32(sft_dir):  # noqa: F811
     mask = tf.constant(rollout.response_mask, tf.float32)
     advantages = losses.whiten(tf.constant(np.random.default_rng(0).normal(size=rollout.logprobs.shape),
                                            tf.float32), mask) * mask
-    minibatch = ppo.Minibatch(*ppo.sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
-                                                   rollout.response_mask),
-                              tf.constant(rollout.response, tf.int32), mask, tf.constant(rollout.logprobs),
-                              tf.constant(rollout.values), advantages, tf.constant(rollout.values) + advantages)
+    minibatch = ppo.Minibatch.of_rollout(rollout, advantages, tf.constant(rollout.values) + advantages)
 
     def gradient_and_update(t):
         with tf.GradientTape() as tape:

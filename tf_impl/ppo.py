@@ -1,13 +1,18 @@
-"""PPO with a KL penalty to the SFT model, in TensorFlow (Ziegler et al. 2019; Ouyang et al. 2022).
-
-One iteration:
+"""RL with a KL penalty to the SFT model, in TensorFlow: PPO (Ziegler et al. 2019; Ouyang et al.
+2022) and the critic-free members of its family -- GRPO (Shao et al. 2024), RLOO (Ahmadian et
+al. 2024) and REINFORCE with a baseline (Williams 1992) -- on one machinery. One iteration:
 
     rollout   sample completions of a batch of prompts from the policy (KV cache, tf.function);
-              log-probs under the policy and the frozen reference (the SFT model), values
-    reward    score each completion; per-token reward r_t = -beta (log pi - log ref), plus the
-              score at the last token; GAE advantages and returns
-    update    ppo_epochs passes over shuffled minibatches of the clipped surrogate + clipped
-              value loss - entropy bonus, global-norm clipping, Adam (one tf.function step)
+              grpo and rloo sample group_size completions of each prompt. Log-probs under the
+              policy and the frozen reference (the SFT model), and (ppo) the value head's values
+    reward    score each completion, then the advantages (`reward`):
+                ppo        r_t = -beta (log pi - log ref) + the score at the last token; GAE
+                reinforce  R = score - beta sum_t (log pi - log ref); A = R - moving-average baseline
+                rloo       the same R; A = R - mean R of the other samples of the prompt
+                grpo       A = (score - group mean) / (group std + eps); the KL is in the loss
+    update    ppo, grpo: ppo_epochs passes over shuffled minibatches of the clipped surrogate
+              (ppo: + clipped value loss; grpo: + beta k3 KL); reinforce, rloo: one step of
+              -A log pi on the whole rollout. Global-norm clipping, Adam (one tf.function step)
     control   adapt beta towards the target KL (if set)
 
 Sampling uses Gumbel noise drawn per (seed, iteration, row) in NumPy, so a run is a pure
@@ -75,9 +80,11 @@ class AdaptiveKLController:
 
 # ----------------------------------------------------------------------------- models
 
-def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print) -> tuple[PolicyModel, PolicyModel]:
-    """The policy (with a zero-initialised value head) and the frozen reference, both from the
-    SFT checkpoint (`config.json` + `model.safetensors`, written by PyTorch).
+def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print,
+                              with_value_head=True) -> tuple[PolicyModel, PolicyModel]:
+    """The policy (with a zero-initialised value head: PPO's critic; with_value_head=False for the
+    critic-free algorithms) and the frozen reference, both from the SFT checkpoint (`config.json`
+    + `model.safetensors`, written by PyTorch).
 
     dtype: a Keras dtype policy, e.g. "mixed_bfloat16" (float32 variables, bfloat16 compute).
     Called inside `strategy.scope()`, the variables are mirrored on every replica."""
@@ -93,7 +100,7 @@ def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print) -> 
         weights = load_file(str(sft_dir / "model.safetensors"))
     except FileNotFoundError:
         raise CheckpointError(f"--policy {sft_dir}: no model.safetensors") from None
-    policy = PolicyModel(config, with_value_head=True, dtype=dtype)
+    policy = PolicyModel(config, with_value_head=with_value_head, dtype=dtype)
     value_head = {k: v for k, v in to_numpy_state_dict(policy).items() if k.startswith("value_head.")}
     assign_numpy_state_dict(policy, {**weights, **value_head}, str(sft_dir))
     reference = PolicyModel(config, dtype=dtype)
@@ -104,7 +111,7 @@ def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print) -> 
         trainable = enable_lora(policy, rank, alpha)
         total = sum(int(np.prod(v.shape)) for v in policy.weights)
         log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%): LoRA adapters "
-            f"of rank {rank} on query/key/value, and the value head")
+            f"of rank {rank} on query/key/value" + (", and the value head" if with_value_head else ""))
     return policy, reference
 
 
@@ -130,7 +137,7 @@ class Rollout:
     response_mask: np.ndarray   # (B, R) 1 up to and including [SEP]
     logprobs: np.ndarray        # (B, R) under the policy at sampling time
     ref_logprobs: np.ndarray    # (B, R) under the reference
-    values: np.ndarray          # (B, R) value of the state each token was chosen in
+    values: np.ndarray          # (B, R) value of the state each token was chosen in (0 without a critic)
     scores: np.ndarray          # (B,)  reward of each completion
     completions: list
 
@@ -181,9 +188,18 @@ class Minibatch(NamedTuple):
     response: tf.Tensor         # (B, R) the sampled tokens
     response_mask: tf.Tensor    # (B, R) 1 on the tokens that count
     old_logprobs: tf.Tensor     # (B, R) log pi_old, at sampling time
+    ref_logprobs: tf.Tensor     # (B, R) log ref (GRPO's KL term)
     old_values: tf.Tensor       # (B, R)
     advantages: tf.Tensor       # (B, R)
     returns: tf.Tensor          # (B, R)
+
+    @classmethod
+    def of_rollout(cls, rollout, advantages, returns):
+        """Every row of a rollout, with its advantages and returns (B, R)."""
+        return cls(*sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response, rollout.response_mask),
+                   tf.constant(rollout.response, tf.int32), tf.constant(rollout.response_mask, tf.float32),
+                   tf.constant(rollout.logprobs), tf.constant(rollout.ref_logprobs), tf.constant(rollout.values),
+                   advantages, returns)
 
     def rows(self, index):
         """The minibatch of these rows (a tensor of row numbers, or a slice)."""
@@ -223,6 +239,7 @@ class PPOTrainer:
         self.train_step = tf.function(step, reduce_retracing=True, jit_compile=self.xla)
         self.score_step = tf.function(self._score, reduce_retracing=True, jit_compile=self.xla)
         self.prompt_length, self.sparse_head = prompt_length, sparse_head
+        self.baseline = None  # reinforce: the moving average of the rollouts' mean reward
 
     # ---- rollout: sample, then score under policy and reference
     def _score(self, ids, mask, position_ids, response):
@@ -232,9 +249,9 @@ class PPOTrainer:
         # float32 from here on, whatever the compute dtype (a no-op in float32)
         logits = at_least_float32(logits) / self.config.temperature       # (B, R, V)
         ref_logits = at_least_float32(ref_logits) / self.config.temperature
-        values = at_least_float32(values)                                   # (B, R)
-        return (losses.categorical_log_prob(logits, response), losses.categorical_log_prob(ref_logits, response),
-                values)
+        logprobs = losses.categorical_log_prob(logits, response)
+        values = at_least_float32(values) if values is not None else tf.zeros_like(logprobs)  # (B, R)
+        return logprobs, losses.categorical_log_prob(ref_logits, response), values
 
     def rollout(self, records, iteration):
         config, tok = self.config, self.tokenizer
@@ -255,27 +272,44 @@ class PPOTrainer:
         return Rollout(batch["input_ids"], batch["attention_mask"], response, response_mask,
                        logprobs.numpy(), ref_logprobs.numpy(), values.numpy(), None, completions)
 
-    # ---- update: the clipped surrogate and clipped value loss, one minibatch
-    def _loss(self, batch: Minibatch):
-        """The PPO loss of a minibatch and its statistics; every term is a masked mean over the
-        minibatch's response tokens. Returns (loss, stats)."""
+    # ---- update: the algorithm's loss, one minibatch
+    def _loss(self, batch: Minibatch, kl_coef=None):
+        """The loss of a minibatch and its statistics. Returns (loss, stats).
+
+        ppo: the clipped surrogate + vf_coef * clipped value loss; grpo: the clipped surrogate +
+        kl_coef * k3 KL to the reference, per `loss_normalisation`; reinforce, rloo: -A log pi.
+        Each minus ent_coef * entropy; every mean is over the minibatch's response tokens (grpo's
+        "sequence" normalisation: over each row's tokens, then over rows). kl_coef: a scalar tensor
+        (grpo; the adaptive controller changes it without a retrace)."""
         config = self.config
         R = tf.shape(batch.response)[1]
         logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R,
                                           sparse=self.sparse_head)
         logits = at_least_float32(logits) / config.temperature             # (B, R, V)
-        values = at_least_float32(values)                                   # (B, R)
-        logprobs = losses.categorical_log_prob(logits, batch.response)
-        pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
-                                                           config.clip_range, batch.response_mask)
-        v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
-                                                batch.response_mask)
+        logprobs = losses.categorical_log_prob(logits, batch.response)     # (B, R)
         entropy = losses.masked_mean(losses.entropy_from_logits(logits), batch.response_mask)
-        loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
-        ratio = tf.stop_gradient(tf.exp(logprobs - batch.old_logprobs))
-        return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
-                      "policy/approxkl": update_kl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
-                      "policy/ratio_mean": losses.masked_mean(ratio, batch.response_mask)}
+        if config.algorithm == "ppo":
+            values = at_least_float32(values)                               # (B, R)
+            pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
+                                                               config.clip_range, batch.response_mask)
+            v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns,
+                                                    config.clip_range_value, batch.response_mask)
+            loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+            ratio = tf.stop_gradient(tf.exp(logprobs - batch.old_logprobs))
+            return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss,
+                          "policy/entropy": entropy, "policy/approxkl": update_kl, "policy/clipfrac": clipfrac,
+                          "val/clipfrac": vf_clipfrac, "policy/ratio_mean": losses.masked_mean(ratio,
+                                                                                               batch.response_mask)}
+        if config.algorithm == "grpo":
+            pg_loss, clipfrac, kl = losses.grpo_loss(logprobs, batch.old_logprobs, batch.ref_logprobs,
+                                                     batch.advantages, config.clip_range, kl_coef,
+                                                     batch.response_mask, config.loss_normalisation)
+            loss = pg_loss - config.ent_coef * entropy
+            return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy,
+                          "policy/clipfrac": clipfrac, "policy/kl_to_reference": kl}
+        pg_loss = losses.reinforce_loss(logprobs, batch.advantages, batch.response_mask)  # reinforce, rloo
+        loss = pg_loss - config.ent_coef * entropy
+        return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy}
 
     def _apply(self, grads, stats):
         """Clip by the global norm, one Adam step; adds the (pre-clip) gradient norm to stats."""
@@ -288,14 +322,14 @@ class PPOTrainer:
         self.optimizer.apply_gradients(zip(grads, variables))
         return {**stats, "policy/grad_norm": grad_norm}
 
-    def _train_step(self, batch: Minibatch):
+    def _train_step(self, batch: Minibatch, kl_coef):
         with tf.GradientTape() as tape:
-            loss, stats = self._loss(batch)
+            loss, stats = self._loss(batch, kl_coef)
         variables = self.policy.trainable_variables
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense, as torch
         return self._apply(grads, stats)
 
-    def _replica_gradients(self, batch: Minibatch):
+    def _replica_gradients(self, batch: Minibatch, kl_coef):
         """One replica's gradient: its rows of the minibatch, its loss scaled by its share of the
         minibatch's response tokens, n_r / N. Every loss term is a masked mean, sum_r(x) / n_r, so
 
@@ -303,22 +337,27 @@ class PPOTrainer:
 
         -- the per-token terms summed over the whole minibatch and divided by its global token
         count, as on one device (not the mean of the replicas' means, which weights a short shard's
-        tokens more). The summed gradients are then the single-device gradient."""
+        tokens more). The summed gradients are then the single-device gradient. GRPO's "sequence"
+        normalisation is a mean over rows: there the share is the replica's rows, rows / B."""
         context = tf.distribute.get_replica_context()
         rows = tf.shape(batch.ids)[0] // context.num_replicas_in_sync
         first = context.replica_id_in_sync_group * rows
         shard = batch.rows(slice(first, first + rows))
-        share = tf.reduce_sum(shard.response_mask) / tf.reduce_sum(batch.response_mask)  # n_r / N
+        if self.config.algorithm == "grpo" and self.config.loss_normalisation == "sequence":
+            dtype = shard.response_mask.dtype
+            share = tf.cast(rows, dtype) / tf.cast(tf.shape(batch.ids)[0], dtype)
+        else:
+            share = tf.reduce_sum(shard.response_mask) / tf.reduce_sum(batch.response_mask)  # n_r / N
         with tf.GradientTape() as tape:
-            loss, stats = self._loss(shard)
+            loss, stats = self._loss(shard, kl_coef)
             loss = loss * share
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.policy.trainable_variables)]
         return grads, {name: value * share for name, value in stats.items()}
 
-    def _distributed_train_step(self, batch: Minibatch):
+    def _distributed_train_step(self, batch: Minibatch, kl_coef):
         """strategy.run over the replicas, sum their gradients (an all-reduce), clip, apply once."""
         strategy = self.strategy
-        grads, stats = strategy.run(self._replica_gradients, args=(batch,))
+        grads, stats = strategy.run(self._replica_gradients, args=(batch, kl_coef))
         # one tensor at a time: MultiWorkerMirroredStrategy would stack a list into one tensor
         total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
         return self._apply([total(g) for g in grads], {name: total(v) for name, v in stats.items()})
@@ -339,66 +378,88 @@ class PPOTrainer:
         self.minibatch_stats = stats  # each minibatch's statistics, in order (tests read them)
         return metrics, rollout
 
-    # ---- reward: scores, the KL penalty per token, GAE
+    # ---- reward: scores, the KL penalty, the advantages of the algorithm
     def reward(self, rollout, records):
-        """Scores the completions (into rollout.scores); returns (advantages, returns, kl), (B, R) each."""
+        """Scores the completions (into rollout.scores); returns (advantages, returns, kl), (B, R)
+        each (returns: PPO's value targets, 0 for the others)."""
         config = self.config
         rollout.scores = np.array(score_all(self.reward_fn, [r["prompt"] for r in records], rollout.completions,
                                             [r.get("reference") for r in records]), dtype=np.float32)
         mask = tf.constant(rollout.response_mask, tf.float32)
+        beta = self.kl_controller.value if config.algorithm != "grpo" else 0.0  # grpo: the KL is in the loss
         rewards, kl = losses.kl_penalty_rewards(tf.constant(rollout.scores), tf.constant(rollout.logprobs),
-                                                tf.constant(rollout.ref_logprobs), self.kl_controller.value, mask)
-        if config.whiten_rewards:
-            rewards = losses.whiten(rewards, mask, shift_mean=False) * mask
-        advantages, returns = losses.gae(rewards, tf.constant(rollout.values), config.gamma, config.lam, mask)
-        if config.whiten_advantages:
-            advantages = losses.whiten(advantages, mask) * mask
-        return advantages, returns, kl
+                                                tf.constant(rollout.ref_logprobs), beta, mask)
+        if config.algorithm == "ppo":
+            if config.whiten_rewards:
+                rewards = losses.whiten(rewards, mask, shift_mean=False) * mask
+            advantages, returns = losses.gae(rewards, tf.constant(rollout.values), config.gamma, config.lam, mask)
+            if config.whiten_advantages:
+                advantages = losses.whiten(advantages, mask) * mask
+            return advantages, returns, kl
+        # One advantage per completion, given to each of its tokens. R = score - beta sum_t KL_t.
+        sequence_rewards = tf.reduce_sum(rewards, 1)                                      # (B,)
+        if config.algorithm == "grpo":
+            advantage = losses.grpo_advantages(tf.constant(rollout.scores), config.group_size)
+        elif config.algorithm == "rloo":
+            advantage = losses.rloo_advantages(sequence_rewards, config.group_size)
+        else:  # reinforce: the baseline is what the earlier rollouts earned (the first: its own mean)
+            mean_reward = float(tf.reduce_mean(sequence_rewards))
+            if self.baseline is None:
+                self.baseline = mean_reward
+            advantage = sequence_rewards - self.baseline
+            self.baseline = config.baseline_decay * self.baseline + (1.0 - config.baseline_decay) * mean_reward
+        return advantage[:, None] * mask, tf.zeros_like(mask), kl
 
     # ---- update: ppo_epochs passes over shuffled minibatches
     def update(self, rollout, advantages, returns, iteration):
         """Every minibatch step of the iteration; returns their statistics, in order."""
         config = self.config
-        everything = Minibatch(*sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response,
-                                                rollout.response_mask),
-                               tf.constant(rollout.response, tf.int32), tf.constant(rollout.response_mask, tf.float32),
-                               tf.constant(rollout.logprobs), tf.constant(rollout.values), advantages, returns)
+        everything = Minibatch.of_rollout(rollout, advantages, returns)
         B = len(rollout.response)
+        epochs, rows = config.steps_per_rollout
+        kl_coef = tf.constant(self.kl_controller.value, tf.float32)
         stats = []
-        for epoch in range(config.ppo_epochs):
+        for epoch in range(epochs):
             order = np.random.default_rng([config.seed, iteration, epoch]).permutation(B)
-            for start in range(0, B, config.minibatch_size):
-                idx = tf.constant(order[start:start + config.minibatch_size])
-                stats.append(self.train_step(everything.rows(idx)))
+            for start in range(0, B, rows):
+                idx = tf.constant(order[start:start + rows])
+                stats.append(self.train_step(everything.rows(idx), kl_coef))
                 # A NaN or inf here would be written into every weight: stop at the first one.
                 for name, what in (("loss/total", "loss"), ("policy/grad_norm", "gradient norm")):
                     value = float(stats[-1][name])
                     if not math.isfinite(value):
-                        raise NonFiniteLossError(f"iteration {iteration}: the PPO {what} is {value} "
+                        raise NonFiniteLossError(f"iteration {iteration}: the {config.algorithm} {what} is {value} "
                                                  f"(minibatch {len(stats)})")
         return stats
 
     def metrics(self, rollout, returns, stats, mean_kl) -> dict:
         """What an iteration logs (TRL's names); the update's statistics are means over its minibatches."""
-        returns_np, values_np, m = returns.numpy(), rollout.values, rollout.response_mask.astype(bool)
-        var_returns = float(np.var(returns_np[m]))
-
         def over_minibatches(name):
             return float(np.mean([float(s[name]) for s in stats]))
-        return {
+        metrics = {
             "objective/scores": float(rollout.scores.mean()),
             "objective/kl": mean_kl,
             "objective/kl_coef": float(self.kl_controller.value),
             "objective/entropy": over_minibatches("policy/entropy"),
-            "policy/approxkl": over_minibatches("policy/approxkl"),
-            "policy/clipfrac": over_minibatches("policy/clipfrac"),
             "loss/policy": over_minibatches("loss/policy"),
-            "loss/value": over_minibatches("loss/value"),
-            "val/clipfrac": over_minibatches("val/clipfrac"),
-            "val/var_explained": 1.0 - float(np.var((returns_np - values_np)[m])) / var_returns
-                                 if var_returns > 0 else 0.0,
             "objective/response_length": float(rollout.response_mask.sum(1).mean()),
         }
+        if self.config.algorithm == "ppo":
+            returns_np, values_np, m = returns.numpy(), rollout.values, rollout.response_mask.astype(bool)
+            var_returns = float(np.var(returns_np[m]))
+            metrics.update({
+                "policy/approxkl": over_minibatches("policy/approxkl"),
+                "policy/clipfrac": over_minibatches("policy/clipfrac"),
+                "loss/value": over_minibatches("loss/value"),
+                "val/clipfrac": over_minibatches("val/clipfrac"),
+                "val/var_explained": 1.0 - float(np.var((returns_np - values_np)[m])) / var_returns
+                                     if var_returns > 0 else 0.0})
+        elif self.config.algorithm == "grpo":
+            metrics.update({"policy/clipfrac": over_minibatches("policy/clipfrac"),
+                            "policy/kl_to_reference": over_minibatches("policy/kl_to_reference")})
+        elif self.config.algorithm == "reinforce":
+            metrics["objective/baseline"] = float(self.baseline)
+        return metrics
 
     # ---- checkpoints: policy (with value head), optimizer, KL controller, iteration
     @property
@@ -409,7 +470,7 @@ class PPOTrainer:
     def checkpoint_files(self, iteration):
         optimizer_state = {f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)}
         state = {"iteration": iteration, "kl_coef": self.kl_controller.value, "config": self.config.to_dict(),
-                 "precision": self.precision}
+                 "precision": self.precision, "baseline": self.baseline}
         return {"policy.safetensors": save(to_numpy_state_dict(self.policy)),
                 "optimizer.safetensors": save(optimizer_state),
                 "trainer_state.json": json.dumps(state, indent=2).encode()}
@@ -435,6 +496,7 @@ class PPOTrainer:
         for i, variable in enumerate(self.optimizer.variables):
             variable.assign(optimizer_state[f"{i:04d}"])
         self.kl_controller.value = state["kl_coef"]
+        self.baseline = state.get("baseline")
         return state["iteration"]
 
 
@@ -444,10 +506,12 @@ PROMPT_STREAM = 7  # the random stream of prompt sampling; a minibatch order's t
 
 
 def prompts_for(iteration, records, config: PPOConfig):
-    """The batch of prompts of an iteration: a pure function of (seed, iteration)."""
+    """The batch of prompts of an iteration: a pure function of (seed, iteration). grpo and rloo:
+    batch_size / group_size prompts, each group_size times in a row (a group)."""
     rng = np.random.default_rng([config.seed, iteration, PROMPT_STREAM])
-    idx = rng.choice(len(records), size=config.batch_size, replace=len(records) < config.batch_size)
-    return [records[i] for i in idx]
+    n = config.batch_size // config.samples_per_prompt
+    idx = rng.choice(len(records), size=n, replace=len(records) < n)
+    return [records[i] for i in idx for _ in range(config.samples_per_prompt)]
 
 
 class PPORun:
@@ -527,7 +591,7 @@ def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, o
     run = PPORun(trainer, out_dir, is_chief)
     start = run.resume(log) if resume else 0
     run.open_logs(start, resumed=resume)
-    bar = tqdm(total=config.iterations, initial=start, disable=quiet, desc="ppo", unit="iter", dynamic_ncols=True)
+    bar = tqdm(total=config.iterations, initial=start, disable=quiet, desc=config.algorithm, unit="iter", dynamic_ncols=True)
     with StopRequest() as stop:
         for iteration in range(start + 1, config.iterations + 1):
             batch = prompts_for(iteration, records, config)

@@ -1,8 +1,11 @@
-"""The update half of PPO in PyTorch: a twin of `tf_impl.ppo.PPOTrainer`'s minibatch step, name
-for name, for the parity case `training.ppo_update`. PPO itself trains in TensorFlow; this file
-shows the same step written with `torch_impl.losses` on `SFTModel` with its value head:
+"""The update half of PPO (and GRPO, RLOO, REINFORCE) in PyTorch: a twin of
+`tf_impl.ppo.PPOTrainer`'s minibatch step, name for name, for the parity cases
+`training.ppo_update`, `training.grpo_update` and `training.reinforce_update`. RL itself trains in
+TensorFlow; this file shows the same step written with `torch_impl.losses` on `SFTModel`:
 
-    loss = L^CLIP(log pi, log pi_old, A) + vf_coef L^V(V, V_old, R) - ent_coef H(pi)
+    ppo        loss = L^CLIP(log pi, log pi_old, A) + vf_coef L^V(V, V_old, R) - ent_coef H(pi)
+    grpo       loss = L^GRPO(log pi, log pi_old, log ref, A; beta) - ent_coef H(pi)
+    reinforce  loss = -mean A log pi - ent_coef H(pi)   (rloo: the same, its own advantages)
     g    = clip_by_global_norm(dloss/dtheta, max_grad_norm);  theta <- Adam(theta, g)
 
 Two details follow TensorFlow's side exactly (each would otherwise move the weights by more
@@ -50,6 +53,7 @@ class Minibatch(NamedTuple):
     response: torch.Tensor         # (B, R) the sampled tokens
     response_mask: torch.Tensor    # (B, R) 1 on the tokens that count
     old_logprobs: torch.Tensor     # (B, R) log pi_old, at sampling time
+    ref_logprobs: torch.Tensor     # (B, R) log ref (GRPO's KL term)
     old_values: torch.Tensor       # (B, R)
     advantages: torch.Tensor       # (B, R)
     returns: torch.Tensor          # (B, R)
@@ -76,26 +80,37 @@ class PPOTrainer:
         self.policy, self.config = policy, config
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
 
-    # ---- update: the clipped surrogate and clipped value loss, one minibatch
-    def _loss(self, batch: Minibatch):
-        """The PPO loss of a minibatch and its statistics; every term is a masked mean over the
-        minibatch's response tokens. Returns (loss, stats)."""
+    # ---- update: the algorithm's loss, one minibatch
+    def _loss(self, batch: Minibatch, kl_coef=None):
+        """The loss of a minibatch and its statistics (see tf_impl.ppo.PPOTrainer._loss). Returns (loss, stats)."""
         config = self.config
         R = batch.response.shape[1]
         logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R)
         logits = at_least_float32(logits) / config.temperature             # (B, R, V)
-        values = at_least_float32(values)                                   # (B, R)
-        logprobs = losses.categorical_log_prob(logits, batch.response)
-        pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
-                                                           config.clip_range, batch.response_mask)
-        v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
-                                                batch.response_mask)
+        logprobs = losses.categorical_log_prob(logits, batch.response)     # (B, R)
         entropy = losses.masked_mean(losses.entropy_from_logits(logits), batch.response_mask)
-        loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
-        ratio = torch.exp(logprobs - batch.old_logprobs).detach()
-        return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss, "policy/entropy": entropy,
-                      "policy/approxkl": update_kl, "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac,
-                      "policy/ratio_mean": losses.masked_mean(ratio, batch.response_mask)}
+        if config.algorithm == "ppo":
+            values = at_least_float32(values)                               # (B, R)
+            pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
+                                                               config.clip_range, batch.response_mask)
+            v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns,
+                                                    config.clip_range_value, batch.response_mask)
+            loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+            ratio = torch.exp(logprobs - batch.old_logprobs).detach()
+            return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss,
+                          "policy/entropy": entropy, "policy/approxkl": update_kl, "policy/clipfrac": clipfrac,
+                          "val/clipfrac": vf_clipfrac, "policy/ratio_mean": losses.masked_mean(ratio,
+                                                                                               batch.response_mask)}
+        if config.algorithm == "grpo":
+            pg_loss, clipfrac, kl = losses.grpo_loss(logprobs, batch.old_logprobs, batch.ref_logprobs,
+                                                     batch.advantages, config.clip_range, kl_coef,
+                                                     batch.response_mask, config.loss_normalisation)
+            loss = pg_loss - config.ent_coef * entropy
+            return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy,
+                          "policy/clipfrac": clipfrac, "policy/kl_to_reference": kl}
+        pg_loss = losses.reinforce_loss(logprobs, batch.advantages, batch.response_mask)  # reinforce, rloo
+        loss = pg_loss - config.ent_coef * entropy
+        return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy}
 
     def _apply(self, grads, stats):
         """Clip by the global norm, one Adam step; adds the (pre-clip) gradient norm to stats."""
@@ -114,8 +129,8 @@ class PPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         return {**stats, "policy/grad_norm": grad_norm}
 
-    def _train_step(self, batch: Minibatch):
-        loss, stats = self._loss(batch)
+    def _train_step(self, batch: Minibatch, kl_coef=None):
+        loss, stats = self._loss(batch, kl_coef)
         grads = torch.autograd.grad(loss, list(self.policy.parameters()))
         return self._apply(list(grads), {name: value.detach() for name, value in stats.items()})
 

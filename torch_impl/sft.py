@@ -218,6 +218,7 @@ class SFTRun:
         self.autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.saved_at = None  # the step of the last checkpoint written by this process
+        self.step_metrics = {}  # what a subclass's step logs besides the loss (DPO's rewards/*)
 
     # ---- resume or start fresh
     def resume(self):
@@ -263,7 +264,11 @@ class SFTRun:
         self.sampler = EpochPlanSampler(self.train_examples, self.config.batch_size, self.config.seed,
                                         self.task_weights)
         self.sampler.set_epoch(self.state["epoch"], start=self.state["batch_in_epoch"])
-        self.batches = iter(data_loader(self.train_examples, self.tokenizer, batch_sampler=self.sampler))
+        self.batches = iter(self.loader(self.train_examples, batch_sampler=self.sampler))
+
+    def loader(self, examples, **batching):
+        """The DataLoader of these examples (DPO's run: of preference pairs)."""
+        return data_loader(examples, self.tokenizer, **batching)
 
     def next_batch(self):
         state, config = self.state, self.config
@@ -317,8 +322,7 @@ class SFTRun:
         """Returns True when early stopping ends the run."""
         state, config = self.state, self.config
         with self.autocast:
-            metrics = evaluate(self.module, self.eval_examples, self.tokenizer, config.objective, config.seed,
-                               config.batch_size, self.device, config.mlm_probability)
+            metrics = self.held_out_metrics(self.module)
         self.log_metrics(metrics)
         if state["best_eval_loss"] is None or metrics["eval/loss"] < state["best_eval_loss"]:
             state["best_eval_loss"] = metrics["eval/loss"]
@@ -332,6 +336,19 @@ class SFTRun:
                      f"{config.early_stopping_patience} evaluations")
             return True
         return False
+
+    def held_out_metrics(self, model) -> dict:
+        """The held-out evaluation; "eval/loss" picks the best weights."""
+        config = self.config
+        return evaluate(model, self.eval_examples, self.tokenizer, config.objective, config.seed, config.batch_size,
+                        self.device, config.mlm_probability)
+
+    def final_metrics(self, export) -> dict:
+        """What the exported model is evaluated on at the end: held-out loss, and (causal) task rewards."""
+        final = self.held_out_metrics(export)
+        if self.causal:
+            final.update(task_rewards(export, self.eval_examples, self.tokenizer, self.config.max_length))
+        return final
 
     # ---- checkpoint: every process takes part (the random states are gathered); rank 0 writes
     def checkpoint(self):
@@ -388,10 +405,7 @@ class SFTRun:
             self.tokenizer.save_pretrained(self.out_dir, export.config.max_position_embeddings,
                                            generates=export.config.is_causal)
             if self.eval_examples:
-                final.update(evaluate(export, self.eval_examples, self.tokenizer, config.objective, config.seed,
-                                      config.batch_size, self.device, config.mlm_probability))
-                if self.causal:
-                    final.update(task_rewards(export, self.eval_examples, self.tokenizer, config.max_length))
+                final.update(self.final_metrics(export))
                 self.log_metrics({f"final/{k[len('eval/'):]}": v for k, v in final.items()})
             self.writer.close()
             summary.update({
@@ -416,26 +430,36 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
     summary is {"interrupted_at": step, "checkpoint": path}.
     stop_after: end the run after that step as if killed (tests of --resume use it).
     """
-    from tqdm import tqdm
-
-    from shared.interrupt import StopRequest
-
     out_dir = Path(out_dir)
-    if not resume and latest_checkpoint(out_dir) is not None:
-        raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
-                         "that run, or choose another directory")
+    check_out_dir(out_dir, resume)
     if distributed()[1] > config.batch_size:
         raise SftrlError(f"--batch-size: {config.batch_size} is smaller than the {distributed()[1]} processes; "
                          "the batch is the global batch, split between them")
     run = SFTRun(model, tokenizer, train_examples, eval_examples, config, out_dir, device, quiet, task_weights,
                  log, precision, compile_model)
+    return run_loop(run, resume, stop_after, "sft")
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> None:
+    if not resume and latest_checkpoint(out_dir) is not None:
+        raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
+                         "that run, or choose another directory")
+
+
+def run_loop(run: SFTRun, resume: bool, stop_after, desc: str) -> dict:
+    """The loop of `train`, for any run with SFTRun's phases (DPO's too): resume, then step, log,
+    evaluate, checkpoint until the last step, a stop request or early stopping; then finish."""
+    from tqdm import tqdm
+
+    from shared.interrupt import StopRequest
+
     if resume:
         run.resume()
     run.open_logs(resumed=resume)
     run.open_data()
     run.wrap_ddp()
-    state, interrupted = run.state, None
-    bar = tqdm(total=run.total_steps, initial=state["step"], disable=run.quiet, desc="sft", unit="step",
+    state, config, interrupted = run.state, run.config, None
+    bar = tqdm(total=run.total_steps, initial=state["step"], disable=run.quiet, desc=desc, unit="step",
                dynamic_ncols=True)
     started, tokens_at_start = time.perf_counter(), state["tokens"]
     with StopRequest() as stop:
@@ -443,11 +467,11 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
             loss, grad_norm, lr = run.step(run.next_batch())
             tokens_per_s = (state["tokens"] - tokens_at_start) / max(time.perf_counter() - started, 1e-9)
             run.log_metrics({"train/loss": loss, "train/learning_rate": lr, "train/grad_norm": grad_norm,
-                             "train/tokens_per_s": tokens_per_s})
+                             "train/tokens_per_s": tokens_per_s, **run.step_metrics})
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
             bar.update(1)
             step = state["step"]
-            if eval_examples and (step % config.eval_every == 0 or step == run.total_steps):
+            if run.eval_examples and (step % config.eval_every == 0 or step == run.total_steps):
                 if run.evaluate_and_keep_best():
                     break
             if config.save_every and step % config.save_every == 0:
@@ -457,7 +481,7 @@ def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFT
                 break
             requested = stop.requested
             if run.world > 1:  # stop together, or the others would wait for this process forever
-                requested = bool(all_reduce_sum(torch.tensor(int(requested), device=device)))
+                requested = bool(all_reduce_sum(torch.tensor(int(requested), device=run.device)))
             if requested and step < run.total_steps:
                 path = run.checkpoint() if run.saved_at != step else run.out_dir / "checkpoints" / f"step-{step}"
                 interrupted = {"interrupted_at": step, "checkpoint": str(path)}

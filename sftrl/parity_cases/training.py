@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import keras
@@ -139,36 +141,53 @@ def ppo_inputs(rng):
     return {"state": state, "ids": ids, "mask": mask, "position_ids": position_ids, "response": response,
             "response_mask": response_mask.astype(np.float64),
             "old_logprobs": logprobs + rng.normal(0.0, 0.2, size=logprobs.shape),  # ratios around 1, some clipped
+            "ref_logprobs": logprobs + rng.normal(0.0, 0.3, size=logprobs.shape),
             "old_values": old_values, "advantages": advantages,
             "returns": old_values + advantages + rng.normal(0.0, 0.3, size=advantages.shape),
             "minibatches": [rng.permutation(PPO_ROWS).reshape(2, 4) for _ in range(2)]}
 
 
-MINIBATCH_FIELDS = ("ids", "mask", "position_ids", "response", "response_mask", "old_logprobs", "old_values",
-                    "advantages", "returns")
+MINIBATCH_FIELDS = ("ids", "mask", "position_ids", "response", "response_mask", "old_logprobs", "ref_logprobs",
+                    "old_values", "advantages", "returns")
+# GRPO: the same steps with its loss (no value head); REINFORCE: one step on the whole rollout.
+GRPO = dataclasses.replace(PPO, algorithm="grpo", kl_coef=0.04, loss_normalisation="sequence")
+REINFORCE = dataclasses.replace(PPO, algorithm="reinforce")
+
+
+def update_plan(d, config):
+    """The minibatches (rows of the rollout) of each step: PPO's and GRPO's K = 4, REINFORCE's one."""
+    if config.algorithm in ("ppo", "grpo"):
+        return [rows for epoch in d["minibatches"] for rows in epoch]
+    return [np.arange(PPO_ROWS)]
+
+
+def update_state(d, config):
+    """The weights, without the value head for the critic-free algorithms."""
+    return {k: v for k, v in d["state"].items() if config.algorithm == "ppo" or not k.startswith("value_head.")}
 
 
 def ppo_update_torch(d, dtype, config=PPO):
     """K minibatch steps of torch_impl.ppo's twin: the first step's gradients, each step's loss,
     the final weights."""
-    model = torch_sft(tiny_config("causal"), d["state"], dtype, with_value_head=True)
+    model = torch_sft(tiny_config("causal"), update_state(d, config), dtype, with_value_head=config.algorithm == "ppo")
     trainer = torch_ppo.PPOTrainer(model, config)
     names = [name for name, _ in model.named_parameters()]
 
     def minibatch(rows):
         return torch_ppo.Minibatch(*(T(d[f][rows]) for f in MINIBATCH_FIELDS))
-    first = minibatch(d["minibatches"][0][0])
-    grads = torch.autograd.grad(trainer._loss(first)[0], list(model.parameters()))
+    plan = update_plan(d, config)
+    grads = torch.autograd.grad(trainer._loss(minibatch(plan[0]), config.kl_coef)[0], list(model.parameters()))
     out = {f"grad/{n}": g for n, g in zip(names, grads)}
-    steps = [trainer.train_step(minibatch(rows))["loss/total"] for epoch in d["minibatches"] for rows in epoch]
+    steps = [trainer.train_step(minibatch(rows), config.kl_coef)["loss/total"] for rows in plan]
     return np_out(loss=torch.stack(steps), **out, **{f"weight/{n}": p for n, p in model.named_parameters()
                                                      if not is_key_bias(n)})
 
 
-def ppo_update_keras(d, dtype):
+def ppo_update_keras(d, dtype, config=PPO):
     """The same K steps through tf_impl.ppo.PPOTrainer's own traced train step."""
-    model = keras_policy(tiny_config("causal"), d["state"], dtype, with_value_head=True)
-    trainer = tf_ppo.PPOTrainer(model, None, None, PPO, None)
+    model = keras_policy(tiny_config("causal"), update_state(d, config), dtype,
+                         with_value_head=config.algorithm == "ppo")
+    trainer = tf_ppo.PPOTrainer(model, None, None, config, None)
     names = [hf_name(v, model)[0] for v in model.trainable_variables]
 
     def torch_layout(variables):  # Dense kernels are (in, out) in Keras
@@ -177,11 +196,12 @@ def ppo_update_keras(d, dtype):
 
     def minibatch(rows):
         return tf_ppo.Minibatch(*(TF(d[f][rows]) for f in MINIBATCH_FIELDS))
+    plan, kl_coef = update_plan(d, config), tf.constant(config.kl_coef, getattr(tf, dtype))
     with tf.GradientTape() as tape:
-        loss = trainer._loss(minibatch(d["minibatches"][0][0]))[0]
+        loss = trainer._loss(minibatch(plan[0]), kl_coef)[0]
     grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
     out = {f"grad/{n}": g for n, g in torch_layout(grads).items()}
-    steps = [trainer.train_step(minibatch(rows))["loss/total"] for epoch in d["minibatches"] for rows in epoch]
+    steps = [trainer.train_step(minibatch(rows), kl_coef)["loss/total"] for rows in plan]
     weights = torch_layout([v.numpy() for v in model.trainable_variables])
     return np_out(loss=tf.stack(steps), **out, **{f"weight/{n}": v for n, v in weights.items() if not is_key_bias(n)})
 
@@ -194,6 +214,19 @@ PPO_CASES = [
               "included) and every weight after the 4 steps but the attention key biases (their true "
               "gradient is zero: see `training.key_bias_round_off`). The torch twin uses TensorFlow's "
               "clipping rule and Keras' epsilon placement (torch_impl/ppo.py says why).",
+         shows=(None, torch_ppo.PPOTrainer._loss, tf_ppo.PPOTrainer._loss)),
+    Case("training.grpo_update", "training",
+         "K = 4 minibatch steps of GRPO's clipped surrogate + beta k3 (per-sequence mean), global-norm clip, Adam",
+         ppo_inputs, None, functools.partial(ppo_update_torch, config=GRPO),
+         functools.partial(ppo_update_keras, config=GRPO), tol=dict(GRADIENT_TOL),
+         note="The PPO case's rollout and steps with --algorithm grpo: no value head, the KL to the "
+              "reference inside the loss. Outputs as `training.ppo_update`.",
+         shows=(None, torch_ppo.PPOTrainer._loss, tf_ppo.PPOTrainer._loss)),
+    Case("training.reinforce_update", "training",
+         "one step of -mean A log pi on the whole rollout, global-norm clip, Adam (reinforce and rloo)",
+         ppo_inputs, None, functools.partial(ppo_update_torch, config=REINFORCE),
+         functools.partial(ppo_update_keras, config=REINFORCE), tol=dict(GRADIENT_TOL),
+         note="REINFORCE and RLOO share this step; they differ in their advantages (losses level).",
          shows=(None, torch_ppo.PPOTrainer._loss, tf_ppo.PPOTrainer._loss)),
 ]
 CASES += PPO_CASES

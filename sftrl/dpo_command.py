@@ -1,0 +1,158 @@
+"""`sftrl dpo`: arguments -> SFT model, preference pairs (from a file, or from the model's own
+samples ranked by a verifier) -> torch_impl.dpo.train."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from shared.config import DPOConfig
+from shared.errors import ConfigError, SftrlError
+from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
+
+DPO_FLAGS = ("beta", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "max_grad_norm",
+             "max_length", "eval_every", "save_every", "keep_checkpoints", "seed")
+
+
+def add_arguments(p) -> None:
+    d = DPOConfig()
+    p.add_argument("--policy", required=True, help="the SFT model folder (causal): the policy to train and the "
+                   "frozen reference")
+    p.add_argument("--data", required=True, help="JSONL of 'preference' records (prompt, chosen, rejected); "
+                   "with --pairs-from-samples, JSONL of 'prompt' records instead")
+    p.add_argument("--eval-data", help="held-out preference records: eval/loss (the exported model is the one "
+                   "with the best), eval/rewards/accuracies and margins")
+    p.add_argument("--eval-prompts", help="held-out prompt records: greedy task reward of the SFT and the DPO "
+                   "model, paired-bootstrap interval of the difference, written to OUT/eval.json")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--pairs-from-samples", type=int, metavar="N", help="build the pairs from the policy's own "
+                   "samples: N completions of each --data prompt, ranked by --reward; the best and the worst "
+                   "make a pair (prompts whose N samples all score alike are dropped). Written to OUT/pairs.jsonl")
+    p.add_argument("--reward", default="task", help="the verifier that ranks samples for --pairs-from-samples "
+                   "(as `sftrl rl --reward`; default task: partial credit)")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="longest sampled or evaluated completion "
+                   "(default 16)")
+    for name, help_text in [
+            ("beta", "inverse temperature of the implicit reward beta log(pi / ref); > 0"),
+            ("steps", "optimizer steps (ignored with --epochs)"), ("batch_size", "pairs per step"),
+            ("lr", "peak AdamW learning rate"), ("weight_decay", "AdamW weight decay"),
+            ("warmup_steps", "linear warm-up steps"), ("max_grad_norm", "global gradient-norm clip; 0 = off"),
+            ("max_length", "longest tokenized prompt + completion"),
+            ("eval_every", "steps between held-out evaluations"),
+            ("save_every", "checkpoint every N steps (default: at the end)"),
+            ("keep_checkpoints", "step-N checkpoints kept"), ("seed", "seed")]:
+        kind = float if isinstance(getattr(d, name), float) else int
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{help_text} (default {getattr(d, name)})")
+    p.add_argument("--epochs", type=float, help="passes over the pairs, instead of --steps")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out "
+                   "(after Ctrl-C, a kill or a crash; the result is bitwise that of an uninterrupted run)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(length_penalty=0.0, max_words=16)  # what `reward_function` reads
+
+
+def build_config(args) -> DPOConfig:
+    values = {n: getattr(args, n) for n in DPO_FLAGS if getattr(args, n, None) is not None}
+    try:
+        return DPOConfig(**values)
+    except ConfigError as e:
+        raise SftrlError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
+
+
+def load_inputs(args):
+    """Everything a user can get wrong, checked before PyTorch is imported. Returns (config,
+    records, eval records, eval prompts, tokenizer)."""
+    from shared.data import load_jsonl
+    from shared.io import latest_checkpoint
+    from shared.tokenizer import Tokenizer
+
+    config = build_config(args)
+    if args.resume and latest_checkpoint(Path(args.out)) is None:
+        raise SftrlError(f"--resume: no checkpoint in {Path(args.out) / 'checkpoints'} to resume from")
+    if args.pairs_from_samples is not None and args.pairs_from_samples < 2:
+        raise SftrlError(f"--pairs-from-samples: must be >= 2 (a pair needs two samples), got {args.pairs_from_samples}")
+    if args.max_new_tokens < 1:
+        raise SftrlError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    policy_dir = Path(args.policy)
+    if not (policy_dir / "tokenizer.json").exists():
+        raise SftrlError(f"--policy {policy_dir}: no tokenizer.json (expected an `sftrl sft` output folder)")
+    records = load_jsonl(args.data, "prompt" if args.pairs_from_samples else "preference")
+    eval_records = load_jsonl(args.eval_data, "preference") if args.eval_data else []
+    eval_prompts = load_jsonl(args.eval_prompts, "prompt") if args.eval_prompts else []
+    return config, records, eval_records, eval_prompts, Tokenizer.load(policy_dir / "tokenizer.json")
+
+
+def sampled_pairs(args, model, tokenizer, records, out: Path) -> list[dict]:
+    """--pairs-from-samples: OUT/pairs.jsonl if a resumed run wrote it, else sampled and written."""
+    from shared.io import atomic_write_text
+    from torch_impl.dpo import pairs_from_samples
+
+    from sftrl.ppo_command import reward_function
+
+    path = out / "pairs.jsonl"
+    if args.resume and path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    pairs, stats = pairs_from_samples(model, tokenizer, records, args.pairs_from_samples,
+                                      reward_function(args, tokenizer), args.max_new_tokens, build_config(args).seed)
+    print(f"pairs from samples: {stats['samples']} samples of {stats['prompts']} prompts (mean score "
+          f"{stats['mean_sample_score']:.3f}) -> {stats['pairs']} pairs (best vs worst of each prompt)")
+    if not pairs:
+        raise SftrlError(f"--pairs-from-samples {args.pairs_from_samples}: every prompt's samples scored alike; "
+                         "no pair to learn from (more samples, or a shaped --reward, would give some)")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in pairs))
+    return pairs
+
+
+def run(args) -> int:
+    config, records, eval_records, eval_prompts, tokenizer = load_inputs(args)
+    out = Path(args.out)
+
+    import torch
+
+    from torch_impl import dpo
+    from torch_impl.checkpoint import load_pretrained
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SftrlError("--device cuda: no CUDA device is available here")
+    policy, reference = load_pretrained(args.policy), load_pretrained(args.policy)
+    if not policy.config.is_causal:
+        raise SftrlError(f"--policy {args.policy}: a bidirectional (masked-LM) model cannot score completions "
+                         "left to right; train the SFT model with --objective clm")
+    if policy.config.vocab_size != tokenizer.vocab_size:
+        raise SftrlError(f"--policy {args.policy}: model vocabulary {policy.config.vocab_size} != tokenizer "
+                         f"vocabulary {tokenizer.vocab_size}")
+    if args.pairs_from_samples:
+        records = sampled_pairs(args, reference, tokenizer, records, out)
+    max_length = min(config.max_length, policy.config.max_position_embeddings)
+    pairs, truncated = dpo.encode_pairs(records, tokenizer, max_length)
+    eval_pairs = dpo.encode_pairs(eval_records, tokenizer, max_length)[0]
+    if truncated:
+        print(f"warning: {truncated} of {len(pairs)} pairs were longer than {max_length} tokens and were truncated")
+    summary = dpo.train(policy, reference.to(args.device), tokenizer, pairs, eval_pairs, config, out,
+                        device=args.device, quiet=args.quiet, resume=args.resume)
+    if "interrupted_at" in summary:
+        sys.stderr.write(interrupted_message(f"step {summary['interrupted_at']}", summary["checkpoint"]) + "\n")
+        return EXIT_INTERRUPTED
+    final = summary["metrics"]
+    print(f"done: {summary['step']} DPO steps in {summary['train_seconds']} s; model written to {out}/")
+    if final:
+        print("held-out pairs: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(final.items())))
+    if eval_prompts:
+        evaluate_against_sft(load_pretrained(out), reference, eval_prompts, tokenizer, args, out)
+    return 0
+
+
+def evaluate_against_sft(model, reference, eval_prompts, tokenizer, args, out) -> None:
+    """Greedy completions of the held-out prompts by SFT and DPO, compared; OUT/eval.json."""
+    from shared.io import atomic_write_text
+    from torch_impl.generate import greedy_completions
+
+    from sftrl.ppo_command import compare_on_held_out
+
+    prompts = [r["prompt"] for r in eval_prompts]
+    sft, new = (greedy_completions(m, tokenizer, prompts, args.max_new_tokens, batch_size=128)[0]
+                for m in (reference, model))
+    report = compare_on_held_out(prompts, sft, new, build_config(args).seed, "DPO")
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
