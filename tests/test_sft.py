@@ -171,6 +171,20 @@ def test_per_task_evaluation(tokenizer, sft_examples, tmp_path):
     assert m["eval/perplexity"] == pytest.approx(np.exp(m["eval/loss"]))
 
 
+def test_the_best_weights_kept_in_memory_are_a_copy(tokenizer):
+    """The export is the best held-out weights: the copy kept at that evaluation must not follow
+    the later steps (on CPU a detached state dict shares the parameters' storage)."""
+    from torch_impl.checkpoint import unique_state
+
+    model = SFTModel(tiny_config(tokenizer))
+    kept = unique_state(model)
+    before = {k: v.clone() for k, v in kept.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(kept[k], before[k]) for k in kept)
+
+
 @pytest.mark.parametrize("objective,hf_class", [("clm", "BertLMHeadModel"), ("mlm", "BertForMaskedLM")])
 def test_cli_init_from_huggingface_folder_and_export_loads_in_transformers(tmp_path, objective, hf_class):
     data = tmp_path / "data"

@@ -110,13 +110,15 @@ def load_pretrained(directory, with_value_head: bool = False) -> SFTModel:
 # included) and the optimizer's, as flat name -> tensor dicts that safetensors stores.
 
 def unique_state(module) -> dict[str, torch.Tensor]:
-    """State dict without tied duplicates (safetensors refuses shared tensors)."""
+    """State dict without tied duplicates (safetensors refuses shared tensors): a copy, taken now
+    (on CPU `detach().cpu()` alone would share the parameters' storage and follow later steps --
+    the "best weights" kept in memory would silently be the last ones)."""
     seen, out = set(), {}
     for name, tensor in module.state_dict().items():
         if tensor.data_ptr() in seen or name.endswith(TIED_NAMES):
             continue
         seen.add(tensor.data_ptr())
-        out[name] = tensor.detach().cpu().contiguous()
+        out[name] = tensor.detach().cpu().clone().contiguous()
     return out
 
 
