@@ -1,6 +1,6 @@
 """The RL job against TRL's own trainer, in the same process: TRL's GRPOTrainer (PyTorch) on a
 `transformers.BertLMHeadModel` of the PPO suite's size, the same prompts, reward and batch, and our
-PPO (TensorFlow, sparse heads + XLA). Optional: needs `pip install ".[peers]"` (trl, datasets);
+GRPO -- the same algorithm -- and PPO (TensorFlow, sparse heads + XLA). Optional: needs `pip install ".[peers]"` (trl, datasets);
 without it the suite is skipped with one line saying so.
 
 One iteration is one rollout and its updates, alike on both sides: `ppo_batch` completions of
@@ -76,6 +76,7 @@ def suite_peers(s, device):
     if device != "cpu":
         raise SuiteSkipped("the TRL comparison runs on the CPU only")
     ours, records = ppo_trainer(s, xla=True, sparse_head=True)
+    ours_grpo, grpo_records = ppo_trainer(s, xla=True, sparse_head=True, algorithm="grpo")
     torch.manual_seed(0)
     model = transformers.BertLMHeadModel(transformers.BertConfig.from_dict(ours.policy.config.to_dict()))
     with tempfile.TemporaryDirectory() as folder:
@@ -85,16 +86,19 @@ def suite_peers(s, device):
         tokenizer.eos_token = "[SEP]"  # a completion ends at [SEP], as in our rollouts
         data = make_builtin_data(0, {"prompt.train": 256})["prompt.train"]
         trl_times = trl_iteration_seconds(s, folder, tokenizer, data, ours.config, 1 + MEASURED)
-    our_times = []
+    our_times = {"our GRPO (tensorflow, XLA)": [], "our PPO (tensorflow, XLA)": []}
     for iteration in range(1, 2 + MEASURED):
-        metrics, _ = ours.iteration(records(iteration), iteration)
-        if iteration > 1:
-            our_times.append(sum(metrics[f"time/{phase}"] for phase in ("rollout", "reward", "update")))
+        for name, trainer, batch in (("our GRPO (tensorflow, XLA)", ours_grpo, grpo_records),
+                                     ("our PPO (tensorflow, XLA)", ours, records)):
+            metrics, _ = trainer.iteration(batch(iteration), iteration)
+            if iteration > 1:
+                our_times[name].append(sum(metrics[f"time/{phase}"] for phase in ("rollout", "reward", "update")))
     case = f"one RL iteration (batch {s['ppo_batch']}, {s['ppo_new_tokens']} new tokens, rollout + updates)"
     timings = {name: {"median_s": float(np.median(t)), "iqr_s": float(np.subtract(*np.percentile(t, [75, 25])))}
-               for name, t in (("TRL GRPOTrainer (pytorch)", trl_times), ("our PPO (tensorflow, XLA)", our_times))}
+               for name, t in (("TRL GRPOTrainer (pytorch)", trl_times), *our_times.items())}
     rows = [row("peers", case, side, t) for side, t in timings.items()]
-    return rows, [comparison("peers", "TRL GRPOTrainer / our PPO iteration time",
-                             1e3 * timings["TRL GRPOTrainer (pytorch)"]["median_s"],
-                             1e3 * timings["our PPO (tensorflow, XLA)"]["median_s"],
-                             note=f"trl {trl.__version__}; GRPO has no value head; run one after the other")]
+    trl_ms = 1e3 * timings["TRL GRPOTrainer (pytorch)"]["median_s"]
+    return rows, [comparison("peers", f"TRL GRPOTrainer / {name} iteration time", trl_ms,
+                             1e3 * timings[name]["median_s"],
+                             note=f"trl {trl.__version__}; {'the same algorithm' if 'GRPO' in name else 'GRPO has no value head'}"
+                             "; run one after the other") for name in our_times]

@@ -414,13 +414,17 @@ def suite_generate(s, device):
 # ----------------------------------------------------------------------------- ppo
 
 def suite_ppo(s, device):
-    """One PPO iteration by phase, at the default preset's batch, as it runs (sparse heads and XLA)
-    and as before both (heads on every position, plain tf.function); the two trainers alternate
-    iterations, so drift in the machine's speed hits both alike."""
+    """One RL iteration by phase, at the default preset's batch: PPO as it runs (sparse heads and
+    XLA) and as before both (heads on every position, plain tf.function), and GRPO, RLOO and
+    REINFORCE as they run (`sftrl rl --algorithm`; the same batch of completions: grpo and rloo
+    sample 4 of each of batch / 4 prompts). The trainers alternate iterations, so drift in the
+    machine's speed hits all alike."""
     from benchmarks.ppo_setup import ppo_trainer
 
-    variants = {"sparse heads + XLA": dict(xla=True, sparse_head=True),
-                "dense heads, no XLA": dict(xla=False, sparse_head=False)}
+    fast = dict(xla=True, sparse_head=True)
+    variants = {"ppo, sparse heads + XLA": dict(fast), "ppo, dense heads, no XLA": dict(xla=False, sparse_head=False),
+                **{f"{algorithm}, sparse heads + XLA": dict(fast, algorithm=algorithm)
+                   for algorithm in ("grpo", "rloo", "reinforce")}}
     trainers = {name: ppo_trainer(s, **v) for name, v in variants.items()}
     phases = {name: {"rollout": [], "reward": [], "update": []} for name in variants}
     for iteration in range(1, 3 + s["repeat"]):
@@ -429,16 +433,25 @@ def suite_ppo(s, device):
             if iteration > 2:  # the first iterations trace (and compile) the steps
                 for phase in phases[name]:
                     phases[name][phase].append(metrics[f"time/{phase}"])
-    rows, totals = [], {}
+    rows, totals, batch = [], {}, s["ppo_batch"]
     for name, by_phase in phases.items():
         totals[name] = sum(np.median(v) for v in by_phase.values())
+        case = f"one RL iteration (batch {batch}), {name}"
         for phase, times in by_phase.items():
             t = {"median_s": float(np.median(times)), "iqr_s": float(np.subtract(*np.percentile(times, [75, 25])))}
-            rows.append(row("ppo", f"one PPO iteration (batch {s['ppo_batch']}), {name}", phase, t,
-                            round(float(np.median(times)) / totals[name], 3), "share of the iteration"))
-    return rows, [comparison("ppo", "PPO iteration: dense heads, no XLA / sparse heads + XLA time",
-                             totals["dense heads, no XLA"], totals["sparse heads + XLA"], target=1.6,
-                             note="medians of rollout + reward + update")]
+            rows.append(row("ppo", case, phase, t, round(float(np.median(times)) / totals[name], 3),
+                            "share of the iteration"))
+        whole = [sum(parts) for parts in zip(*by_phase.values())]
+        t = {"median_s": float(np.median(whole)), "iqr_s": float(np.subtract(*np.percentile(whole, [75, 25])))}
+        rows.append(row("ppo", case, "iteration", t, round(batch / t["median_s"], 1), "samples per s"))
+    comparisons = [comparison("ppo", "PPO iteration: dense heads, no XLA / sparse heads + XLA time",
+                              totals["ppo, dense heads, no XLA"], totals["ppo, sparse heads + XLA"], target=1.6,
+                              note="medians of rollout + reward + update")]
+    for algorithm in ("grpo", "rloo", "reinforce"):
+        comparisons.append(comparison("ppo", f"PPO / {algorithm.upper()} iteration time (both sparse + XLA)",
+                                      totals["ppo, sparse heads + XLA"], totals[f"{algorithm}, sparse heads + XLA"],
+                                      note="the same completions per iteration; rloo and reinforce take one step"))
+    return rows, comparisons
 
 
 # ----------------------------------------------------------------------------- memory

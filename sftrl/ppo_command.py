@@ -23,6 +23,27 @@ PPO_FLAGS = ("algorithm", "iterations", "batch_size", "group_size", "minibatch_s
              "max_grad_norm", "save_every", "lora_rank", "lora_alpha", "seed")
 
 
+# The numeric flags of `sftrl rl`, each a PPOConfig field, with its help text.
+NUMERIC_FLAGS = [
+    ("iterations", "rollout-and-update rounds"),
+    ("batch_size", "completions per rollout (grpo, rloo: batch-size / group-size prompts)"),
+    ("group_size", "grpo, rloo: completions sampled per prompt, >= 2"),
+    ("minibatch_size", "ppo, grpo: sequences per gradient step"),
+    ("ppo_epochs", "ppo, grpo: passes over each rollout"),
+    ("lr", "Adam learning rate"), ("max_new_tokens", "longest completion"),
+    ("temperature", "sampling temperature"), ("top_k", "sample from the k likeliest tokens; 0 = all"),
+    ("gamma", "discount"), ("lam", "GAE lambda"), ("clip_range", "PPO clip epsilon"),
+    ("clip_range_value", "value clip"), ("vf_coef", "value-loss weight"), ("ent_coef", "entropy bonus"),
+    ("kl_coef", "initial KL penalty beta"), ("target_kl", "adaptive KL target (default: fixed beta)"),
+    ("kl_horizon", "adaptive KL horizon"),
+    ("baseline_decay", "reinforce: b <- decay b + (1 - decay) mean reward after each rollout"),
+    ("max_grad_norm", "global gradient-norm clip; 0 = off"),
+    ("save_every", "checkpoint every N iterations (default: at the end)"),
+    ("lora_rank", "train LoRA adapters of this rank on query/key/value (and, with ppo, the value head) only; "
+     "0 = every weight"),
+    ("lora_alpha", "LoRA scale numerator: the adapters are scaled by alpha / rank"), ("seed", "seed")]
+
+
 def add_arguments(p) -> None:
     d = PPOConfig()
     p.add_argument("--algorithm", choices=RL_ALGORITHMS, default="ppo",
@@ -45,24 +66,7 @@ def add_arguments(p) -> None:
     p.add_argument("--length-penalty", type=float, default=0.0, metavar="COEF",
                    help="subtract COEF per word beyond --max-words from every reward (default 0: off)")
     p.add_argument("--max-words", type=int, default=16, help="words allowed before the length penalty (default 16)")
-    for name, help_text in [
-            ("iterations", "rollout-and-update rounds"),
-            ("batch_size", "completions per rollout (grpo, rloo: batch-size / group-size prompts)"),
-            ("group_size", "grpo, rloo: completions sampled per prompt, >= 2"),
-            ("minibatch_size", "ppo, grpo: sequences per gradient step"),
-            ("ppo_epochs", "ppo, grpo: passes over each rollout"),
-            ("lr", "Adam learning rate"), ("max_new_tokens", "longest completion"),
-            ("temperature", "sampling temperature"), ("top_k", "sample from the k likeliest tokens; 0 = all"),
-            ("gamma", "discount"), ("lam", "GAE lambda"), ("clip_range", "PPO clip epsilon"),
-            ("clip_range_value", "value clip"), ("vf_coef", "value-loss weight"), ("ent_coef", "entropy bonus"),
-            ("kl_coef", "initial KL penalty beta"), ("target_kl", "adaptive KL target (default: fixed beta)"),
-            ("kl_horizon", "adaptive KL horizon"),
-            ("baseline_decay", "reinforce: b <- decay b + (1 - decay) mean reward after each rollout"),
-            ("max_grad_norm", "global gradient-norm clip; 0 = off"),
-            ("save_every", "checkpoint every N iterations (default: at the end)"),
-            ("lora_rank", "train LoRA adapters of this rank on query/key/value (and the value head) only; "
-                          "0 = every weight"),
-            ("lora_alpha", "LoRA scale numerator: the adapters are scaled by alpha / rank"), ("seed", "seed")]:
+    for name, help_text in NUMERIC_FLAGS:
         kind = float if isinstance(getattr(d, name), float) or name == "target_kl" else int
         p.add_argument("--" + name.replace("_", "-"), type=kind,
                        help=f"{help_text} (default {getattr(d, name)})")

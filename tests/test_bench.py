@@ -47,9 +47,14 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
             "dynamic padding + length buckets"} <= train_sides
     comparisons = [c["comparison"] for c in data["suites"]["train"]["comparisons"]]
     assert "BertForMaskedLM / SFTModel step time" in comparisons
-    assert {r["side"] for r in data["suites"]["ppo"]["rows"]} == {"rollout", "reward", "update"}
+    assert {r["side"] for r in data["suites"]["ppo"]["rows"]} == {"rollout", "reward", "update", "iteration"}
     assert {r["case"] for r in data["suites"]["ppo"]["rows"]} == {
-        "one PPO iteration (batch 4), sparse heads + XLA", "one PPO iteration (batch 4), dense heads, no XLA"}
+        f"one RL iteration (batch 4), {name}" for name in ("ppo, sparse heads + XLA", "ppo, dense heads, no XLA",
+                                                            "grpo, sparse heads + XLA", "rloo, sparse heads + XLA",
+                                                            "reinforce, sparse heads + XLA")}
+    for r in data["suites"]["ppo"]["rows"]:
+        if r["side"] == "iteration":  # samples per second = batch / seconds per iteration
+            assert r["unit"] == "samples per s" and r["value"] == pytest.approx(4e3 / r["median_ms"], rel=0.01)
     memory = {(r["case"], r["side"]): r["value"] for r in data["suites"]["memory"]["rows"]}
     for stage in ("sft", "reward_model", "ppo"):  # MiB: a framework alone takes hundreds
         assert 100 < memory[f"{stage} run", "after the imports"] <= memory[f"{stage} run", "peak"] < 20_000

@@ -4,11 +4,11 @@ and their exported models in `sftrl eval` and `transformers`."""
 
 import json
 import signal
+import sys
 import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import torch
 
 from conftest import run_cli
@@ -154,7 +154,6 @@ def test_sigkill_then_resume_is_bitwise_for_each_algorithm(algorithm, sft_dir, p
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"done: {ITERATIONS} {algorithm.upper()} iterations" in result.stdout
     out = tmp_path / "killed"
-    import sys
     killed_at = kill_after_a_checkpoint([sys.executable, "-m", "sftrl", *rl_args(algorithm, sft_dir, prompts, out)],
                                         out, logged_iterations, checkpoint_number)
     assert 2 < killed_at < ITERATIONS and not (out / "model.safetensors").exists()
@@ -214,8 +213,6 @@ def test_dpo_logs_trls_reward_statistics_and_learns_the_preferences(dpo_run):
 
 
 def test_dpo_sigkill_then_resume_is_bitwise(sft_dir, preference_files, dpo_run, tmp_path):  # noqa: F811
-    import sys
-
     straight, _ = dpo_run
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "sftrl", *dpo_args(sft_dir, preference_files, out)]

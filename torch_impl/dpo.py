@@ -39,7 +39,7 @@ from shared.errors import SftrlError
 from shared.generation import completion_ids, gumbel_noise, prompt_batches
 from shared.rewards import score_all
 from torch_impl import losses
-from torch_impl.data import EpochPlanSampler, SFTDataset
+from torch_impl.data import SFTDataset
 from torch_impl.generate import generate
 from torch_impl.model import SFTModel, at_least_float32
 from torch_impl.sft import SFTRun, check_out_dir, lr_at, run_loop
