@@ -90,38 +90,64 @@ def append_durably(path, record):
         os.fsync(f.fileno())
 
 
+STOP = "q"
+
+
+def ask_choice(read) -> str:
+    """a, b, t or q (end of input counts as q)."""
+    answer = ""
+    while answer not in CHOICES and answer != STOP:
+        try:
+            answer = read("Which is better? [a/b/t/q] ").strip().lower()
+        except EOFError:
+            return STOP
+    return answer
+
+
+def ask_scores(read, write) -> tuple[dict, str | None]:
+    """The optional 1-5 scores. Returns (scores, what comes next): None to go on, "q" to stop
+    (q or end of input), or a/b/t -- an answer for the next pair typed here, which skips the
+    scores of this one."""
+    while True:
+        try:
+            text = read("Optional 1-5 scores: fluency A, correctness A, fluency B, correctness B "
+                        "(Enter to skip, q to stop) ").strip()
+        except EOFError:
+            return {}, STOP
+        parts = text.replace(",", " ").split()
+        if not parts:
+            return {}, None
+        if len(parts) == 1 and parts[0].lower() in (*CHOICES, STOP):
+            if parts[0].lower() != STOP:
+                write(f"  (no scores for this pair; {parts[0].lower()!r} taken as the answer for the next one)")
+            return {}, parts[0].lower()
+        if len(parts) == 4 and all(p in "12345" and len(p) == 1 for p in parts):
+            return dict(zip(SCORE_FIELDS, map(int, parts))), None
+        write("  four numbers from 1 to 5, nothing to skip, or q to stop")
+
+
 def rate(directory, rater, read=input, write=print):
-    """Ask about every pair this rater has not rated yet; 'q' (or end of input) stops."""
+    """Ask about every pair this rater has not rated yet. 'q' (or end of input) stops at either
+    prompt; each pair's answer is saved (durably) as soon as it is complete, and an answer cut
+    short at the scores prompt is saved without scores."""
     if not rater.strip():
         raise SftrlError("--rater: give a non-empty name")
     pairs = load_pairs(directory)
     done = {r["id"] for r in load_ratings(directory) if r["rater"] == rater}
     todo = [p for p in pairs if p["id"] not in done]
     write(f"{len(done)} of {len(pairs)} pairs rated by {rater}; {len(todo)} to go. Answer a, b, t(ie), or q to stop.")
-    for count, pair in enumerate(todo, start=len(done) + 1):
-        write(f"\n[{count}/{len(pairs)}] {pair['id']}\nPROMPT: {pair['prompt']}\n  A: {pair['A']}\n  B: {pair['B']}")
-        try:
-            answer = ""
-            while answer not in CHOICES and answer != "q":
-                answer = read("Which is better? [a/b/t/q] ").strip().lower()
-            if answer == "q":
-                raise EOFError
-            scores = None
-            while scores is None:
-                text = read("Optional 1-5 scores: fluency A, correctness A, fluency B, correctness B "
-                            "(Enter to skip) ").strip()
-                parts = text.replace(",", " ").split()
-                if not parts:
-                    scores = {}
-                elif len(parts) == 4 and all(p in "12345" and len(p) == 1 for p in parts):
-                    scores = dict(zip(SCORE_FIELDS, map(int, parts)))
-                else:
-                    write("  four numbers from 1 to 5, or nothing")
-        except EOFError:
-            write(f"stopped: {count - 1} of {len(pairs)} rated by {rater}; run the same command to continue.")
-            return count - 1
-        append_durably(Path(directory) / "ratings.jsonl", {"id": pair["id"], "rater": rater,
-                                                            "choice": CHOICES[answer], **scores})
+    rated, ahead = len(done), None  # ahead: an answer typed at the scores prompt, for the next pair
+    for pair in todo:
+        write(f"\n[{rated + 1}/{len(pairs)}] {pair['id']}\nPROMPT: {pair['prompt']}\n  A: {pair['A']}\n  B: {pair['B']}")
+        answer, ahead = ahead or ask_choice(read), None
+        if answer != STOP:
+            scores, ahead = ask_scores(read, write)
+            append_durably(Path(directory) / "ratings.jsonl", {"id": pair["id"], "rater": rater,
+                                                                "choice": CHOICES[answer], **scores})
+            rated += 1
+        if STOP in (answer, ahead):
+            write(f"stopped: {rated} of {len(pairs)} rated by {rater}; run the same command to continue.")
+            return rated
     write(f"done: all {len(pairs)} pairs rated by {rater}.")
     return len(pairs)
 

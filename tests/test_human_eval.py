@@ -74,6 +74,28 @@ def test_rating_stops_resumes_and_scores(tmp_path):
     assert "Cohen's kappa" in result.stdout
 
 
+@pytest.mark.parametrize("answers, saved, stopped", [
+    ("a\nq\n", ["A"], 1),                  # q at the scores prompt: the answer is kept, then stop
+    ("a\nb\n\nq\n", ["A", "B"], 2),        # 'b' at the scores prompt: no scores, b is the next pair's answer
+    ("a\nt\nq\n", ["A", "tie"], 2),         # ... and q at the next scores prompt stops there
+    ("b\n5 5 4 4\nq\n", ["B"], 1),          # scores, then q at the next choice prompt
+    ("a\n", ["A"], 1),                      # end of piped input at the scores prompt keeps the answer
+    ("a\n7 7\nq\n", ["A"], 1),              # a wrong score line asks again; q then stops
+])
+def test_q_stops_at_every_prompt_and_each_answer_is_saved_as_given(tmp_path, answers, saved, stopped):
+    """As a new user types: `q`, or an answer meant for the next pair, at the optional scores
+    prompt; piped answers. No prompt loops on them, no given answer is lost."""
+    make_export(tmp_path, n=4)
+    result = rate(tmp_path, "ann", answers)
+    assert result.returncode == 0, result.stderr
+    assert f"stopped: {stopped} of 4 rated by ann; run the same command to continue." in result.stdout
+    ratings = [json.loads(line) for line in (tmp_path / "ratings.jsonl").read_text().splitlines()]
+    assert [r["choice"] for r in ratings] == saved
+    if answers.startswith("b\n5"):
+        assert ratings[0]["fluency_A"] == 5 and ratings[0]["correctness_B"] == 4
+    assert result.stdout.count("four numbers from 1 to 5") == answers.count("7 7")
+
+
 def test_score_without_ratings_is_a_clear_error(tmp_path):
     make_export(tmp_path)
     result = run_cli("human-eval", "score", tmp_path)
