@@ -428,8 +428,8 @@ class PPOTrainer:
                 for name, what in (("loss/total", "loss"), ("policy/grad_norm", "gradient norm")):
                     value = float(stats[-1][name])
                     if not math.isfinite(value):
-                        raise NonFiniteLossError(f"iteration {iteration}: the {config.algorithm} {what} is {value} "
-                                                 f"(minibatch {len(stats)})")
+                        raise NonFiniteLossError(f"iteration {iteration}: the {config.algorithm.upper()} {what} is "
+                                                 f"{value} (minibatch {len(stats)})")
         return stats
 
     def metrics(self, rollout, returns, stats, mean_kl) -> dict:
