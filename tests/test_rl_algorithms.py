@@ -226,6 +226,26 @@ def test_dpo_sigkill_then_resume_is_bitwise(sft_dir, preference_files, dpo_run, 
     assert strip(out) == strip(straight)
 
 
+def test_dpo_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_same_run(sft_dir, preference_files,  # noqa: F811
+                                                                         dpo_run, tmp_path):
+    straight, _ = dpo_run
+    out = tmp_path / "run"
+    process = start([sys.executable, "-m", "sftrl", *dpo_args(sft_dir, preference_files, out)])
+    while logged_steps(out) < 2 and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    stopped = checkpoint_number(out)
+    assert 2 <= stopped < 24 and not (out / "model.safetensors").exists()
+    assert stderr.strip().splitlines()[-1] == (f"interrupted at step {stopped}: checkpoint written to "
+                                               f"{out / 'checkpoints' / f'step-{stopped}'}; to continue, run the "
+                                               "same command with --resume")
+    resumed = run_cli(*dpo_args(sft_dir, preference_files, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
+
+
 def test_every_model_is_evaluated_alike_and_loads_in_transformers(sft_dir, dpo_run, preference_files,  # noqa: F811
                                                                   tokenizer, builtin_data, tmp_path):
     """`sftrl eval` takes the SFT, an RL (GRPO, one iteration, exported as `sftrl rl` exports) and
