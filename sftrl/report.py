@@ -102,6 +102,8 @@ minus SFT on the same prompts, with paired-bootstrap 95% intervals.
 
 ## Models
 
+{findings}
+
 {models_table}
 
 RL − SFT, partial credit: {partial_difference}.
@@ -151,6 +153,17 @@ SFT {ece_sft:.3f}, RL {ece_rl:.3f}.
 """
 
 
+def model_findings(rl_row) -> str:
+    """The section's opening lines, from RL's paired differences against SFT (`sftrl eval`'s row)."""
+    from shared.findings import comparison_finding
+
+    lines = []
+    for key, measure in (("exact_match", "held-out exact match"), ("partial_credit", "held-out partial credit")):
+        d = rl_row[f"{key}_difference"]
+        lines.append("**Finding:** " + comparison_finding("SFT", "RL", measure, d["mean"], *d["ci95"]) + ".")
+    return "\n".join(lines)
+
+
 def ngram_baselines(out) -> tuple[float, float]:
     """Word-level perplexities on text.eval: (interpolated Kneser-Ney trigram, Laplace bigram);
     words seen once become <UNK>, so unseen words get probability mass."""
@@ -191,7 +204,7 @@ def write_report(out, commands, preset):
     report = REPORT.format(
         preset=preset, sft_examples=len(load_jsonl(out / "data" / "sft.train.jsonl", "sft")),
         ppo_prompts=len(load_jsonl(out / "data" / "prompt.train.jsonl", "prompt")), eval_prompts=len(records),
-        models_table=format_table(rows_named, task_names),
+        models_table=format_table(rows_named, task_names), findings=model_findings(rl_row),
         partial_difference=f"{pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}]",
         laplace_ppl=laplace_ppl, ngram_ppl=ngram_ppl,
         rm_eval_accuracy=reward_model.get("eval/pairwise_accuracy", float("nan")),
