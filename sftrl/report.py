@@ -1,4 +1,5 @@
-"""report.md of a pipeline run: tables from eval.json, curves from metrics.jsonl, plots."""
+"""report.md of a pipeline run: tables from eval.json, curves from metrics.jsonl, plots; and
+report.html, the same report as one self-contained page (images embedded)."""
 
 from __future__ import annotations
 
@@ -213,6 +214,7 @@ def write_report(out, commands, preset):
                           list(zip(prompts, references, completions[0], completions[1]))[:10]),
         commands="\n".join(commands), versions=", ".join(f"{k} {v}" for k, v in env.items()))
     atomic_write_text(out / "report.md", report)
+    write_html(out, report, f"sftrl pipeline report ({preset})")
     return {"exact_match": {"sft": sft_row["exact_match"], "rl": rl_row["exact_match"],
                             "difference": rl_row["exact_match_difference"]["mean"],
                             "ci95": rl_row["exact_match_difference"]["ci95"]},
@@ -220,6 +222,43 @@ def write_report(out, commands, preset):
             "kl": rl_row["kl_to_first"], "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy"),
             "ngram": {"order": 3, "perplexity": ngram_ppl, "laplace_bigram_perplexity": laplace_ppl},
             "ece": eces, "versions": env}
+
+
+HTML_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em; line-height: 1.45; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; }}
+th {{ background: #f3f3f3; }}
+td {{ font-variant-numeric: tabular-nums; }}
+img {{ max-width: 100%; }}
+pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def write_html(out, markdown_text: str, title: str):
+    """OUT/report.html: the report's Markdown rendered (python-markdown, with tables), each image
+    embedded as a data: URI and the style inline -- one file that opens offline in a browser.
+    Model-written text reaches the Markdown already HTML-escaped (`_cell`)."""
+    import base64
+    import re
+
+    import markdown
+
+    out = Path(out)
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+
+    def embed(match):
+        data = base64.b64encode((out / match.group(1)).read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{data}"'
+    body = re.sub(r'src="([^":]+\.png)"', embed, body)
+    atomic_write_text(out / "report.html", HTML_PAGE.format(title=html.escape(title), body=body))
+    return out / "report.html"
 
 
 def versions() -> dict:

@@ -10,7 +10,7 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
     out = tmp_path / "run"
     result = run_cli("pipeline", "--preset", "quick", "--out", out, "--quiet", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("report.md", "summary.json", "report_curves.png", "report_attention.png", "report_calibration.png",
+    for name in ("report.md", "report.html", "summary.json", "report_curves.png", "report_attention.png", "report_calibration.png",
                  "eval/eval.json", "sft/model.safetensors", "ppo/model.safetensors", "reward_model/model.safetensors"):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
@@ -26,6 +26,9 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
     assert f"{summary['ngram']['perplexity']:.2f} per word" in report
     assert 0 <= summary["ece"]["SFT"] <= 1 and "sftrl ppo --policy" in report
     assert "pipeline done in" in result.stdout and "held-out exact match: SFT" in result.stdout
+    page = (out / "report.html").read_text()  # the same report, its three figures inside the file
+    assert page.count('src="data:image/png;base64,') == 3 and 'src="report_' not in page
+    assert f">{sft['exact_match']:.3f}</td>" in page
     # a second run into the same folder is refused, one line
     again = run_cli("pipeline", "--preset", "quick", "--out", out, "--quiet")
     assert again.returncode == 2
@@ -46,3 +49,48 @@ def test_the_finding_lines_follow_the_numbers():
     flipped = {k: {"mean": -v["mean"], "ci95": [-v["ci95"][1], -v["ci95"][0]]} for k, v in row.items()}
     assert model_findings(flipped).splitlines()[0] == \
         "**Finding:** SFT beat RL on held-out exact match: -0.040 [-0.072, -0.005] (RL - SFT)."
+
+
+def test_the_html_report_is_one_self_contained_page(tmp_path):
+    """report.html: the Markdown's tables as HTML tables, every image inside the file (a data:
+    URI), no reference to another file or address; model text stays escaped."""
+    from html.parser import HTMLParser
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sftrl.report import write_html
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(tmp_path / "report_curves.png")
+    plt.close(fig)
+    text = ("# title\n\n**Finding:** RL beat SFT.\n\n| model | exact match |\n| --- | ---: |\n| SFT | 0.195 |\n"
+            "| &lt;script&gt;x | 0.235 |\n\n![curves](report_curves.png)\n")
+    page = write_html(tmp_path, text, "t").read_text()
+
+    class Refs(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.refs, self.cells, self.cell = [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            self.refs += [v for k, v in attrs if k in ("src", "href")]
+            if tag == "td":
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag == "td":
+                self.cells.append(self.cell)
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+    parser = Refs()
+    parser.feed(page)
+    assert len(parser.refs) == 1 and parser.refs[0].startswith("data:image/png;base64,")
+    assert parser.cells == ["SFT", "0.195", "<script>x", "0.235"]
+    assert "<script>" not in page
