@@ -23,6 +23,8 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
     assert "**Finding:** " + comparison_finding("SFT", "RL", "held-out exact match", d["mean"], *d["ci95"]) in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["exact_match"]["rl"] == rl["exact_match"] and summary["kl"] == rl["kl_to_first"]
+    assert list(summary["stage_seconds"]) == ["data", "sft", "reward model", "ppo", "eval", "report"]
+    assert sum(summary["stage_seconds"].values()) <= summary["seconds"] + 0.5
     assert f"{summary['ngram']['perplexity']:.2f} per word" in report
     assert 0 <= summary["ece"]["SFT"] <= 1 and "sftrl ppo --policy" in report
     assert "pipeline done in" in result.stdout and "held-out exact match: SFT" in result.stdout
@@ -94,3 +96,15 @@ def test_the_html_report_is_one_self_contained_page(tmp_path):
     assert len(parser.refs) == 1 and parser.refs[0].startswith("data:image/png;base64,")
     assert parser.cells == ["SFT", "0.195", "<script>x", "0.235"]
     assert "<script>" not in page
+
+
+def test_the_time_left_follows_the_pace_of_the_finished_stages():
+    from sftrl.pipeline import STAGE_SECONDS, time_left
+
+    estimates = {"a": 10, "b": 20, "c": 30}
+    assert time_left(estimates, {}) == 60
+    assert time_left(estimates, {"a": 20}) == 2 * 50          # twice as slow as estimated so far
+    assert time_left(estimates, {"a": 5, "b": 10}) == 0.5 * 30
+    assert time_left(estimates, {"a": 1000}) == 4 * 50        # the pace is held within [0.25, 4]
+    assert time_left(estimates, {"a": 10, "b": 20, "c": 30}) == 0
+    assert set(STAGE_SECONDS["quick"]) == set(STAGE_SECONDS["default"])
