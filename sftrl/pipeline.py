@@ -32,7 +32,7 @@ PRESETS = {
 # What each stage took on 2 cores (AVX2 AMD EPYC), for the estimate of the time left; a run
 # scales them by the pace of its own finished stages.
 STAGE_SECONDS = {
-    "quick": {"data": 0.5, "sft": 6, "reward model": 6, "ppo": 12, "eval": 5, "report": 6},
+    "quick": {"data": 0.1, "sft": 14, "reward model": 24, "ppo": 24, "eval": 1, "report": 5},
     "default": {"data": 1, "sft": 30, "reward model": 45, "ppo": 115, "eval": 12, "report": 12},
 }
 

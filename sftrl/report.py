@@ -161,7 +161,7 @@ def model_findings(rl_row) -> str:
     lines = []
     for key, measure in (("exact_match", "held-out exact match"), ("partial_credit", "held-out partial credit")):
         d = rl_row[f"{key}_difference"]
-        lines.append("**Finding:** " + comparison_finding("SFT", "RL", measure, d["mean"], *d["ci95"]) + ".")
+        lines.append("- **Finding:** " + comparison_finding("SFT", "RL", measure, d["mean"], *d["ci95"]) + ".")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
            f"{sft['reference_perplexity']:.2f} | {sft['bleu']:.1f} |" in report
     assert f"| RL: PPO (TensorFlow) | {rl['exact_match']:.3f} | {rl['partial_credit']:.3f} |" in report
     d = rl["exact_match_difference"]
-    assert "**Finding:** " + comparison_finding("SFT", "RL", "held-out exact match", d["mean"], *d["ci95"]) in report
+    assert "- **Finding:** " + comparison_finding("SFT", "RL", "held-out exact match", d["mean"], *d["ci95"]) in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["exact_match"]["rl"] == rl["exact_match"] and summary["kl"] == rl["kl_to_first"]
     assert list(summary["stage_seconds"]) == ["data", "sft", "reward model", "ppo", "eval", "report"]
@@ -45,12 +45,12 @@ def test_the_finding_lines_follow_the_numbers():
     row = {"exact_match_difference": {"mean": 0.04, "ci95": [0.005, 0.072]},
            "partial_credit_difference": {"mean": 0.01, "ci95": [-0.02, 0.04]}}
     assert model_findings(row).splitlines() == [
-        "**Finding:** RL beat SFT on held-out exact match: +0.040 [+0.005, +0.072] (RL - SFT).",
-        "**Finding:** no significant difference between SFT and RL on held-out partial credit: "
+        "- **Finding:** RL beat SFT on held-out exact match: +0.040 [+0.005, +0.072] (RL - SFT).",
+        "- **Finding:** no significant difference between SFT and RL on held-out partial credit: "
         "+0.010 [-0.020, +0.040] (RL - SFT)."]
     flipped = {k: {"mean": -v["mean"], "ci95": [-v["ci95"][1], -v["ci95"][0]]} for k, v in row.items()}
     assert model_findings(flipped).splitlines()[0] == \
-        "**Finding:** SFT beat RL on held-out exact match: -0.040 [-0.072, -0.005] (RL - SFT)."
+        "- **Finding:** SFT beat RL on held-out exact match: -0.040 [-0.072, -0.005] (RL - SFT)."
 
 
 def test_the_html_report_is_one_self_contained_page(tmp_path):
