@@ -42,7 +42,7 @@ from torch_impl import losses
 from torch_impl.data import SFTDataset
 from torch_impl.generate import generate
 from torch_impl.model import SFTModel, at_least_float32
-from torch_impl.sft import SFTRun, check_out_dir, lr_at, run_loop
+from torch_impl.sft import SFTRun, check_out_dir, run_loop
 
 SAMPLE_STREAM = 11  # the random stream of --pairs-from-samples' sampling noise
 
@@ -181,20 +181,9 @@ class DPORun(SFTRun):
 
     def step(self, batch) -> tuple[float, float, float]:
         """One optimizer step of the DPO loss. Returns (loss, gradient norm, learning rate)."""
-        lr = lr_at(self.state["step"], self.config, self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.set_learning_rate()
         loss, chosen_rewards, rejected_rewards = self.dpo_loss(self.module, batch)
-        if not torch.isfinite(loss):
-            self.stop_with(f"the loss is {loss.item()}")
-        loss.backward()
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm))
-        if not np.isfinite(grad_norm):
-            self.stop_with(f"the gradient norm is {grad_norm}")
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.state["tokens"] += int(batch["attention_mask"].sum())
+        grad_norm = self.backward_and_step(loss, loss, batch)
         self.step_metrics = reward_statistics(chosen_rewards, rejected_rewards, "rewards/")
         return loss.item(), grad_norm, lr
 

@@ -285,9 +285,7 @@ class SFTRun:
 
     def step(self, batch) -> tuple[float, float, float]:
         """One optimizer step on the global batch. Returns (loss, gradient norm, learning rate)."""
-        lr = lr_at(self.state["step"], self.config, self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.set_learning_rate()
         if self.world == 1:
             with self.autocast:  # the LM head on the labelled positions only; the loss in float32
                 loss = self.forward(batch["input_ids"], batch["attention_mask"], batch["labels"])
@@ -300,6 +298,18 @@ class SFTRun:
             shard = shard_loss(nll_sum, count)
             loss = all_reduce_sum(shard)          # = the mean loss of the global batch
             loss_to_backward = shard * self.world  # DDP divides the summed gradients by world
+        return loss.item(), self.backward_and_step(loss, loss_to_backward, batch), lr
+
+    def set_learning_rate(self) -> float:
+        """The schedule's learning rate at this step, set on every parameter group."""
+        lr = lr_at(self.state["step"], self.config, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def backward_and_step(self, loss, loss_to_backward, batch) -> float:
+        """The NaN guard, backward, gradient clipping, the optimizer step; returns the gradient
+        norm before clipping. Every step's tail, SFT's and DPO's."""
         if not torch.isfinite(loss):
             self.stop_with(f"the loss is {loss.item()}")
         loss_to_backward.backward()
@@ -310,7 +320,7 @@ class SFTRun:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state["tokens"] += int(batch["attention_mask"].sum())
-        return loss.item(), grad_norm, lr
+        return grad_norm
 
     def stop_with(self, problem: str):
         last = latest_checkpoint(self.out_dir)
