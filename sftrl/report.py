@@ -95,7 +95,7 @@ def _cell(text):
 
 REPORT = """# sftrl pipeline report (preset `{preset}`)
 
-SFT in PyTorch on {sft_examples} labelled examples, then PPO in
+{pretraining}SFT in PyTorch{sft_init} on {sft_examples} labelled examples, then PPO in
 TensorFlow on {ppo_prompts} prompts with the task's
 verifier as reward and a KL penalty to the SFT model. Everything below is measured on the
 {eval_prompts} held-out prompts of `data/prompt.eval.jsonl` (greedy decoding); differences are RL
@@ -118,8 +118,7 @@ The n-gram perplexity is per whitespace word of whole texts; the neural "referen
 per BPE token of the reference completions given the prompt. They are different units: read each
 column against itself.
 
-Reward model (`reward_model/`): held-out pairwise accuracy {rm_eval_accuracy:.3f}
-(training pairs {rm_train_accuracy:.3f}).
+{reward_model}
 
 ## Curves
 
@@ -165,6 +164,33 @@ def model_findings(rl_row) -> str:
     return "\n".join(lines)
 
 
+def pretraining_numbers(out):
+    """The pretraining stage's text and held-out loss (its metrics.jsonl), None if it did not run."""
+    path = Path(out) / "pretrain" / "metrics.jsonl"
+    if not path.exists():
+        return None
+    final = [r for r in _read_jsonl(path) if "final/loss" in r]
+    from shared.data import load_jsonl
+    return {"texts": len(load_jsonl(Path(out) / "data" / "text.train.jsonl", "text")),
+            "steps": max(r.get("step", 0) for r in _read_jsonl(path)),
+            "held_out_loss": final[-1]["final/loss"] if final else None}
+
+
+def pretraining_line(out) -> str:
+    numbers = pretraining_numbers(out)
+    if numbers is None:
+        return ""
+    return (f"Causal-LM pretraining on {numbers['texts']:,} unlabelled texts ({numbers['steps']} steps, held-out "
+            f"loss {numbers['held_out_loss']:.3f} per token), then ")
+
+
+def reward_model_line(state) -> str:
+    if state is None:
+        return "No reward model in this preset (PPO's reward is the task's verifier)."
+    return (f"Reward model (`reward_model/`): held-out pairwise accuracy "
+            f"{state.get('eval/pairwise_accuracy', float('nan')):.3f} (training pairs {state['train/pairwise_accuracy']:.3f}).")
+
+
 def ngram_baselines(out) -> tuple[float, float]:
     """Word-level perplexities on text.eval: (interpolated Kneser-Ney trigram, Laplace bigram);
     words seen once become <UNK>, so unseen words get probability mass."""
@@ -196,7 +222,8 @@ def write_report(out, commands, preset):
     curves(out)
     attention_heatmap(out, models[0], tokenizers[0], prompts[0], references[0])
     eces = calibration(out, models, tokenizers, prompts, references)
-    reward_model = json.loads((out / "reward_model" / "trainer_state.json").read_text())
+    reward_model = (json.loads((out / "reward_model" / "trainer_state.json").read_text())
+                    if (out / "reward_model" / "trainer_state.json").exists() else None)
     task_names = sorted({r["task"] for r in records if r.get("task")})
     rows_named = [{**sft_row, "model": "SFT (PyTorch)"}, {**rl_row, "model": "RL: PPO (TensorFlow)"}]
     completions = list(evaluation["completions"].values())
@@ -208,8 +235,8 @@ def write_report(out, commands, preset):
         models_table=format_table(rows_named, task_names), findings=model_findings(rl_row),
         partial_difference=f"{pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}]",
         laplace_ppl=laplace_ppl, ngram_ppl=ngram_ppl,
-        rm_eval_accuracy=reward_model.get("eval/pairwise_accuracy", float("nan")),
-        rm_train_accuracy=reward_model["train/pairwise_accuracy"], ece_sft=eces["SFT"], ece_rl=eces["RL"],
+        pretraining=pretraining_line(out),
+        sft_init="" if pretraining_numbers(out) else " from random weights (this preset skips pretraining)", reward_model=reward_model_line(reward_model), ece_sft=eces["SFT"], ece_rl=eces["RL"],
         samples="\n".join(f"| {_cell(p)} | {_cell(r)} | {_cell(a)} | {_cell(b)} |" for p, r, a, b in
                           list(zip(prompts, references, completions[0], completions[1]))[:10]),
         commands="\n".join(commands), versions=", ".join(f"{k} {v}" for k, v in env.items()))
@@ -219,7 +246,9 @@ def write_report(out, commands, preset):
                             "difference": rl_row["exact_match_difference"]["mean"],
                             "ci95": rl_row["exact_match_difference"]["ci95"]},
             "partial_credit": {"sft": sft_row["partial_credit"], "rl": rl_row["partial_credit"]},
-            "kl": rl_row["kl_to_first"], "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy"),
+            "kl": rl_row["kl_to_first"],
+            "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy") if reward_model else None,
+            "pretraining": pretraining_numbers(out),
             "ngram": {"order": 3, "perplexity": ngram_ppl, "laplace_bigram_perplexity": laplace_ppl},
             "ece": eces, "versions": env}
 

@@ -11,7 +11,7 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
     result = run_cli("pipeline", "--preset", "quick", "--out", out, "--quiet", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("report.md", "report.html", "summary.json", "report_curves.png", "report_attention.png", "report_calibration.png",
-                 "eval/eval.json", "sft/model.safetensors", "ppo/model.safetensors", "reward_model/model.safetensors"):
+                 "eval/eval.json", "sft/model.safetensors", "ppo/model.safetensors"):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     evaluation = json.loads((out / "eval" / "eval.json").read_text())
@@ -23,7 +23,11 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
     assert "- **Finding:** " + comparison_finding("SFT", "RL", "held-out exact match", d["mean"], *d["ci95"]) in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["exact_match"]["rl"] == rl["exact_match"] and summary["kl"] == rl["kl_to_first"]
-    assert list(summary["stage_seconds"]) == ["data", "sft", "reward model", "ppo", "eval", "report"]
+    assert list(summary["stage_seconds"]) == ["data", "sft", "ppo", "eval", "report"]  # quick: no pretraining, no RM
+    assert summary["pretraining"] is None and summary["reward_model_accuracy"] is None
+    assert "from random weights (this preset skips pretraining)" in report
+    # a newcomer's first result says something: SFT gets some right, and the interval has width
+    assert 0 < sft["exact_match"] < 1 and d["ci95"][0] < d["ci95"][1]
     assert sum(summary["stage_seconds"].values()) <= summary["seconds"] + 0.5
     assert f"{summary['ngram']['perplexity']:.2f} per word" in report
     assert 0 <= summary["ece"]["SFT"] <= 1 and "sftrl ppo --policy" in report
@@ -107,4 +111,35 @@ def test_the_time_left_follows_the_pace_of_the_finished_stages():
     assert time_left(estimates, {"a": 5, "b": 10}) == 0.5 * 30
     assert time_left(estimates, {"a": 1000}) == 4 * 50        # the pace is held within [0.25, 4]
     assert time_left(estimates, {"a": 10, "b": 20, "c": 30}) == 0
-    assert set(STAGE_SECONDS["quick"]) == set(STAGE_SECONDS["default"])
+    # a stage estimated under 5 s does not set the pace (its start-up noise would be a factor)
+    assert time_left({"data": 2, "b": 20}, {"data": 0.1}) == 20
+    # each preset's estimates name exactly the stages it runs
+    assert set(STAGE_SECONDS["default"]) == {"data", "pretrain", "sft", "reward model", "ppo", "eval", "report"}
+    assert set(STAGE_SECONDS["quick"]) == set(STAGE_SECONDS["default"]) - {"pretrain", "reward model"}
+
+
+def test_the_default_pipeline_pretrains_and_starts_sft_from_the_pretrained_model(tmp_path, capsys):
+    """The stages' commands, as run (a stand-in run_command records them and stops the pipeline
+    at the reward model, as Ctrl-C would)."""
+    import pytest
+
+    from shared.interrupt import EXIT_INTERRUPTED
+    from shared.tasks import DEFAULT_SIZES
+    from sftrl import pipeline
+
+    calls = []
+
+    def run_command(argv):
+        calls.append(argv)
+        return EXIT_INTERRUPTED if argv[0] == "reward-model" else 0
+    with pytest.raises(SystemExit) as stop:
+        pipeline.run("default", tmp_path / "run", run_command, quiet=True, log=lambda *a: None)
+    assert stop.value.code == EXIT_INTERRUPTED
+    pretrain, sft, _ = calls
+    assert pretrain[:3] == ["pretrain", "--objective", "clm"]
+    assert pretrain[pretrain.index("--data") + 1] == str(tmp_path / "run" / "data" / "text.train.jsonl")
+    assert sft[sft.index("--init") + 1] == str(tmp_path / "run" / "pretrain")
+    # the text split is the biggest: unlabelled text is what there is most of
+    texts = (tmp_path / "run" / "data" / "text.train.jsonl").read_text().splitlines()
+    assert len(texts) == DEFAULT_SIZES["text.train"] == max(DEFAULT_SIZES.values())
+    assert "to finish it run: sftrl reward-model" in capsys.readouterr().err
