@@ -17,6 +17,7 @@ from shared.config import PPOConfig
 from shared.errors import SftrlError
 from shared.io import latest_checkpoint
 from shared.rewards import task_partial
+from shared.tasks import task_scores
 from test_ppo import sft_dir  # noqa: F401  (the tiny causal SFT policy: a fixture)
 from test_ppo_reliability import curve, logged_iterations, prompts, start  # noqa: F401  (prompts: a fixture)
 from tf_impl import ppo
@@ -93,6 +94,10 @@ def test_each_algorithms_advantages_loss_and_steps(algorithm, sft_dir, tokenizer
                     "reinforce": {"objective/baseline"}}[algorithm]
         assert {"objective/scores", "objective/kl", "objective/entropy", "loss/policy"} | specific <= set(metrics)
         assert "loss/value" not in metrics and all(np.isfinite(v) for v in metrics.values())
+        # whatever the training reward (here the length), the verifier's "gold" score of the samples
+        gold_exact, gold_partial = task_scores([r["prompt"] for r in records], rollout.completions)
+        assert metrics["objective/gold_exact"] == pytest.approx(np.mean(gold_exact), abs=1e-12)
+        assert metrics["objective/gold_partial"] == pytest.approx(np.mean(gold_partial), abs=1e-12)
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, trainer.policy.trainable_variables))
 
 

@@ -48,6 +48,7 @@ from shared.interrupt import StopRequest
 from shared.io import (append_jsonl, atomic_write_bytes, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
 from shared.rewards import score_all
+from shared.tasks import task_scores
 from shared.tensorboard import SummaryWriter
 from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
@@ -372,7 +373,7 @@ class PPOTrainer:
         stats = self.update(rollout, advantages, returns, iteration)
         t3 = time.perf_counter()
         mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
-        metrics = {**self.metrics(rollout, returns, stats, mean_kl),
+        metrics = {**self.metrics(rollout, returns, stats, mean_kl), **self.gold_scores(records, rollout),
                    "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2}
         self.kl_controller.update(mean_kl, len(records))
         self.minibatch_stats = stats  # each minibatch's statistics, in order (tests read them)
@@ -438,6 +439,7 @@ class PPOTrainer:
             return float(np.mean([float(s[name]) for s in stats]))
         metrics = {
             "objective/scores": float(rollout.scores.mean()),
+
             "objective/kl": mean_kl,
             "objective/kl_coef": float(self.kl_controller.value),
             "objective/entropy": over_minibatches("policy/entropy"),
@@ -460,6 +462,16 @@ class PPOTrainer:
         elif self.config.algorithm == "reinforce":
             metrics["objective/baseline"] = float(self.baseline)
         return metrics
+
+    @staticmethod
+    def gold_scores(records, rollout) -> dict:
+        """The task verifier's mean scores of the rollout's completions (the "gold" reward), logged
+        whatever the training reward is: against a learned reward model they show over-optimisation
+        (the proxy's score rising while the gold score falls). Empty when a prompt is not a task's."""
+        exact, partial = task_scores([r["prompt"] for r in records], rollout.completions)
+        if any(value is None for value in exact):
+            return {}
+        return {"objective/gold_exact": float(np.mean(exact)), "objective/gold_partial": float(np.mean(partial))}
 
     # ---- checkpoints: policy (with value head), optimizer, KL controller, iteration
     @property
