@@ -293,6 +293,43 @@ def expected_calibration_error(confidences, correct, bins: int = 10):
     return ece, table
 
 
+def temperature_nll(logits, labels, temperature: float) -> float:
+    """Mean negative log-likelihood of `labels` under softmax(logits / temperature); logits (N, V)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(z)), np.asarray(labels)]))
+
+
+def fit_temperature(logits, labels, low: float = 0.05, high: float = 20.0, iterations: int = 60) -> float:
+    """Post-hoc temperature scaling (Guo et al. 2017): the T > 0 that minimises the held-out NLL of
+    softmax(logits / T). The NLL is convex in 1/T, so a golden-section search over log T finds it;
+    60 iterations shrink [low, high] to a width below 1e-10 in log T."""
+    a, b = np.log(low), np.log(high)
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = temperature_nll(logits, labels, np.exp(c)), temperature_nll(logits, labels, np.exp(d))
+    for _ in range(iterations):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = temperature_nll(logits, labels, np.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = temperature_nll(logits, labels, np.exp(d))
+    return float(np.exp((a + b) / 2.0))
+
+
+def top_confidences(logits, labels, temperature: float = 1.0):
+    """(top probability of softmax(logits / T), 1.0 where the top token is the label) per row."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return p.max(axis=1), (p.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+
+
 # ----------------------------------------------------------------------------- human evaluation statistics
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054):

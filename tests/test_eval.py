@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -129,3 +130,25 @@ def test_sliding_window_perplexity_scores_each_token_once(trained):
     assert n_tokens > 48
     _, _, count = text_perplexity(model, tokenizer, [long_text], stride=16)
     assert count == n_tokens - 1  # every token after the first scored exactly once
+
+
+def test_next_token_logits_are_the_positions_of_the_reliability_diagram(trained):
+    """The logits temperature scaling fits are those of `next_token_confidences`: at T = 1 their
+    top probability and correctness are the same numbers, token for token, in the same order."""
+    from shared.data import load_jsonl
+    from shared.metrics import top_confidences
+    from shared.tokenizer import Tokenizer
+    from torch_impl.checkpoint import load_pretrained
+    from torch_impl.evaluate import next_token_confidences, next_token_logits
+
+    model, tokenizer = load_pretrained(trained / "b"), Tokenizer.load(trained / "b" / "tokenizer.json")
+    records = load_jsonl(trained / "data" / "prompt.eval.jsonl", "prompt")[:70]  # two batches of 64
+    prompts, references = [r["prompt"] for r in records], [r["reference"] for r in records]
+    logits, labels, prompt_of = next_token_logits(model, tokenizer, prompts, references)
+    confidence, correct = next_token_confidences(model, tokenizer, prompts, references)
+    mine = top_confidences(logits, labels)
+    np.testing.assert_allclose(mine[0], confidence, rtol=1e-6)  # float32 softmax there, float64 here
+    np.testing.assert_array_equal(mine[1], correct)
+    # each prompt's tokens are its reference's tokens and final [SEP], in order
+    lengths = [len(tokenizer.encode(r, add_special_tokens=False)) + 1 for r in references]
+    np.testing.assert_array_equal(np.bincount(prompt_of, minlength=len(prompts)), lengths)

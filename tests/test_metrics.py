@@ -182,3 +182,43 @@ def test_fleiss_kappa_matches_the_wikipedia_example():
     table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
              [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
     assert fleiss_kappa(table) == pytest.approx(0.2099, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- temperature scaling
+
+from shared.metrics import fit_temperature, temperature_nll, top_confidences  # noqa: E402
+
+
+def test_temperature_nll_is_cross_entropy_of_scaled_logits():
+    import torch
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(50, 7)) * 4, rng.integers(0, 7, 50)
+    for t in (0.3, 1.0, 2.5):
+        expected = torch.nn.functional.cross_entropy(torch.tensor(logits / t), torch.tensor(labels)).item()
+        assert temperature_nll(logits, labels, t) == pytest.approx(expected, rel=1e-12)
+    confidence, correct = top_confidences(logits, labels, 2.0)
+    p = torch.softmax(torch.tensor(logits / 2.0), -1).numpy()
+    np.testing.assert_allclose(confidence, p.max(1), rtol=1e-12)
+    np.testing.assert_array_equal(correct, (p.argmax(1) == labels).astype(float))
+
+
+def test_fit_temperature_finds_the_nll_minimum_and_recovers_a_known_temperature():
+    """Labels drawn from softmax(logits / 2): the fitted T is the NLL's minimum (the derivative is
+    0 there, to the search's precision) and lies within 4 standard errors of 2, the standard error
+    from the NLL's curvature (the Fisher information of the n labels)."""
+    rng = np.random.default_rng(1)
+    n, true_t = 20000, 2.0
+    logits = rng.normal(size=(n, 5)) * 3
+    p = np.exp(logits / true_t)
+    p /= p.sum(1, keepdims=True)
+    labels = np.array([rng.choice(5, p=row) for row in p])
+    t = fit_temperature(logits, labels)
+    f = lambda x: temperature_nll(logits, labels, x)  # noqa: E731
+    h = 1e-4
+    assert abs((f(t + h) - f(t - h)) / (2 * h)) < 1e-6
+    curvature = (f(t + h) - 2 * f(t) + f(t - h)) / h ** 2
+    standard_error = 1 / np.sqrt(n * curvature)
+    assert abs(t - true_t) < 4 * standard_error
+    # overconfident logits (scaled up) are cooled by the same factor
+    assert fit_temperature(logits * 3, labels) == pytest.approx(3 * t, rel=1e-6)

@@ -79,6 +79,20 @@ def next_token_confidences(model, tokenizer, prompts, references, batch_size=64)
 
 
 @torch.no_grad()
+def next_token_logits(model, tokenizer, prompts, references, batch_size=64):
+    """The logits at every reference completion token (N, V), float64, the right tokens (N,) and the
+    index of the prompt each token belongs to (N,): the data of temperature scaling."""
+    model.eval()
+    logits_out, labels_out, rows = [], [], []
+    for b, (logits, labels) in enumerate(next_token_batches(model, tokenizer, prompts, references, batch_size)):
+        keep = labels != IGNORE_INDEX
+        logits_out.append(logits[keep].double().numpy())
+        labels_out.append(labels[keep].numpy())
+        rows.append((torch.nonzero(keep)[:, 0] + b * batch_size).numpy())
+    return np.concatenate(logits_out), np.concatenate(labels_out), np.concatenate(rows)
+
+
+@torch.no_grad()
 def attention_maps(model, tokenizer, prompt, completion):
     """Attention weights of the last layer, (H, T, T), and the tokens, for one example."""
     model.eval()

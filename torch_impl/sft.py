@@ -421,6 +421,7 @@ class SFTRun:
             summary.update({
                 "trainable_parameters": self.n_trainable, "total_parameters": self.n_total,
                 "train_seconds": round(time.perf_counter() - started, 2), "processes": self.world,
+                "tokens": state["tokens"],  # real (non-pad) tokens through the model in training
                 "precision": self.precision, "config": config.to_dict(), "model_config": export.config.to_dict(),
             })
             atomic_write_text(self.out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
