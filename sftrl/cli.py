@@ -148,6 +148,13 @@ def cmd_pipeline(args) -> int:
     """The main job: built-in data -> SFT (PyTorch) -> reward model and PPO (TensorFlow) ->
     evaluation of SFT vs RL -> report.md with tables and plots in the run directory."""
     import tf_impl  # noqa: F401  (imports TensorFlow quietly)
+    if args.preset == "study":
+        from sftrl import study
+        study.run(args.out, main, size=args.size, seed=args.seed, quiet=args.quiet, resume=args.resume)
+        return 0
+    if args.resume or args.size != "full":
+        raise SftrlError(f"{'--resume' if args.resume else '--size'}: only with --preset study (a pipeline's stage "
+                         "resumes alone: the report's commands, with --resume)")
     from sftrl import pipeline
     pipeline.run(args.preset, args.out, main, quiet=args.quiet, seed=args.seed)
     return 0
@@ -236,9 +243,15 @@ def _add_tool_commands(commands) -> None:
     from sftrl import parity_command  # argparse definitions only: cheap
 
     p = _command(commands, "pipeline", cmd_pipeline,
-                 "the main job: data, SFT, reward model, PPO, evaluation, report")
-    p.add_argument("--preset", choices=("quick", "default"), default="default",
-                   help="quick: about a minute, checks the chain; default: the README's figures")
+                 "the main job: data, pretraining, SFT, reward model, PPO, evaluation, report (or the whole study)")
+    p.add_argument("--preset", choices=("quick", "default", "study"), default="default",
+                   help="quick: under a minute, SFT against a few PPO iterations; default: pretraining, SFT, "
+                   "reward model, PPO, the README's figures (under 5 min on 2 cores); study: every question of the "
+                   "seed document, each a report section (under 30 min on 2 cores)")
+    p.add_argument("--size", choices=("full", "tiny"), default="full",
+                   help="study only: tiny checks the machinery in a few minutes, not the quality")
+    p.add_argument("--resume", action="store_true",
+                   help="study only: skip the runs that finished, resume the interrupted one, rewrite the report")
     p.add_argument("--out", default="runs/pipeline", help="run directory (default runs/pipeline)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,0 +1,283 @@
+"""`sftrl pipeline --preset study`: the plan, the runner (failure, interrupt, resume), each
+section's numbers and findings against the files they are computed from, and (slow) the whole
+study at its tiny size."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from shared.errors import SftrlError
+from shared.findings import comparison_finding
+from shared.interrupt import EXIT_INTERRUPTED
+from shared.metrics import paired_bootstrap
+from shared.tasks import make_builtin_data, solve, task_scores
+from sftrl import study, study_report
+
+
+def argv_of(runs, name, out):
+    return [str(a) for a in next(r for r in runs if r.name == name).argv(out)]
+
+
+def test_the_plan_runs_what_each_section_compares(tmp_path):
+    """Each comparison differs in the one thing it measures."""
+    runs = study.plan(study.SIZES["full"])
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names))
+    out = tmp_path
+    scratch, sft = argv_of(runs, "sft_scratch", out), argv_of(runs, "sft", out)
+    assert "--init" not in scratch and scratch[scratch.index("--tokenizer") + 1] == str(out / "pretrain" / "tokenizer.json")
+    assert scratch[scratch.index("--model-config") + 1] == str(out / "pretrain" / "config.json")
+    assert sft[sft.index("--init") + 1] == str(out / "pretrain")
+    assert argv_of(runs, "sft_lora", out)[-4:-2] == ["--lora-rank", "8"]
+    for task in study.TASK_NAMES:
+        assert argv_of(runs, f"sft_task_{task}", out)[-2:] == ["--tasks", task]
+    assert str(out / "data" / "sft.rl_prompts.jsonl") in argv_of(runs, "sft_labels", out)
+    low = argv_of(runs, "rl_rm_beta_low", out)
+    assert f"model:{out / 'reward_model'}" in low and low[low.index("--kl-coef") + 1] == "0.005"
+    assert argv_of(runs, "rl_reward_exact", out)[-1] == "task-exact"
+    assert argv_of(runs, "rl_ppo_seed2", out)[argv_of(runs, "rl_ppo_seed2", out).index("--seed") + 1] == "2"
+    assert argv_of(runs, "rl_ppo_seed2", out)[2] == str(out / "sft_seed2")  # each seed's RL starts from its SFT
+    for algorithm in ("grpo", "rloo", "reinforce"):
+        assert argv_of(runs, f"rl_{algorithm}", out)[argv_of(runs, f"rl_{algorithm}", out).index("--algorithm") + 1] == algorithm
+    evaluated = argv_of(runs, "eval", out)
+    models = [evaluated[i + 1] for i, a in enumerate(evaluated) if a == "--model"]
+    assert models[0] == str(out / "sft")  # the baseline of KL
+    assert {Path(m).name for m in models} == {n for n in names if n.startswith(("sft", "rl_", "dpo"))}
+    # the estimates add up to the budget: 30 minutes on 2 cores
+    size = study.SIZES["full"]
+    assert sum(size.seconds[r.kind] for r in runs) + size.seconds["data"] + size.seconds["report"] <= 30 * 60
+
+
+class FakeRuns:
+    """run_command for the runner's tests: records argv, writes the file that marks a run done,
+    and returns `codes[name]` (0 by default) -- a failure leaves a checkpoint folder behind."""
+
+    def __init__(self, out, codes=None):
+        self.out, self.codes, self.calls = Path(out), codes or {}, []
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        folder = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
+        name = folder.name
+        code = self.codes.get(name, 0)
+        folder.mkdir(parents=True, exist_ok=True)
+        if code:
+            (folder / "checkpoints").mkdir(exist_ok=True)
+            return code
+        done = {"eval": "eval.json", "human_eval": "pairs.jsonl"}.get(name, "trainer_state.json")
+        (folder / done).write_text(json.dumps({"train_seconds": 1.0, "step": 10}))
+        return 0
+
+
+def test_a_failed_run_leaves_the_report_of_what_finished_and_the_command_that_resumes(tmp_path, capsys):
+    out = tmp_path / "study"
+    fake = FakeRuns(out, {"rl_ppo": 2})
+    with pytest.raises(SftrlError) as failure:
+        study.run(out, fake, size="tiny", quiet=True, log=lambda *a: None)
+    message = str(failure.value)
+    assert message.startswith("study run `rl_ppo` failed (exit code 2)")
+    assert message.endswith(f"run: sftrl pipeline --preset study --out {out} --size tiny --resume")
+    report = (out / "report.md").read_text()
+    assert "**Incomplete:** the study stopped in run `rl_ppo`" in report
+    assert "Not run yet:" in report and "`rl_ppo`" in report
+    finished = json.loads((out / "stage_seconds.json").read_text())
+    assert list(finished)[-1] == "reward_model" and "rl_ppo" not in finished  # what finished, in order
+    # the same command again is refused; --resume skips what finished and resumes the failed run
+    with pytest.raises(SftrlError, match="already holds a study; add --resume"):
+        study.run(out, FakeRuns(out), size="tiny", log=lambda *a: None)
+    again = FakeRuns(out, {"sft_seed1": EXIT_INTERRUPTED})
+    with pytest.raises(SystemExit) as stop:
+        study.run(out, again, size="tiny", quiet=True, resume=True, log=lambda *a: None)
+    assert stop.value.code == EXIT_INTERRUPTED
+    assert [a[a.index("--out") + 1].split("/")[-1] for a in again.calls] == ["rl_ppo", "sft_compute", "sft_seed1"]
+    assert again.calls[0][-1] == "--resume" and "--resume" not in again.calls[1]
+    steps = int(again.calls[1][again.calls[1].index("--steps") + 1])  # RL's seconds at SFT's pace, clamped
+    assert study.SIZES["tiny"].compute_steps[0] <= steps <= study.SIZES["tiny"].compute_steps[1]
+    assert "to finish the study run: sftrl pipeline --preset study" in capsys.readouterr().err
+    with pytest.raises(SftrlError, match="--resume: .* holds no study to resume"):
+        study.run(tmp_path / "empty", FakeRuns(tmp_path / "empty"), size="tiny", resume=True)
+
+
+# ----------------------------------------------------------------------------- sections from files
+
+PROMPTS = make_builtin_data(seed=3, sizes={"prompt.eval": 40})["prompt.eval"]
+
+
+def write_eval(out, right_counts: dict):
+    """eval/eval.json as `sftrl eval` writes it: model `name` answers the first right_counts[name]
+    prompts right and the rest wrong; rows computed from the completions."""
+    prompts = [r["prompt"] for r in PROMPTS]
+    rows, completions = [], {}
+    for name, right in right_counts.items():
+        texts = [solve(p) if i < right else "zz" for i, p in enumerate(prompts)]
+        exact, partial = task_scores(prompts, texts)
+        row = {"model": str(out / name), "exact_match": float(np.mean(exact)), "partial_credit": float(np.mean(partial)),
+               "kl_to_first": 0.5}
+        for task in study.TASK_NAMES:
+            chosen = [i for i, r in enumerate(PROMPTS) if r["task"] == task]
+            row[f"{task}/exact_match"] = float(np.mean([exact[i] for i in chosen]))
+        rows.append(row)
+        completions[str(out / name)] = texts
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    (out / "eval" / "eval.json").write_text(json.dumps({"models": rows, "completions": completions}))
+
+
+@pytest.fixture
+def files(tmp_path):
+    out = tmp_path / "study"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "prompt.eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
+    (out / "data" / "sft.train.jsonl").write_text("{}\n" * 8)          # 8 labelled examples
+    (out / "data" / "sft.rl_prompts.jsonl").write_text("{}\n" * len(PROMPTS))
+    (out / "sft").mkdir()
+    (out / "sft" / "trainer_state.json").write_text(json.dumps({"step": 600}))
+    return out
+
+
+def test_each_finding_follows_its_numbers_and_flips_with_them(files):
+    """The main comparison, the family, reward design and the same-budget rows read eval.json:
+    the report's numbers are the paired bootstrap of its completions, and swapping two models'
+    completions flips the finding."""
+    counts = {"sft": 10, "rl_ppo": 30, "sft_seed1": 12, "rl_ppo_seed1": 20, "sft_seed2": 20, "rl_ppo_seed2": 20,
+              "rl_reward_partial": 25, "rl_reward_exact": 15, "rl_reward_model": 15, "sft_compute": 12, "sft_labels": 38}
+    write_eval(files, counts)
+    st = study_report.Study(files)
+    main = study_report.main_comparison(st, (0, 1, 2))
+    expected = paired_bootstrap(st.scores("sft", "exact_match"), st.scores("rl_ppo", "exact_match"))
+    assert expected[0] == pytest.approx(0.5) and expected[1] > 0
+    assert main.findings[0] == comparison_finding("SFT", "RL (PPO)", "held-out exact match", *expected) + " (seed 0)"
+    assert main.findings[0].startswith("RL (PPO) beat SFT")
+    diffs = np.array([30 - 10, 20 - 12, 20 - 20]) / 40
+    assert main.findings[1] == (f"over 3 seeds, RL - SFT exact match is {diffs.mean():+.3f} ± {diffs.std(ddof=1):.3f} "
+                                "(mean ± std); the interval lay above 0 in 2 of 3 seeds")
+    assert f"| mean ± std | {np.mean([10, 12, 20]) / 40:.3f} ± " in main.body
+    design = study_report.reward_design(st)
+    assert design.findings[0].startswith("the shaped reward beat the sparse reward on held-out exact match: +0.250")
+    for name, steps in (("sft", 600), ("sft_compute", 2900)):
+        (files / name).mkdir(exist_ok=True)
+        (files / name / "trainer_state.json").write_text(json.dumps({"step": steps}))
+    (files / "stage_seconds.json").write_text(json.dumps({"sft": 30.0, "rl_ppo": 115.0, "sft_compute": 114.0}))
+    budget = study_report.same_budget(st)
+    assert budget.findings == [
+        comparison_finding("SFT given RL's compute", "RL", "held-out exact match",
+                           *paired_bootstrap(st.scores("sft_compute", "exact_match"), st.scores("rl_ppo", "exact_match"))),
+        comparison_finding("RL", f"SFT with {len(PROMPTS)} labels", "held-out exact match",
+                           *paired_bootstrap(st.scores("rl_ppo", "exact_match"), st.scores("sft_labels", "exact_match")))]
+    assert budget.findings[0].startswith("RL beat SFT given RL's compute on held-out exact match: +0.450")
+    assert "| SFT, 2900 steps (RL's wall time) | 8 | 114 | 0.300 | -0.450 [" in budget.body
+    # flip: RL answers what SFT did and the other way round
+    write_eval(files, {**counts, "sft": 30, "rl_ppo": 10})
+    flipped = study_report.main_comparison(study_report.Study(files), (0, 1, 2))
+    assert flipped.findings[0].startswith("SFT beat RL (PPO) on held-out exact match: -0.500")
+    write_eval(files, {**counts, "rl_ppo": 10})
+    tie = study_report.main_comparison(study_report.Study(files), (0, 1, 2))
+    assert tie.findings[0].startswith("no significant difference between SFT and RL (PPO)")
+
+
+def test_multi_task_compares_on_each_tasks_own_prompts(files):
+    write_eval(files, {"sft": 40, **{f"sft_task_{t}": 0 for t in study.TASK_NAMES}})
+    section = study_report.multi_task(study_report.Study(files))
+    for task, line in zip(study.TASK_NAMES, section.findings):
+        n = sum(r["task"] == task for r in PROMPTS)
+        assert line.startswith(f"the multi-task model beat the {task}-only model on {task} exact match: -1.000")
+        assert section.numbers[task]["multi_task"] == 1.0 and n > 0
+    write_eval(files, {"sft": 0, **{f"sft_task_{t}": 40 for t in study.TASK_NAMES}})
+    assert study_report.multi_task(study_report.Study(files)).findings[0].startswith("the copy-only model beat")
+
+
+def write_curve(folder, gold, proxy, kl):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(
+        {"iteration": i + 1, "objective/scores": p, "objective/gold_partial": g, "objective/kl": k})
+        + "\n" for i, (g, p, k) in enumerate(zip(gold, proxy, kl))))
+
+
+def test_over_optimisation_is_called_only_when_the_gold_score_falls_while_the_proxy_rises(files):
+    write_eval(files, {"sft": 10, "rl_rm_beta_low": 5, "rl_reward_model": 12, "rl_rm_beta_high": 11})
+    n = 64
+    t = np.arange(n)
+    wiggle = 0.01 * np.sin(t)  # noise, so the standard errors are not 0
+    kl = list(0.05 * t)
+    proxy = list(0.2 + 0.01 * t + wiggle)
+    for name in ("rl_reward_model", "rl_rm_beta_high"):
+        write_curve(files / name, [0.5] * n, proxy, kl)
+    write_curve(files / "rl_rm_beta_low", list(0.5 + 0.2 * np.sin(np.pi * t / n) + wiggle), proxy, kl)  # rises, falls
+    section = study_report.over_optimisation(study_report.Study(files), (0.005, 0.05, 0.3), "o.png")
+    assert section.findings[0].endswith("over-optimisation: after the peak the gold score fell while the proxy rose")
+    assert section.numbers["fell"] and 1.2 < section.numbers["gold_peak"]["kl"] < 2.0  # the peak: mid-run
+    assert (files / "o.png").exists()
+    assert section.findings[1].startswith("training against the reward model at β = 0.005 lowered held-out gold partial")
+    write_curve(files / "rl_rm_beta_low", list(0.5 + 0.004 * t + wiggle), proxy, kl)  # the gold score keeps rising
+    section = study_report.over_optimisation(study_report.Study(files), (0.005, 0.05, 0.3), "o.png")
+    assert "no over-optimisation in this run" in section.findings[0] and not section.numbers["fell"]
+
+
+def test_a_section_whose_runs_are_missing_says_which(files):
+    write_eval(files, {"sft": 10})
+    section = study_report.lora(study_report.Study(files))
+    assert section.findings == [] and section.body.startswith("Not run yet: `sft_lora`")
+
+
+def test_human_scores_join_the_report_when_present(files):
+    from sftrl import human_eval
+
+    folder = files / "human_eval"
+    pairs, key = human_eval.make_pairs(["p1", "p2"], ["a", "b"], ["c", "d"], ["sft", "rl_rloo"], seed=0)
+    human_eval.export(pairs, key, folder)
+    section = study_report.human_evaluation(study_report.Study(files))
+    assert "No ratings yet." in section.body and section.numbers["models"] == ["sft", "rl_rloo"]
+    for pair in pairs:  # one rater prefers rl_rloo every time
+        better = "A" if key["pairs"][pair["id"]]["A"] == "rl_rloo" else "B"
+        human_eval.append_durably(folder / "ratings.jsonl", {"id": pair["id"], "rater": "r1", "choice": better})
+    human_eval.score(folder)
+    section = study_report.human_evaluation(study_report.Study(files))
+    result = json.loads((folder / "score.json").read_text())
+    assert section.numbers == result and "| rl_rloo | 1.00 [" in section.body
+    assert section.findings[-1].startswith("rl_rloo won 1.00 [")
+
+
+# ----------------------------------------------------------------------------- the whole study, tiny
+
+@pytest.mark.slow
+def test_the_tiny_study_writes_every_section_from_its_runs(tmp_path):
+    out = tmp_path / "study"
+    result = run_cli("pipeline", "--preset", "study", "--size", "tiny", "--out", out, "--quiet", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "Not run yet" not in report and "Incomplete" not in report
+    for title in summary["sections"]:
+        assert f"## {title}" in report
+    assert len(summary["sections"]) == 12
+    for line in summary["findings"]:
+        assert f"- **Finding:** {line}." in report
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    rows = {Path(r["model"]).name: r for r in evaluation["models"]}
+    seeds = summary["sections"]["SFT against RL, three seeds"]["seeds"]
+    for seed, (a, b) in zip(seeds, [("sft", "rl_ppo"), ("sft_seed1", "rl_ppo_seed1"), ("sft_seed2", "rl_ppo_seed2")]):
+        assert seed["sft"] == rows[a]["exact_match"] and seed["rl"] == rows[b]["exact_match"]
+    lora = summary["sections"]["LoRA against full fine-tuning"]
+    state = json.loads((out / "sft_lora" / "trainer_state.json").read_text())
+    assert lora["trainable_parameters"]["lora"] == state["trainable_parameters"] < state["total_parameters"]
+    curve = [json.loads(line) for line in (out / "rl_rm_beta_low" / "metrics.jsonl").read_text().splitlines()]
+    over = summary["sections"]["Reward over-optimisation and the reward-KL frontier"]
+    assert over["curve"]["gold"] == [r["objective/gold_partial"] for r in curve]  # window 1 at this size
+    seconds = json.loads((out / "stage_seconds.json").read_text())
+    assert summary["stage_seconds"] == seconds and set(seconds) == {"data", "report", *(r.name for r in study.plan(
+        study.SIZES["tiny"]))}
+    cost = summary["sections"]["Cost: wall time, tokens and FLOPs per stage"]
+    sft_state = json.loads((out / "sft" / "trainer_state.json").read_text())
+    assert cost["sft"]["tokens"] == sft_state["tokens"] > 0 and cost["rl_ppo"]["seconds"] == seconds["rl_ppo"]
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and 'src="study_' not in page
+    assert (out / "human_eval" / "sheet.html").exists()
+    # a finished study re-renders its report with --resume (after human ratings, say), running nothing
+    shutil.copy(out / "report.md", tmp_path / "before.md")
+    again = run_cli("pipeline", "--preset", "study", "--size", "tiny", "--out", out, "--quiet", "--resume", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "$ sftrl" not in again.stdout
+    assert json.loads((out / "stage_seconds.json").read_text())["rl_ppo"] == seconds["rl_ppo"]
