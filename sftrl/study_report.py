@@ -539,7 +539,7 @@ def cost(st: Study) -> Section:
         "Wall seconds measured on this machine (the whole command: start-up, training, its evaluations). Tokens: real "
         "tokens through the model in training (SFT, pretraining) or prompt + sampled tokens of every rollout (RL). FLOPs: "
         "6N per trained token plus 2N per token of each forward-only pass (RL: sampling, scoring, the reference), N = "
-        "parameters -- an estimate, not a count.", "", "| run | wall s | tokens | FLOPs (est.) |", "| --- | ---: | ---: | ---: |",
+        "parameters -- an estimate, not a count (it overstates LoRA, whose frozen weights need no weight gradients).", "", "| run | wall s | tokens | FLOPs (est.) |", "| --- | ---: | ---: | ---: |",
         *rows, f"| total | {sum(seconds.values()):.1f} | | |"])
     s.numbers = numbers
     return s
