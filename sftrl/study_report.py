@@ -500,10 +500,11 @@ def human_evaluation(st: Study) -> Section:
         return not_run(s, ["human_eval"])
     key = json.loads((folder / "unblinding-key.json").read_text())
     pairs = _count(folder / "pairs.jsonl")
-    lines = [f"`{folder}/sheet.html` holds {pairs} blind pairs (SFT against the RL model with the best held-out exact "
-             "match; which is A is kept in `unblinding-key.json`). Rate them in the terminal with "
-             f"`sftrl human-eval rate {folder} --rater NAME` (q stops; answers are saved as given), then "
-             f"`sftrl human-eval score {folder}` and rerun the study command with `--resume` to put the scores here."]
+    lines = [f"`{folder}/sheet.html` holds {pairs} blind pairs: SFT against `{Path(key['models'][1]).name}`, the RL "
+             "model with the best held-out exact match (which is A is kept in `unblinding-key.json`). Rate them in "
+             f"the terminal with `sftrl human-eval rate {folder} --rater NAME` (q stops; answers are saved as given), "
+             f"then `sftrl human-eval score {folder}` and rerun the study command with `--resume` to put the scores "
+             "here."]
     if (folder / "score.json").exists():
         from sftrl.human_eval import format_score
         result = json.loads((folder / "score.json").read_text())
