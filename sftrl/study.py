@@ -220,10 +220,6 @@ def write_study_data(out, seed, size: StudySize):
     atomic_write_text(data / "human_eval.prompts.jsonl", "".join(json.dumps(r) + "\n" for r in held_out))
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
 def _finished_before(out, resume: bool) -> dict:
     """The seconds of each run an earlier invocation finished ({} for a new study)."""
     seconds_file = Path(out) / "stage_seconds.json"
@@ -252,7 +248,7 @@ def _stop(out, name: str, code: int, resume: str):
 def run(out, run_command, size: str = "full", seed: int = 0, quiet: bool = False, resume: bool = False, log=print):
     """Every run of the plan not finished yet, then the report. On a failed or interrupted run:
     the report of what finished, and the command that resumes."""
-    from sftrl.pipeline import time_left
+    from sftrl.pipeline import _duration, time_left
     from sftrl.study_report import write_study_report
 
     study = SIZES[size]

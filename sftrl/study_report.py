@@ -17,6 +17,7 @@ import numpy as np
 
 from shared.findings import comparison_finding, difference_finding, interval
 from shared.io import atomic_write_text
+from sftrl.report import _plt, _read_jsonl
 
 TASK_NAMES = ("copy", "reverse", "sort", "add")
 FAMILY = (("rl_ppo", "PPO"), ("rl_grpo", "GRPO"), ("rl_rloo", "RLOO"), ("rl_reinforce", "REINFORCE"), ("dpo", "DPO"))
@@ -29,10 +30,6 @@ class Section:
     findings: list = field(default_factory=list)
     body: str = ""
     numbers: dict = field(default_factory=dict)
-
-
-def _read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def _fmt(value, digits=3):
@@ -97,10 +94,6 @@ def not_run(section: Section, names) -> Section:
     return section
 
 
-def _diff_cell(d):
-    return interval(*d)
-
-
 def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -121,8 +114,8 @@ def main_comparison(st: Study, seeds) -> Section:
         e, p = st.compare(a, b), st.compare(a, b, "partial_credit")
         per_seed.append({"seed": seed, "sft": st.row(a)["exact_match"], "rl": st.row(b)["exact_match"],
                          "difference": e, "partial_difference": p, "kl": st.row(b)["kl_to_first"] if a == "sft" else None})
-        rows.append(f"| {seed} | {st.row(a)['exact_match']:.3f} | {st.row(b)['exact_match']:.3f} | {_diff_cell(e)} | "
-                    f"{st.row(a)['partial_credit']:.3f} | {st.row(b)['partial_credit']:.3f} | {_diff_cell(p)} |")
+        rows.append(f"| {seed} | {st.row(a)['exact_match']:.3f} | {st.row(b)['exact_match']:.3f} | {interval(*e)} | "
+                    f"{st.row(a)['partial_credit']:.3f} | {st.row(b)['partial_credit']:.3f} | {interval(*p)} |")
     sft = np.array([r["sft"] for r in per_seed])
     rl = np.array([r["rl"] for r in per_seed])
     diff = rl - sft
@@ -156,7 +149,7 @@ def rl_family(st: Study, figure) -> Section:
         numbers[label] = {"exact_match_difference": e, "partial_credit_difference": p, "kl": st.row(name)["kl_to_first"],
                           "seconds": seconds.get(name)}
         s.findings.append(comparison_finding("SFT", label, "held-out exact match", *e))
-        rows.append(f"| {label} | `{name}/` | {st.row(name)['exact_match']:.3f} | {_diff_cell(e)} | {_diff_cell(p)} | "
+        rows.append(f"| {label} | `{name}/` | {st.row(name)['exact_match']:.3f} | {interval(*e)} | {interval(*p)} | "
                     f"{st.row(name)['kl_to_first']:.2f} | {_fmt(seconds.get(name), 0)} |")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -180,8 +173,8 @@ def rl_family(st: Study, figure) -> Section:
 def pretraining(st: Study) -> Section:
     s = Section("Pretraining: SFT and RL from a pretrained model or from random weights", "§2.1.3, §3.1.2")
     needed = ("sft", "sft_scratch", "rl_reward_partial", "rl_scratch")
-    if st.missing(*needed):
-        return not_run(s, st.missing(*needed))
+    if missing := st.missing(*needed):
+        return not_run(s, missing)
     loss = {n: st.state(n)["best_eval_loss"] for n in ("sft", "sft_scratch")}
     nll = {n: _reference_nll(st, n) for n in ("sft", "sft_scratch")}
     from shared.metrics import paired_bootstrap
@@ -200,13 +193,13 @@ def pretraining(st: Study) -> Section:
         "| | from pretrained | from random weights | pretrained − random [95% CI] |", "| --- | ---: | ---: | --- |",
         f"| SFT held-out loss per token (best evaluation on `sft.eval`) | {loss['sft']:.3f} | {loss['sft_scratch']:.3f} | – |",
         f"| SFT loss per token on the held-out prompts' references | {nll['sft'].mean():.3f} | {nll['sft_scratch'].mean():.3f} | "
-        f"{_diff_cell(d_loss)} |",
-        f"| SFT exact match | {st.row('sft')['exact_match']:.3f} | {st.row('sft_scratch')['exact_match']:.3f} | {_diff_cell(e_sft)} |",
+        f"{interval(*d_loss)} |",
+        f"| SFT exact match | {st.row('sft')['exact_match']:.3f} | {st.row('sft_scratch')['exact_match']:.3f} | {interval(*e_sft)} |",
         f"| SFT partial credit | {st.row('sft')['partial_credit']:.3f} | {st.row('sft_scratch')['partial_credit']:.3f} | "
-        f"{_diff_cell(p_sft)} |",
+        f"{interval(*p_sft)} |",
         f"| RL exact match | {st.row('rl_reward_partial')['exact_match']:.3f} | {st.row('rl_scratch')['exact_match']:.3f} | "
-        f"{_diff_cell(e_rl)} |",
-        f"| RL − its SFT, exact match | {_diff_cell(gain_pre)} | {_diff_cell(gain_scratch)} | – |"])
+        f"{interval(*e_rl)} |",
+        f"| RL − its SFT, exact match | {interval(*gain_pre)} | {interval(*gain_scratch)} | – |"])
     s.numbers = {"sft_best_eval_loss": loss, "reference_loss_difference": d_loss, "sft_exact_match_difference": e_sft,
                  "rl_exact_match_difference": e_rl, "rl_gain": {"pretrained": gain_pre, "scratch": gain_scratch}}
     return s
@@ -214,8 +207,8 @@ def pretraining(st: Study) -> Section:
 
 def lora(st: Study) -> Section:
     s = Section("LoRA against full fine-tuning", "§2.2.3")
-    if st.missing("sft", "sft_lora"):
-        return not_run(s, st.missing("sft", "sft_lora"))
+    if missing := st.missing("sft", "sft_lora"):
+        return not_run(s, missing)
     full, low = st.state("sft"), st.state("sft_lora")
     e, p = st.compare("sft", "sft_lora"), st.compare("sft", "sft_lora", "partial_credit")
     step = {n: st.state(n)["train_seconds"] / st.state(n)["step"] for n in ("sft", "sft_lora")}
@@ -234,7 +227,7 @@ def lora(st: Study) -> Section:
         *[f"| {label} | {st.state(n)['trainable_parameters']:,} | {1000 * step[n]:.1f} | {st.state(n)['best_eval_loss']:.3f} | "
           f"{st.row(n)['exact_match']:.3f} | {st.row(n)['partial_credit']:.3f} |"
           for n, label in (("sft", "full"), ("sft_lora", f"LoRA rank {rank}"))],
-        "", f"LoRA − full: exact match {_diff_cell(e)}, partial credit {_diff_cell(p)}."])
+        "", f"LoRA − full: exact match {interval(*e)}, partial credit {interval(*p)}."])
     s.numbers = {"exact_match_difference": e, "partial_credit_difference": p,
                  "trainable_parameters": {"full": full["trainable_parameters"], "lora": low["trainable_parameters"]},
                  "step_seconds": step}
@@ -244,8 +237,8 @@ def lora(st: Study) -> Section:
 def multi_task(st: Study) -> Section:
     s = Section("One multi-task model against one model per task", "§2.2.2, §3.1.4")
     names = [f"sft_task_{t}" for t in TASK_NAMES]
-    if st.missing("sft", *names):
-        return not_run(s, st.missing("sft", *names))
+    if missing := st.missing("sft", *names):
+        return not_run(s, missing)
     rows, numbers = [], {}
     for task, name in zip(TASK_NAMES, names):
         e = st.compare("sft", name, task=task)
@@ -253,7 +246,7 @@ def multi_task(st: Study) -> Section:
                          "difference": e}
         s.findings.append(comparison_finding("the multi-task model", f"the {task}-only model", f"{task} exact match", *e))
         rows.append(f"| {task} | {st.row('sft')[f'{task}/exact_match']:.3f} | {st.row(name)[f'{task}/exact_match']:.3f} | "
-                    f"{_diff_cell(e)} |")
+                    f"{interval(*e)} |")
     steps = st.state("sft")["step"]
     s.body = "\n".join([
         f"Each model gets the multi-task model's {steps} steps and batch size (so the four specialists together "
@@ -266,16 +259,16 @@ def multi_task(st: Study) -> Section:
 def reward_design(st: Study) -> Section:
     s = Section("Reward design: shaped against sparse, verifier against a learned reward model", "§3.2.2, §9.4")
     names = ("sft", "rl_reward_partial", "rl_reward_exact", "rl_reward_model")
-    if st.missing(*names):
-        return not_run(s, st.missing(*names))
+    if missing := st.missing(*names):
+        return not_run(s, missing)
     labels = {"rl_reward_partial": "verifier, shaped (partial credit)", "rl_reward_exact": "verifier, sparse (exact match)",
               "rl_reward_model": "learned reward model (`reward_model/`)"}
     rows, numbers = [], {}
     for name, label in labels.items():
         e, p = st.compare("sft", name), st.compare("sft", name, "partial_credit")
         numbers[name] = {"exact_match_difference": e, "partial_credit_difference": p, "kl": st.row(name)["kl_to_first"]}
-        rows.append(f"| {label} | {st.row(name)['exact_match']:.3f} | {_diff_cell(e)} | {st.row(name)['partial_credit']:.3f} | "
-                    f"{_diff_cell(p)} | {st.row(name)['kl_to_first']:.2f} |")
+        rows.append(f"| {label} | {st.row(name)['exact_match']:.3f} | {interval(*e)} | {st.row(name)['partial_credit']:.3f} | "
+                    f"{interval(*p)} | {st.row(name)['kl_to_first']:.2f} |")
     shaped = st.compare("rl_reward_exact", "rl_reward_partial")
     verifier = st.compare("rl_reward_model", "rl_reward_partial")
     s.findings = [comparison_finding("the sparse reward", "the shaped reward", "held-out exact match", *shaped),
@@ -286,7 +279,7 @@ def reward_design(st: Study) -> Section:
         "Scores are the verifier's (gold) on held-out prompts.", "",
         "| reward | exact match | − SFT [95% CI] | partial credit | − SFT [95% CI] | KL to SFT |",
         "| --- | ---: | --- | ---: | --- | ---: |", *rows, "",
-        f"shaped − sparse, exact match: {_diff_cell(shaped)}; verifier − reward model, exact match: {_diff_cell(verifier)}."])
+        f"shaped − sparse, exact match: {interval(*shaped)}; verifier − reward model, exact match: {interval(*verifier)}."])
     numbers.update(shaped_minus_sparse=shaped, verifier_minus_reward_model=verifier)
     s.numbers = numbers
     return s
@@ -298,8 +291,8 @@ def over_optimisation(st: Study, betas, figure) -> Section:
     s = Section("Reward over-optimisation and the reward-KL frontier", "§3.2.2")
     sweep = (("rl_rm_beta_low", betas[0]), ("rl_reward_model", betas[1]), ("rl_rm_beta_high", betas[2]))
     names = [n for n, _ in sweep]
-    if st.missing("sft", *names):
-        return not_run(s, st.missing("sft", *names))
+    if missing := st.missing("sft", *names):
+        return not_run(s, missing)
     curve = st.metrics("rl_rm_beta_low")
     kl = np.array([r["objective/kl"] for r in curve])
     proxy = np.array([r["objective/scores"] for r in curve])
@@ -329,7 +322,7 @@ def over_optimisation(st: Study, betas, figure) -> Section:
         proxy_end = float(np.mean([r["objective/scores"] for r in last]))
         frontier.append((st.row(name)["kl_to_first"], st.row(name)["partial_credit"], proxy_end, beta))
         rows.append(f"| {beta:g} | `{name}/` | {st.row(name)['kl_to_first']:.2f} | {proxy_end:.3f} | "
-                    f"{st.row(name)['partial_credit']:.3f} | {_diff_cell(p)} |")
+                    f"{st.row(name)['partial_credit']:.3f} | {interval(*p)} |")
         s.findings.append(difference_finding(f"training against the reward model at β = {beta:g}",
                                              "held-out gold partial credit", *p))
     _overoptimisation_figure(st.out / figure, betas[0], w, kl_s, proxy_s, gold_s, peak, np.array(sorted(frontier)))
@@ -367,8 +360,8 @@ def _overoptimisation_figure(path, beta, window, kl, proxy, gold, peak, frontier
 def same_budget(st: Study) -> Section:
     s = Section("When to pick SFT or RL: the same compute, the same labels", "§1.2.3, §9.1")
     names = ("sft", "sft_compute", "rl_ppo", "sft_labels")
-    if st.missing(*names):
-        return not_run(s, st.missing(*names))
+    if missing := st.missing(*names):
+        return not_run(s, missing)
     seconds = _stage_seconds(st.out)
     labelled = {"sft": _count(st.out / "data" / "sft.train.jsonl"), "sft_compute": _count(st.out / "data" / "sft.train.jsonl"),
                 "rl_ppo": _count(st.out / "data" / "sft.train.jsonl"), "sft_labels": _count(st.out / "data" / "sft.rl_prompts.jsonl")}
@@ -379,7 +372,7 @@ def same_budget(st: Study) -> Section:
     for name in names:
         d = st.compare("rl_ppo", name) if name != "rl_ppo" else None
         rows.append(f"| {describe[name]} | {labelled[name]:,} | {_fmt(seconds.get(name), 0)} | {st.row(name)['exact_match']:.3f} | "
-                    f"{'–' if d is None else _diff_cell(d)} |")
+                    f"{'–' if d is None else interval(*d)} |")
     compute = st.compare("sft_compute", "rl_ppo")
     labels = st.compare("rl_ppo", "sft_labels")
     s.findings = [comparison_finding("SFT given RL's compute", "RL", "held-out exact match", *compute),
@@ -394,8 +387,8 @@ def same_budget(st: Study) -> Section:
 
 def calibration(st: Study, figure) -> Section:
     s = Section("Calibration before and after temperature scaling", "§8.3.2")
-    if st.missing("sft", "rl_ppo"):
-        return not_run(s, st.missing("sft", "rl_ppo"))
+    if missing := st.missing("sft", "rl_ppo"):
+        return not_run(s, missing)
     from shared.data import load_jsonl
     from shared.metrics import expected_calibration_error, fit_temperature, temperature_nll, top_confidences
     from shared.tokenizer import Tokenizer
@@ -423,7 +416,7 @@ def calibration(st: Study, figure) -> Section:
                           "nll_after": temperature_nll(logits, labels, temperature)}
         s.findings.append(difference_finding(f"temperature scaling (T = {temperature:.2f}, fitted on `sft.eval`)",
                                              f"{label}'s expected calibration error", *d, higher_is_better=False))
-        rows.append(f"| {label} | {temperature:.3f} | {ece_before:.3f} | {ece_after:.3f} | {_diff_cell(d)} | "
+        rows.append(f"| {label} | {temperature:.3f} | {ece_before:.3f} | {ece_after:.3f} | {interval(*d)} | "
                     f"{numbers[label]['nll_before']:.3f} | {numbers[label]['nll_after']:.3f} |")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         for table, style, what in ((table_before, "o-", "before"), (table_after, "s-", f"after (T={temperature:.2f})")):
@@ -444,8 +437,8 @@ def calibration(st: Study, figure) -> Section:
 
 def attention(st: Study, figure, examples=64) -> Section:
     s = Section("Attention of the SFT and the RL model on the same input", "§8.3.1")
-    if st.missing("sft", "rl_ppo"):
-        return not_run(s, st.missing("sft", "rl_ppo"))
+    if missing := st.missing("sft", "rl_ppo"):
+        return not_run(s, missing)
     from shared.tokenizer import Tokenizer
     from torch_impl.checkpoint import load_pretrained
     from torch_impl.evaluate import attention_maps
@@ -547,14 +540,6 @@ def cost(st: Study) -> Section:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
 
 def _count(path) -> int:
     return sum(1 for line in Path(path).read_text().splitlines() if line.strip())
