@@ -52,7 +52,7 @@ def _step_function(model, jit_compile):
         @tf.function(reduce_retracing=True, jit_compile=jit_compile)
         def step(input_ids, mask, cache, cache_index, position_ids):
             logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, cache_index, position_ids)
-            return logits[:, -1], cache
+            return logits[:, -1], cache                                     # (B, V), the last position's
         steps[jit_compile] = step
     return steps[jit_compile]
 
@@ -86,12 +86,13 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
     if use_cache:
-        logits, cache = step(input_ids, mask, cache, tf.constant(0), position_ids[:, :P])
+        last_logits, cache = step(input_ids, mask, cache, tf.constant(0), position_ids[:, :P])  # (B, V)
     else:
-        logits = model(input_ids, attention_mask, position_ids=position_ids[:, :P])[:, -1]
+        logits = model(input_ids, attention_mask, position_ids=position_ids[:, :P])  # (B, P, V)
+        last_logits = logits[:, -1]                                         # (B, V): the next token's
     for t in range(max_new_tokens):
         step_noise = None if noise is None else noise[:, t]
-        token = next_token(logits, do_sample, temperature, top_k, [seed_base, t], step_noise)  # (B,)
+        token = next_token(last_logits, do_sample, temperature, top_k, [seed_base, t], step_noise)  # (B,)
         token = tf.where(finished, tf.fill([B], pad_id), token)
         new_tokens.append(token)
         if eos_id is not None:
@@ -103,11 +104,12 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
         mask = tf.maximum(mask, written)
         position = position_ids[:, P - 1:P] + t + 1                         # (B, 1)
         if use_cache:
-            logits, cache = step(token[:, None], mask, cache, tf.constant(P + t), position)
+            last_logits, cache = step(token[:, None], mask, cache, tf.constant(P + t), position)
         else:
             so_far = tf.concat([input_ids, tf.stack(new_tokens, 1)], 1)    # (B, P + t + 1)
             positions = tf.concat([position_ids[:, :P], position_ids[:, P - 1:P] + tf.range(1, t + 2)[None]], 1)
-            logits = model(so_far, mask[:, :P + t + 1], position_ids=positions)[:, -1]
+            logits = model(so_far, mask[:, :P + t + 1], position_ids=positions)  # (B, P + t + 1, V)
+            last_logits = logits[:, -1]
     out = tf.stack(new_tokens, 1)                                           # (B, steps)
     out = tf.pad(out, [[0, 0], [0, max_new_tokens - out.shape[1]]], constant_values=pad_id)
     return out

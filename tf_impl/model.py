@@ -49,19 +49,19 @@ def _normal_with_zero_row(config: ModelConfig, row: int):
     return initializer
 
 
-def dense(units: int, name: str, config: ModelConfig, dtype, zero: bool = False) -> keras.layers.Dense:
+def dense(out_features: int, name: str, config: ModelConfig, dtype, zero: bool = False) -> keras.layers.Dense:
     """A Dense layer with BERT's init: kernel N(0, initializer_range), bias 0.
 
     zero: kernel 0 too (the scalar heads: the first value or reward estimate is 0 for every input).
     """
-    return keras.layers.Dense(units, name=name, dtype=dtype, bias_initializer="zeros",
+    return keras.layers.Dense(out_features, name=name, dtype=dtype, bias_initializer="zeros",
                               kernel_initializer="zeros" if zero else _normal(config))
 
 
-def embedding(input_dim: int, name: str, config: ModelConfig, dtype, padding_idx=None) -> keras.layers.Embedding:
+def embedding(num_embeddings: int, name: str, config: ModelConfig, dtype, padding_idx=None) -> keras.layers.Embedding:
     """An embedding table N(0, initializer_range); the padding_idx row ([PAD]) is 0."""
     initializer = _normal(config) if padding_idx is None else _normal_with_zero_row(config, padding_idx)
-    return keras.layers.Embedding(input_dim, config.hidden_size, embeddings_initializer=initializer,
+    return keras.layers.Embedding(num_embeddings, config.hidden_size, embeddings_initializer=initializer,
                                   name=name, dtype=dtype)
 
 

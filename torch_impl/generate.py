@@ -62,12 +62,14 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
     if use_cache:
-        logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, 0, position_ids[:, :P])
+        logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, 0, position_ids[:, :P])  # (B, P, V)
     else:
-        logits = model(input_ids, attention_mask, position_ids=position_ids[:, :P])
+        logits = model(input_ids, attention_mask, position_ids=position_ids[:, :P])  # (B, P, V)
     for t in range(max_new_tokens):
-        step_noise = None if noise is None else torch.as_tensor(noise[:, t], dtype=logits.dtype, device=device)
-        token = next_token(logits[:, -1], do_sample, temperature, top_k, generator, step_noise)  # (B,)
+        last_logits = logits[:, -1]                                         # (B, V): the next token's
+        step_noise = (None if noise is None
+                      else torch.as_tensor(noise[:, t], dtype=last_logits.dtype, device=device))
+        token = next_token(last_logits, do_sample, temperature, top_k, generator, step_noise)  # (B,)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         ids[:, P + t] = token
         if eos_id is not None:

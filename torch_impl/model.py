@@ -171,7 +171,7 @@ class SelfAttention(nn.Module):
         self.attn_implementation = config.attn_implementation  # "sdpa" (fused) or "eager"
 
     def split_heads(self, x):
-        B, T, C = x.shape
+        B, T, _ = x.shape
         x = x.view(B, T, self.num_attention_heads, self.attention_head_size)  # (B, T, H, hs)
         return x.transpose(1, 2)                                            # (B, H, T, hs)
 
@@ -191,8 +191,9 @@ class SelfAttention(nn.Module):
             context, weights = fused_attention(q, k, v, mask, dropout_p), None  # (B, H, Tq, hs)
         else:
             context, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)
-        B, H, T, hs = context.shape
-        context = context.transpose(1, 2).reshape(B, T, H * hs)             # (B, T, C)
+        B, T = context.shape[0], context.shape[2]
+        context = context.transpose(1, 2).reshape(B, T,
+                                                  self.num_attention_heads * self.attention_head_size)  # (B, T, C)
         return context, weights, (k, v)
 
 
