@@ -88,11 +88,12 @@ def ppo(s):
 
 
 STAGES = {"sft": sft, "reward_model": reward_model, "ppo": ppo}
+TENSORFLOW_STAGES = {"reward_model", "ppo"}  # the others run in PyTorch
 
 
 def main(argv) -> int:
     stage, s = argv[0], json.loads(argv[1])
-    if stage in ("reward_model", "ppo"):
+    if stage in TENSORFLOW_STAGES:
         import tf_impl  # noqa: F401  (TensorFlow, quietly)
     else:
         import torch  # noqa: F401  (the imports' share of the peak, measured apart)

@@ -23,7 +23,7 @@ def ppo_trainer(s, xla: bool, sparse_head: bool, algorithm: str = "ppo"):
     batch = s["ppo_batch"]
     ppo_config = PPOConfig(algorithm=algorithm, batch_size=batch, minibatch_size=min(16, batch),
                            group_size=min(4, batch), max_new_tokens=s["ppo_new_tokens"], xla=xla)
-    trainer = PPOTrainer(PolicyModel(config, with_value_head=algorithm == "ppo"), PolicyModel(config), tokenizer,
+    trainer = PPOTrainer(PolicyModel(config, with_value_head=ppo_config.spec.critic), PolicyModel(config), tokenizer,
                          ppo_config, task_partial, log=lambda *a: None, prompt_length=16, sparse_head=sparse_head)
     group = ppo_config.samples_per_prompt
     return trainer, lambda iteration: [data[(iteration * batch // group + i // group) % len(data)] for i in range(batch)]

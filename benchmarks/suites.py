@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.timing import comparison, interleaved, row
+from shared.algorithms import ALGORITHMS
 from shared.config import ModelConfig
 from shared.data import build_attention_mask, collate, mask_tokens, plan_epoch
 from shared.tasks import make_builtin_data
 from shared.tokenizer import Tokenizer
+
+CRITIC_FREE = [a.name for a in ALGORITHMS.values() if not a.critic]  # timed against PPO
 
 SIZES = {
     "default": dict(batch=16, seq=64, hidden=128, layers=2, heads=4, vocab=512, repeat=7, warmup=2, train_repeat=25,
@@ -424,7 +427,7 @@ def suite_ppo(s, device):
     fast = dict(xla=True, sparse_head=True)
     variants = {"ppo, sparse heads + XLA": dict(fast), "ppo, dense heads, no XLA": dict(xla=False, sparse_head=False),
                 **{f"{algorithm}, sparse heads + XLA": dict(fast, algorithm=algorithm)
-                   for algorithm in ("grpo", "rloo", "reinforce")}}
+                   for algorithm in CRITIC_FREE}}
     trainers = {name: ppo_trainer(s, **v) for name, v in variants.items()}
     phases = {name: {"rollout": [], "reward": [], "update": []} for name in variants}
     for iteration in range(1, 3 + s["repeat"]):
@@ -447,7 +450,7 @@ def suite_ppo(s, device):
     comparisons = [comparison("ppo", "PPO iteration: dense heads, no XLA / sparse heads + XLA time",
                               totals["ppo, dense heads, no XLA"], totals["ppo, sparse heads + XLA"], target=1.6,
                               note="medians of rollout + reward + update")]
-    for algorithm in ("grpo", "rloo", "reinforce"):
+    for algorithm in CRITIC_FREE:
         comparisons.append(comparison("ppo", f"PPO / {algorithm.upper()} iteration time (both sparse + XLA)",
                                       totals["ppo, sparse heads + XLA"], totals[f"{algorithm}, sparse heads + XLA"],
                                       note="the same completions per iteration; rloo and reinforce take one step"))

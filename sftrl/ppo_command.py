@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from shared.config import PPOConfig
-from shared.constants import LOSS_NORMALISATIONS, RL_ALGORITHMS
+from shared.algorithms import ALGORITHMS, RL_ALGORITHMS
+from shared.constants import LOSS_NORMALISATIONS
 from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import ConfigError, SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
@@ -47,12 +48,8 @@ NUMERIC_FLAGS = [
 def add_arguments(p) -> None:
     d = PPOConfig()
     p.add_argument("--algorithm", choices=RL_ALGORITHMS, default="ppo",
-                   help="ppo: clipped surrogate, value head, GAE; grpo: --group-size samples per prompt, "
-                   "advantage = (score - group mean) / group std, clipped surrogate + beta k3 KL in the loss, no "
-                   "value head; rloo: --group-size samples, baseline = the mean reward of the others, one "
-                   "gradient step per rollout; reinforce: -A log pi, baseline = a moving average of past rewards, "
-                   "one step per rollout. rloo and reinforce put beta times the summed KL into the reward "
-                   "(docs/guide.md, 'The policy-gradient family'; default ppo)")
+                   help="; ".join(f"{a.name}: {a.summary}" for a in ALGORITHMS.values())
+                   + " (docs/guide.md, 'The policy-gradient family'; default ppo)")
     p.add_argument("--policy", required=True, help="the SFT model folder (causal): policy and frozen reference")
     p.add_argument("--prompts", required=True, help="JSONL of 'prompt' records to roll out on; every prompt "
                    "([CLS] and [SEP] included) plus --max-new-tokens must fit the policy's context "
@@ -273,21 +270,22 @@ def run(args) -> int:
     if args.precision == "bf16" and onednn_bf16_would_crash_tensorflow():
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # TensorFlow's own bfloat16 kernels, as on an AVX2 CPU
     import tf_impl  # noqa: F401
-    rows_flag = "--minibatch-size" if config.algorithm in ("ppo", "grpo") else "--batch-size"  # rows of a step
+    rows_flag = "--minibatch-size" if config.spec.epochs else "--batch-size"  # the rows of a gradient step
     strategy, is_chief = configure_tensorflow(args.device, args.distribute, config.steps_per_rollout[1], rows_flag)
-    from tf_impl import ppo
+    from tf_impl import rl_run
+    from tf_impl.ppo import PPOTrainer
 
     reward_fn = reward_function(args, tokenizer)
     dtype = "mixed_bfloat16" if args.precision == "bf16" else None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        policy, reference = ppo.load_policy_and_reference(policy_dir, dtype=dtype, lora=(config.lora_rank,
-                                                                                         config.lora_alpha),
-                                                          with_value_head=config.algorithm == "ppo")
+        policy, reference = rl_run.load_policy_and_reference(policy_dir, dtype=dtype,
+                                                             lora=(config.lora_rank, config.lora_alpha),
+                                                             with_value_head=config.spec.critic)
     if policy.config.vocab_size != tokenizer.vocab_size:
         raise SftrlError(f"--policy {policy_dir}: model vocabulary {policy.config.vocab_size} != tokenizer "
                          f"vocabulary {tokenizer.vocab_size}")
-    summary = ppo.train(policy, reference, tokenizer, records, config, reward_fn, args.out, resume=args.resume,
-                        quiet=args.quiet, strategy=strategy, is_chief=is_chief)
+    trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, strategy=strategy)
+    summary = rl_run.train(trainer, records, args.out, resume=args.resume, quiet=args.quiet, is_chief=is_chief)
     if "interrupted_at" in summary:
         if is_chief:
             sys.stderr.write(interrupted_message(f"iteration {summary['interrupted_at']}", summary["checkpoint"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.config import PPOConfig
 from shared.findings import comparison_finding, difference_finding, interval
 from shared.io import atomic_write_text
 from sftrl.report import _plt, _read_jsonl
@@ -605,7 +606,7 @@ def _tokens_and_flops(st: Study, name):
         prompt_tokens = np.mean([len(tokenizer.encode(r["prompt"], add_special_tokens=False)) + 2 for r in prompts])
         per_row = [prompt_tokens + r["objective/response_length"] for r in metrics]
         tokens = int(round(config["batch_size"] * sum(per_row)))
-        passes = config["ppo_epochs"] if config.get("algorithm", "ppo") in ("ppo", "grpo") else 1
+        passes = PPOConfig.from_dict(config).steps_per_rollout[0]
         return tokens, tokens * n * (2.0 * 3 + 6.0 * passes)  # sampling, policy and reference scoring; updates
     return None, None
 

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.constants import GROUP_ALGORITHMS, INIT_STD, LAYER_NORM_EPS, LOSS_NORMALISATIONS, RL_ALGORITHMS
+from shared.algorithms import ALGORITHMS, RL_ALGORITHMS, Algorithm
+from shared.constants import INIT_STD, LAYER_NORM_EPS, LOSS_NORMALISATIONS
 from shared.errors import ConfigError
 from shared.io import atomic_write_text
 
@@ -301,7 +302,7 @@ class PPOConfig(_Config):
                      "kl_horizon"):
             _int(self, name)
         _choice(self, "algorithm", RL_ALGORITHMS)
-        if self.algorithm in ("ppo", "grpo"):  # the others take one step on the whole rollout
+        if self.spec.epochs:  # the others take one step on the whole rollout
             _check(self.minibatch_size <= self.batch_size, "minibatch_size",
                    f"must be <= batch_size ({self.batch_size}), got {self.minibatch_size}")
         _float(self, "lr", 0.0, low_open=True)
@@ -324,23 +325,28 @@ class PPOConfig(_Config):
         _choice(self, "loss_normalisation", LOSS_NORMALISATIONS)
         _float(self, "baseline_decay", 0.0, 1.0, high_open=True)
         _int(self, "group_size")
-        if self.algorithm in GROUP_ALGORITHMS:
+        if self.spec.groups:
             _check(self.group_size >= 2, "group_size", f"must be >= 2 for --algorithm {self.algorithm} (the "
                    f"baseline of a sample is the other samples of its prompt), got {self.group_size}")
             _check(self.batch_size % self.group_size == 0, "batch_size",
                    f"must be a multiple of --group-size ({self.group_size}), got {self.batch_size}")
 
     @property
+    def spec(self) -> Algorithm:
+        """The record of the algorithm (`shared.algorithms`): what it chooses."""
+        return ALGORITHMS[self.algorithm]
+
+    @property
     def samples_per_prompt(self) -> int:
-        """Completions sampled per prompt in a rollout: group_size for grpo and rloo, else 1."""
-        return self.group_size if self.algorithm in GROUP_ALGORITHMS else 1
+        """Completions sampled per prompt in a rollout: group_size for the group algorithms, else 1."""
+        return self.group_size if self.spec.groups else 1
 
     @property
     def steps_per_rollout(self) -> tuple[int, int]:
-        """(passes, rows per gradient step) of the update: PPO's and GRPO's epochs of minibatches;
-        REINFORCE and RLOO take one step on the whole rollout (the plain policy gradient: a second
+        """(passes, rows per gradient step) of the update: ppo_epochs of minibatches for the
+        ratio-clipped losses; one step on the whole rollout for the plain policy gradient (a second
         step on the same samples would need the ratio that PPO adds)."""
-        if self.algorithm in ("ppo", "grpo"):
+        if self.spec.epochs:
             return self.ppo_epochs, self.minibatch_size
         return 1, self.batch_size
 

@@ -31,11 +31,6 @@ GRPO_EPS = 1e-4
 # (every token weighs the same, long completions weigh more; Yu et al. 2025, DAPO).
 LOSS_NORMALISATIONS = ("sequence", "token")
 
-# The RL algorithms of `sftrl rl --algorithm` (all in TensorFlow), and those that sample a group
-# of completions per prompt.
-RL_ALGORITHMS = ("ppo", "grpo", "rloo", "reinforce")
-GROUP_ALGORITHMS = ("grpo", "rloo")
-
 # The LM head's decoder is the word-embedding matrix and its bias is `cls.predictions.bias`
 # (tied): checkpoints do not store these two names, and loading does not expect them.
 TIED_NAMES = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")

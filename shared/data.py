@@ -24,6 +24,7 @@ import numpy as np
 
 from shared.constants import IGNORE_INDEX
 from shared.errors import DataError, SftrlError
+from shared.random_streams import generator
 
 RECORD_KINDS = {
     # kind: (required string fields, optional string fields)
@@ -314,14 +315,14 @@ def record_texts(record: dict) -> list[str]:
 def plan_epoch(lengths: Sequence[int], tasks: Sequence[str | None], batch_size: int, seed: int,
                epoch: int, task_weights: dict[str, float] | None = None,
                bucket_factor: int = 50) -> list[np.ndarray]:
-    """Index batches of one epoch: a pure function of (seed, epoch), so training can resume
+    """Index batches of one epoch: a pure function of (seed, epoch) (the stream `data_order`), so training can resume
     mid-epoch by remembering only the batch number.
 
     Without tasks (or with one), every example once, length-bucketed. With several tasks the
     epoch draws len(lengths) examples by task -- equally often per task, or by `task_weights`
     -- each task cycling through its own shuffled examples, then buckets them by length.
     """
-    rng = np.random.default_rng([seed, epoch])
+    rng = generator("data_order", seed, epoch)
     lengths = np.asarray(lengths)
     names = sorted({t for t in tasks if t is not None})
     if len(names) <= 1 or any(t is None for t in tasks):

@@ -24,16 +24,15 @@ def check_generation_inputs(config, input_ids_shape, attention_mask_last_column,
         raise ValueError("prompts must be left-padded: the last column of attention_mask must be all 1")
 
 
-def gumbel_noise(seed, shape, dtype="float32"):
-    """Gumbel(0, 1) noise from a NumPy generator seeded with `seed` (an int or a tuple).
+def gumbel_noise(rng, shape, dtype="float32"):
+    """Gumbel(0, 1) noise drawn from the NumPy generator `rng`.
 
     Sampling as argmax(logits / T + noise) is exactly sampling from softmax(logits / T) (the
-    Gumbel-max trick). Drawing the noise here, per row, makes a batched rollout and a
-    one-episode-at-a-time loop pick the same tokens: row i of a batch uses gumbel_noise((..., i)).
+    Gumbel-max trick). Drawing the noise here, per row, from a stream of `shared.random_streams`
+    makes a batched rollout and a one-episode-at-a-time loop pick the same tokens: row i of a
+    rollout uses gumbel_noise(generator("rollout_noise", seed, iteration, i), ...).
     """
-    import numpy as np
-
-    return np.random.default_rng(seed).gumbel(size=shape).astype(dtype)
+    return rng.gumbel(size=shape).astype(dtype)
 
 
 def prompt_batches(tokenizer, prompts, max_length: int, batch_size: int):

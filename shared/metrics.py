@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.constants import IGNORE_INDEX
+from shared.random_streams import generator
 
 
 def paired_bootstrap(a, b, samples: int = 2000, confidence: float = 0.95, seed: int = 0):
@@ -30,7 +31,7 @@ def paired_bootstrap(a, b, samples: int = 2000, confidence: float = 0.95, seed: 
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError("paired_bootstrap needs two 1-D arrays of the same, non-zero length")
     diff = b - a
-    rng = np.random.default_rng(seed)
+    rng = generator("bootstrap", seed)
     means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
     low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(diff.mean()), float(low), float(high)

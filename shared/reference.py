@@ -184,16 +184,22 @@ def entropy_from_logits(logits):
     return -np.sum(np.exp(logp) * logp, -1)
 
 
+def k3(logprobs, ref_logprobs):
+    """Per token, k3 = (r - 1) - log r, r = ref(a) / pi(a): unbiased for KL(pi || ref), always >= 0
+    (expm1 keeps the digits of r - 1 when r is near 1, where exp(log r) - 1 loses them)."""
+    log_r = ref_logprobs - logprobs
+    return np.expm1(log_r) - log_r
+
+
 def kl_to_reference(logprobs, ref_logprobs, estimator="k1", mask=None):
     """Monte-Carlo KL(pi || ref) from samples of pi (Schulman, "Approximating KL divergence").
 
     With log r = log ref(a) - log pi(a):  k1 = -log r,  k3 = (r - 1) - log r  (>= 0, lower variance).
     """
-    log_r = ref_logprobs - logprobs
     if estimator == "k1":
-        kl = -log_r
+        kl = logprobs - ref_logprobs
     elif estimator == "k3":
-        kl = np.expm1(log_r) - log_r
+        kl = k3(logprobs, ref_logprobs)
     else:
         raise ValueError(f"estimator must be 'k1' or 'k3', got {estimator!r}")
     return masked_mean(kl, mask)
@@ -328,7 +334,7 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_c
     """GRPO's objective, as a loss (Shao et al. 2024, eq. 3):
 
         l_t = -min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t) + beta k3_t,   r_t = exp(logp - logp_old),
-        k3_t = exp(log ref - log pi) - (log ref - log pi) - 1    (unbiased, always >= 0)
+        k3_t = (r'_t - 1) - log r'_t,  r'_t = ref / pi    (`k3`: unbiased, always >= 0)
 
     averaged by `normalisation`: "sequence" = mean over each row's unmasked tokens, then over rows
     (the paper; an empty row counts as a row of loss 0); "token" = over all unmasked tokens at once.
@@ -338,9 +344,8 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_c
     ratio = np.exp(logprobs - old_logprobs)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * np.clip(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    log_r = ref_logprobs - logprobs
-    k3 = np.exp(log_r) - log_r - 1.0
-    per_token = np.maximum(pg_loss1, pg_loss2) + kl_coef * k3             # (B, T)
+    kl = k3(logprobs, ref_logprobs)                                        # (B, T)
+    per_token = np.maximum(pg_loss1, pg_loss2) + kl_coef * kl              # (B, T)
     if normalisation == "sequence":
         loss = np.mean((per_token * mask).sum(-1) / np.maximum(mask.sum(-1), 1.0))
     elif normalisation == "token":
@@ -348,7 +353,41 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_c
     else:
         raise ValueError(f"normalisation must be 'sequence' or 'token', got {normalisation!r}")
     clipfrac = masked_mean((pg_loss2 > pg_loss1).astype(logprobs.dtype), mask)
-    return loss, clipfrac, masked_mean(k3, mask)
+    return loss, clipfrac, masked_mean(kl, mask)
+
+
+# ----------------------------------------------------------------------------- one loss per RL algorithm
+# The loss an algorithm's record names (`shared.algorithms`, field `loss`), in NumPy; the twins in
+# torch_impl/losses.py and tf_impl/losses.py stop the gradient of the statistics. Each takes the
+# policy's log-probs (B, R), the token-mean entropy, the values (B, R) (None without a critic), the
+# minibatch's rollout quantities (`batch`: old_logprobs, ref_logprobs, old_values, advantages,
+# returns, response_mask), the PPOConfig and beta; returns (loss, statistics).
+
+def ppo_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """PPO: L = L^CLIP + c_V L^V - c_H H (Schulman et al. 2017, eq. 9); beta is in the rewards."""
+    pg_loss, clipfrac, approxkl = ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages, config.clip_range,
+                                                batch.response_mask)
+    v_loss, vf_clipfrac = value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
+                                     batch.response_mask)
+    loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+    ratio_mean = masked_mean(np.exp(logprobs - batch.old_logprobs), batch.response_mask)
+    return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "policy/approxkl": approxkl,
+                  "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac, "policy/ratio_mean": ratio_mean}
+
+
+def grpo_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """GRPO: L = L^GRPO(log pi, log pi_old, log ref, A; beta) - c_H H (Shao et al. 2024); no critic."""
+    pg_loss, clipfrac, kl = grpo_loss(logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages,
+                                      config.clip_range, kl_coef, batch.response_mask, config.loss_normalisation)
+    loss = pg_loss - config.ent_coef * entropy
+    return loss, {"loss/policy": pg_loss, "policy/clipfrac": clipfrac, "policy/kl_to_reference": kl}
+
+
+def reinforce_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """REINFORCE and RLOO: L = -mean A log pi - c_H H (Williams 1992); beta is in the rewards."""
+    pg_loss = reinforce_loss(logprobs, batch.advantages, batch.response_mask)
+    loss = pg_loss - config.ent_coef * entropy
+    return loss, {"loss/policy": pg_loss}
 
 
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):

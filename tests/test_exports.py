@@ -8,7 +8,7 @@ import transformers
 from conftest import train_causal_sft
 from shared.config import PPOConfig
 from shared.rewards import task_partial
-from tf_impl import ppo
+from tf_impl import ppo, rl_run
 from tf_impl.reward_model import init_from_sft, train_reward_model
 from torch_impl.checkpoint import load_pretrained
 from torch_impl.generate import greedy_completions
@@ -36,8 +36,9 @@ def ppo_dir(tmp_path_factory, sft_dir, tokenizer, builtin_data):
     out = tmp_path_factory.mktemp("ppo")
     config = PPOConfig(iterations=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=NEW, seed=0,
                        xla=False)
-    policy, reference = ppo.load_policy_and_reference(sft_dir)
-    ppo.train(policy, reference, tokenizer, builtin_data["prompt.train"], config, task_partial, out, quiet=True)
+    policy, reference = rl_run.load_policy_and_reference(sft_dir)
+    rl_run.train(ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial), builtin_data["prompt.train"],
+                 out, quiet=True)
     return out
 
 

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 from conftest import run_cli, train_causal_sft
 from shared.constants import LORA_TARGETS
 from tf_impl import lora as tf_lora
-from tf_impl import ppo
+from tf_impl import rl_run
 from tf_impl.convert import assign_numpy_state_dict, load_safetensors
 from tf_impl.generate import greedy_completions as keras_greedy
 from tf_impl.model import PolicyModel
@@ -91,7 +91,7 @@ def test_ppo_with_lora_trains_only_adapters_and_exports_the_merged_model(sft_dir
     assert moved and all(k.split(".")[-2] in LORA_TARGETS and k.endswith(".weight") for k in moved)
 
     # the Keras policy with its (unmerged) adapters, as the last checkpoint holds it
-    policy, _ = ppo.load_policy_and_reference(sft_dir, lora=(RANK, ALPHA), log=lambda *a: None)
+    policy, _ = rl_run.load_policy_and_reference(sft_dir, lora=(RANK, ALPHA), log=lambda *a: None)
     checkpoint = sorted((out / "checkpoints").glob("iter-*"))[-1]
     assign_numpy_state_dict(policy, load_file(str(checkpoint / "policy.safetensors")))
     prompts = [r["prompt"] for r in builtin_data["prompt.eval"]]

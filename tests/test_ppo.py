@@ -13,8 +13,10 @@ from shared.config import PPOConfig
 from shared.generation import gumbel_noise
 from shared.rewards import task_partial
 from tf_impl import losses
-from tf_impl import ppo
+from shared.random_streams import generator
+from tf_impl import ppo, rl_run
 from tf_impl.env import TextGenEnv
+from tf_impl.model import PolicyModel
 from tf_impl.reward_model import init_from_sft, pairwise_accuracy, train_reward_model
 from torch_impl.checkpoint import load_pretrained
 
@@ -29,7 +31,7 @@ def sft_dir(tmp_path_factory, builtin_data, tokenizer):
 
 @pytest.fixture()
 def trainer(sft_dir, tokenizer):
-    policy, reference = ppo.load_policy_and_reference(sft_dir)
+    policy, reference = rl_run.load_policy_and_reference(sft_dir)
     # XLA off in the tests' short runs: a compile (about 10 s per traced step on 2 cores) outweighs a few
     # iterations; XLA's numerics are checked by the parity case training.ppo_update and test_generate.py
     config = PPOConfig(batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=NEW, lr=1e-3, seed=1, xla=False)
@@ -57,7 +59,7 @@ def test_batched_rollout_equals_the_env_loop(trainer, builtin_data, tokenizer):
     policy = trainer.policy
     for i in range(len(records)):
         obs, info = env.reset(options={"index": i})
-        noise = gumbel_noise((trainer.config.seed, 3, i), (NEW, tokenizer.vocab_size))
+        noise = gumbel_noise(generator("rollout_noise", trainer.config.seed, 3, i), (NEW, tokenizer.vocab_size))
         tokens = []
         for t in range(NEW):
             ids = tf.constant([env.ids], tf.int32)
@@ -139,8 +141,9 @@ def test_resume_is_exact_and_export_loads_in_pytorch(sft_dir, tokenizer, builtin
     records = builtin_data["prompt.train"]
 
     def run(out, **kwargs):
-        policy, reference = ppo.load_policy_and_reference(sft_dir)
-        return ppo.train(policy, reference, tokenizer, records, config, task_partial, out, quiet=True, **kwargs)
+        policy, reference = rl_run.load_policy_and_reference(sft_dir)
+        trainer = ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial, log=lambda *a: None)
+        return rl_run.train(trainer, records, out, quiet=True, **kwargs)
 
     run(tmp_path / "straight")
     assert run(tmp_path / "resumed", stop_after=4) == {"interrupted_at": 4}
@@ -152,7 +155,7 @@ def test_resume_is_exact_and_export_loads_in_pytorch(sft_dir, tokenizer, builtin
 
     # the exported policy is a plain causal model that PyTorch reads, with the same logits
     exported = load_pretrained(tmp_path / "straight")
-    policy, _ = ppo.load_policy_and_reference(tmp_path / "straight")
+    policy, _ = rl_run.load_policy_and_reference(tmp_path / "straight")
     ids = np.array([[2, 30, 31, 32, 3, 40]])
     np.testing.assert_allclose(exported(torch.tensor(ids)).detach().numpy(), policy(ids).numpy(), atol=1e-5, rtol=0)
     original = load_pretrained(sft_dir)
@@ -246,7 +249,7 @@ def test_response_outputs_equal_every_position_then_sliced(module):
     mask[0, :3] = 0  # a left-padded prompt
     position_ids = np.maximum(np.cumsum(mask, -1) - 1, 0)
     if module == "tf":
-        model = ppo.PolicyModel(config, with_value_head=True, dtype="float64")
+        model = PolicyModel(config, with_value_head=True, dtype="float64")
         model.value_head.dense.kernel.assign(rng.normal(size=(16, 1)))
         dense_logits, dense_values = model.logits_and_values(ids, mask, position_ids)
         logits, values = ppo.response_outputs(model, ids, mask, position_ids, 5)

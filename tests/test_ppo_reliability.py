@@ -23,7 +23,7 @@ from shared.errors import SftrlError
 from shared.io import latest_checkpoint
 from shared.rewards import task_partial
 from test_ppo import sft_dir  # noqa: F401  (the tiny causal SFT policy: a fixture)
-from tf_impl import losses, ppo
+from tf_impl import losses, ppo, rl_run
 from tf_impl.convert import to_numpy_state_dict
 
 # Small enough that one `sftrl ppo` process is mostly start-up (TensorFlow import and tracing,
@@ -171,10 +171,10 @@ def test_a_nan_stops_the_run_and_names_the_last_good_checkpoint(sft_dir, tokeniz
         return iteration(self, records, i)
 
     monkeypatch.setattr(ppo.PPOTrainer, "iteration", poisoned)
-    policy, reference = ppo.load_policy_and_reference(sft_dir)
+    policy, reference = rl_run.load_policy_and_reference(sft_dir)
     with pytest.raises(SftrlError) as failure:
-        ppo.train(policy, reference, tokenizer, builtin_data["prompt.train"], config, task_partial, tmp_path,
-                  quiet=True, log=lambda *a: None)
+        rl_run.train(ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial, log=lambda *a: None),
+                     builtin_data["prompt.train"], tmp_path, quiet=True)
     good = tmp_path / "checkpoints" / "iter-2"
     assert str(failure.value) == (f"iteration 3: the PPO loss is nan (minibatch 1); stopped. "
                                   f"Last good checkpoint: {good}")
@@ -229,7 +229,7 @@ def bf16_against_fp32(sft_dir):  # noqa: F811
                        ent_coef=0.01, xla=False)
 
     def trainer(dtype):
-        policy, reference = ppo.load_policy_and_reference(sft_dir, dtype=dtype)
+        policy, reference = rl_run.load_policy_and_reference(sft_dir, dtype=dtype)
         return ppo.PPOTrainer(policy, reference, tokenizer, config, task_partial)
 
     fp32, bf16 = trainer(None), trainer("mixed_bfloat16")
@@ -332,7 +332,8 @@ MIRRORED_CHECK = textwrap.dedent('''
     import numpy as np
     from shared.config import PPOConfig
     from shared.tokenizer import Tokenizer
-    from tf_impl import ppo
+    from shared.random_streams import generator
+    from tf_impl import ppo, rl_run
     from tf_impl.convert import to_numpy_state_dict
 
     sft_dir, prompts = sys.argv[1], sys.argv[2]
@@ -344,7 +345,7 @@ MIRRORED_CHECK = textwrap.dedent('''
 
     def one_iteration(strategy):
         with strategy.scope() if strategy else contextlib.nullcontext():
-            policy, reference = ppo.load_policy_and_reference(sft_dir)
+            policy, reference = rl_run.load_policy_and_reference(sft_dir)
         trainer = ppo.PPOTrainer(policy, reference, tokenizer, config, reward, strategy=strategy)
         metrics, rollout = trainer.iteration(records, 1)
         return to_numpy_state_dict(policy), trainer.minibatch_stats[0], rollout
@@ -352,7 +353,7 @@ MIRRORED_CHECK = textwrap.dedent('''
     single, single_stats, rollout = one_iteration(None)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     mirrored, mirrored_stats, mirrored_rollout = one_iteration(strategy)
-    order = np.random.default_rng([config.seed, 1, 0]).permutation(8)  # the first minibatch's rows
+    order = generator("minibatch_order", config.seed, 1, 0).permutation(8)  # the first minibatch's rows
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "same_rollout": bool(np.array_equal(rollout.response, mirrored_rollout.response)),

@@ -20,7 +20,8 @@ from shared.rewards import task_partial
 from shared.tasks import task_scores
 from test_ppo import sft_dir  # noqa: F401  (the tiny causal SFT policy: a fixture)
 from test_ppo_reliability import curve, logged_iterations, prompts, start  # noqa: F401  (prompts: a fixture)
-from tf_impl import ppo
+from shared.random_streams import generator
+from tf_impl import ppo, rl_run
 from torch_impl import dpo
 from torch_impl.checkpoint import load_pretrained
 
@@ -33,7 +34,7 @@ def length_reward(prompt, completion, reference=None):
 def trainer_for(sft_dir, tokenizer, **config):  # noqa: F811
     config = PPOConfig(**{"batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2, "max_new_tokens": 6,
                           "lr": 1e-3, "seed": 1, "xla": False, **config})
-    policy, reference = ppo.load_policy_and_reference(sft_dir, with_value_head=config.algorithm == "ppo")
+    policy, reference = rl_run.load_policy_and_reference(sft_dir, with_value_head=config.spec.critic)
     return ppo.PPOTrainer(policy, reference, tokenizer, config, length_reward, log=lambda *a: None)
 
 
@@ -43,15 +44,15 @@ def test_group_algorithms_sample_group_size_completions_of_each_prompt(builtin_d
     records = builtin_data["prompt.train"]
     for algorithm, group in (("grpo", 4), ("rloo", 2), ("ppo", 4), ("reinforce", 4)):
         config = PPOConfig(algorithm=algorithm, batch_size=8, minibatch_size=4, group_size=group)
-        batch = ppo.prompts_for(5, records, config)
+        batch = rl_run.prompts_for(5, records, config)
         assert len(batch) == 8
         per_prompt = config.samples_per_prompt
         assert per_prompt == (group if algorithm in ("grpo", "rloo") else 1)
         groups = [batch[i:i + per_prompt] for i in range(0, 8, per_prompt)]
         assert all(len({r["prompt"] for r in g}) == 1 for g in groups)  # a group is one prompt, in a row
-    # PPO's batches are the ones it always drew: batch_size prompts of the (seed, iteration) stream
-    rng = np.random.default_rng([0, 5, ppo.PROMPT_STREAM])
-    assert ppo.prompts_for(5, records, PPOConfig()) == [records[i] for i in rng.choice(len(records), 64, replace=False)]
+    # PPO's batches: batch_size prompts drawn by the stream prompt_order at (seed, iteration)
+    rng = generator("prompt_order", 0, 5)
+    assert rl_run.prompts_for(5, records, PPOConfig()) == [records[i] for i in rng.choice(len(records), 64, replace=False)]
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo", "reinforce"])
@@ -64,14 +65,15 @@ def test_each_algorithms_advantages_loss_and_steps(algorithm, sft_dir, tokenizer
     trainer = trainer_for(sft_dir, tokenizer, algorithm=algorithm, group_size=4, kl_coef=0.1)
     assert trainer.policy.value_head is None  # no critic
     seen = []
-    reward = trainer.reward
-    trainer.reward = lambda rollout, records: seen.append((rollout, reward(rollout, records))) or seen[-1][1]
-    records = ppo.prompts_for(1, builtin_data["prompt.train"], trainer.config)
+    reward, advantages_of = trainer.reward, trainer.advantages  # the phases, watched
+    trainer.reward = lambda rollout, records: seen.append([rollout, reward(rollout, records)]) or seen[-1][1]
+    trainer.advantages = lambda rollout, rewards: seen[-1].append(advantages_of(rollout, rewards)) or seen[-1][2]
+    records = rl_run.prompts_for(1, builtin_data["prompt.train"], trainer.config)
     before = [v.numpy() for v in trainer.policy.trainable_variables]
     baseline = None
     for iteration in (1, 2):
         metrics, _ = trainer.iteration(records, iteration)
-        rollout, (advantages, returns, kl) = seen[-1]
+        rollout, (rewards, kl), (advantages, returns) = seen[-1]
         scores = np.array([length_reward(None, c) for c in rollout.completions])
         mask = rollout.response_mask
         R = scores - 0.1 * ((rollout.logprobs - rollout.ref_logprobs) * mask).sum(1)
@@ -107,7 +109,7 @@ def test_reinforce_resumes_its_baseline_with_the_weights(sft_dir, tokenizer, bui
     records = builtin_data["prompt.train"]
     straight = trainer_for(sft_dir, tokenizer, algorithm="reinforce")
     for iteration in (1, 2):
-        straight.iteration(ppo.prompts_for(iteration, records, straight.config), iteration)
+        straight.iteration(rl_run.prompts_for(iteration, records, straight.config), iteration)
     files = straight.checkpoint_files(2)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
@@ -115,7 +117,7 @@ def test_reinforce_resumes_its_baseline_with_the_weights(sft_dir, tokenizer, bui
     resumed = trainer_for(sft_dir, tokenizer, algorithm="reinforce")
     assert resumed.restore(tmp_path) == 2 and resumed.baseline == straight.baseline
     for trainer in (straight, resumed):
-        trainer.iteration(ppo.prompts_for(3, records, trainer.config), 3)
+        trainer.iteration(rl_run.prompts_for(3, records, trainer.config), 3)
     assert resumed.baseline == straight.baseline
     for a, b in zip(straight.policy.trainable_variables, resumed.policy.trainable_variables):
         assert np.array_equal(a.numpy(), b.numpy())
@@ -258,9 +260,9 @@ def test_every_model_is_evaluated_alike_and_loads_in_transformers(sft_dir, dpo_r
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trainer = trainer_for(sft_dir, tokenizer, algorithm="grpo", group_size=2)
-    trainer.iteration(ppo.prompts_for(1, builtin_data["prompt.train"], trainer.config), 1)
+    trainer.iteration(rl_run.prompts_for(1, builtin_data["prompt.train"], trainer.config), 1)
     grpo = tmp_path / "grpo"
-    ppo.export_policy(trainer.policy, tokenizer, grpo)
+    rl_run.export_policy(trainer.policy, tokenizer, grpo)
     dpo_dir, _ = dpo_run
     result = run_cli("eval", "--model", sft_dir, "--model", grpo, "--model", dpo_dir, "--prompts",
                      preference_files / "prompt.eval.jsonl", "--out", tmp_path / "eval")

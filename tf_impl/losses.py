@@ -63,13 +63,18 @@ def entropy_from_logits(logits):
     return tfp.distributions.Categorical(logits=logits).entropy()
 
 
+def k3(logprobs, ref_logprobs):
+    """Per token, k3 = (r - 1) - log r, r = ref(a) / pi(a): unbiased for KL(pi || ref), always >= 0."""
+    log_r = ref_logprobs - logprobs
+    return tf.math.expm1(log_r) - log_r
+
+
 def kl_to_reference(logprobs, ref_logprobs, estimator="k1", mask=None):
     """KL(pi || ref) from samples of pi: k1 = -log r, k3 = (r - 1) - log r, log r = log ref - log pi."""
-    log_r = ref_logprobs - logprobs
     if estimator == "k1":
-        kl = -log_r
+        kl = logprobs - ref_logprobs
     elif estimator == "k3":
-        kl = tf.math.expm1(log_r) - log_r
+        kl = k3(logprobs, ref_logprobs)
     else:
         raise ValueError(f"estimator must be 'k1' or 'k3', got {estimator!r}")
     return masked_mean(kl, mask)
@@ -170,9 +175,8 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_c
     ratio = tf.exp(logprobs - old_logprobs)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * tf.clip_by_value(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    log_r = ref_logprobs - logprobs
-    k3 = tf.exp(log_r) - log_r - 1.0
-    per_token = tf.maximum(pg_loss1, pg_loss2) + kl_coef * k3              # (B, T)
+    kl = k3(logprobs, ref_logprobs)                                        # (B, T)
+    per_token = tf.maximum(pg_loss1, pg_loss2) + kl_coef * kl              # (B, T)
     if normalisation == "sequence":
         loss = tf.reduce_mean(tf.reduce_sum(per_token * mask, -1) / tf.maximum(tf.reduce_sum(mask, -1), 1.0))
     elif normalisation == "token":
@@ -180,7 +184,40 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_c
     else:
         raise ValueError(f"normalisation must be 'sequence' or 'token', got {normalisation!r}")
     clipfrac = masked_mean(tf.cast(pg_loss2 > pg_loss1, logprobs.dtype), mask)
-    return loss, tf.stop_gradient(clipfrac), tf.stop_gradient(masked_mean(k3, mask))
+    return loss, tf.stop_gradient(clipfrac), tf.stop_gradient(masked_mean(kl, mask))
+
+
+# ----------------------------------------------------------------------------- one loss per RL algorithm
+# The loss an algorithm's record names (`shared.algorithms`, field `loss`). Each takes the policy's
+# log-probs (B, R), the token-mean entropy, the values (B, R) (None without a critic), the
+# minibatch's rollout quantities (`batch`: old_logprobs, ref_logprobs, old_values, advantages,
+# returns, response_mask), the PPOConfig and beta; returns (loss, statistics).
+
+def ppo_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """PPO: L = L^CLIP + c_V L^V - c_H H (Schulman et al. 2017, eq. 9); beta is in the rewards."""
+    pg_loss, clipfrac, approxkl = ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages, config.clip_range,
+                                                batch.response_mask)
+    v_loss, vf_clipfrac = value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
+                                     batch.response_mask)
+    loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+    ratio_mean = tf.stop_gradient(masked_mean(tf.exp(logprobs - batch.old_logprobs), batch.response_mask))
+    return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "policy/approxkl": approxkl,
+                  "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac, "policy/ratio_mean": ratio_mean}
+
+
+def grpo_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """GRPO: L = L^GRPO(log pi, log pi_old, log ref, A; beta) - c_H H (Shao et al. 2024); no critic."""
+    pg_loss, clipfrac, kl = grpo_loss(logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages,
+                                      config.clip_range, kl_coef, batch.response_mask, config.loss_normalisation)
+    loss = pg_loss - config.ent_coef * entropy
+    return loss, {"loss/policy": pg_loss, "policy/clipfrac": clipfrac, "policy/kl_to_reference": kl}
+
+
+def reinforce_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """REINFORCE and RLOO: L = -mean A log pi - c_H H (Williams 1992); beta is in the rewards."""
+    pg_loss = reinforce_loss(logprobs, batch.advantages, batch.response_mask)
+    loss = pg_loss - config.ent_coef * entropy
+    return loss, {"loss/policy": pg_loss}
 
 
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):

@@ -1,29 +1,29 @@
 """RL with a KL penalty to the SFT model, in TensorFlow: PPO (Ziegler et al. 2019; Ouyang et al.
-2022) and the critic-free members of its family -- GRPO (Shao et al. 2024), RLOO (Ahmadian et
-al. 2024) and REINFORCE with a baseline (Williams 1992) -- on one machinery. One iteration:
+2022) and the critic-free members of its family -- GRPO, RLOO, REINFORCE with a baseline -- on one
+machinery. What each algorithm chooses is its record in `shared.algorithms` (read here as
+`config.spec`); this file compares no algorithm names. One iteration, in the order of the code:
 
-    rollout   sample completions of a batch of prompts from the policy (KV cache, tf.function);
-              grpo and rloo sample group_size completions of each prompt. Log-probs under the
-              policy and the frozen reference (the SFT model), and (ppo) the value head's values
-    reward    score each completion, then the advantages (`reward`):
-                ppo        r_t = -beta (log pi - log ref) + the score at the last token; GAE
-                reinforce  R = score - beta sum_t (log pi - log ref); A = R - moving-average baseline
-                rloo       the same R; A = R - mean R of the other samples of the prompt
-                grpo       A = (score - group mean) / (group std + eps); the KL is in the loss
-    update    ppo, grpo: ppo_epochs passes over shuffled minibatches of the clipped surrogate
-              (ppo: + clipped value loss; grpo: + beta k3 KL); reinforce, rloo: one step of
-              -A log pi on the whole rollout. Global-norm clipping, Adam (one tf.function step)
-    control   adapt beta towards the target KL (if set)
+    rollout     sample completions of a batch of prompts from the policy (KV cache, tf.function;
+                spec.groups: group_size completions of each prompt), then score them under the
+                policy and the frozen reference (the SFT model), and the value head (spec.critic)
+    reward      the reward function's score of each completion; per-token rewards
+                r_t = -beta (log pi - log ref) + the score at the last token (beta = 0 where
+                spec.kl_in is "loss": GRPO's k3 term is in its loss instead)
+    advantages  ADVANTAGES[spec.advantages]: GAE with the critic (ppo); score - group mean over group
+                std (grpo); R - the mean R of the other samples of the prompt (rloo); R - a moving
+                average baseline (reinforce), R = sum_t r_t
+    update      spec.epochs: ppo_epochs passes over shuffled minibatches, else one step on the
+                whole rollout; each step the loss `losses.<spec.loss>`, global-norm clipping and one
+                Adam step (one traced tf.function; split between replicas under tf.distribute)
+    log         the iteration's metrics (TRL's names), and adapt beta towards the target KL (if set)
 
-Sampling uses Gumbel noise drawn per (seed, iteration, row) in NumPy, so a run is a pure
-function of its seed and resumes exactly, and `TextGenEnv` reproduces its tokens.
+The run around it -- loading the models, choosing prompts, logs, checkpoints, resume, Ctrl-C,
+export -- is `tf_impl.rl_run`. `torch_impl/ppo.py` is the twin of the update, name for name.
 
-Reliability: Ctrl-C (SIGINT) or SIGTERM finishes the current iteration, writes a checkpoint and
-returns; a run killed at any moment resumes from its newest complete checkpoint to the same final
-weights, bit for bit; a loss or gradient norm that is not finite stops the run before anything
-else is written. Mixed precision (`dtype="mixed_bfloat16"`) keeps the variables in float32 and
-computes log-probs, values, losses and KL in float32. Under a `tf.distribute` strategy each
-minibatch is split between the replicas and the summed gradients are applied once.
+Sampling uses Gumbel noise from the stream `rollout_noise` (seed, iteration, row) in NumPy, so a
+run is a pure function of its seed and resumes exactly, and `TextGenEnv` reproduces its tokens.
+Mixed precision (`dtype="mixed_bfloat16"`) keeps the variables in float32 and computes log-probs,
+values, losses and KL in float32.
 """
 
 from __future__ import annotations
@@ -40,21 +40,17 @@ import numpy as np
 import tensorflow as tf
 from safetensors.numpy import load_file, save
 
-from shared.config import ModelConfig, PPOConfig
+from shared.config import PPOConfig
 from shared.data import collate, encode_prompt
 from shared.errors import CheckpointError, SftrlError
 from shared.generation import gumbel_noise
-from shared.interrupt import StopRequest
-from shared.io import (append_jsonl, atomic_write_bytes, atomic_write_text, latest_checkpoint, truncate_jsonl,
-                       write_checkpoint)
+from shared.random_streams import generator
 from shared.rewards import score_all
 from shared.tasks import task_scores
-from shared.tensorboard import SummaryWriter
 from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
 from tf_impl.generate import generate
-from tf_impl.lora import enable_lora, merged_state_dict
-from tf_impl.model import PolicyModel, at_least_float32
+from tf_impl.model import at_least_float32
 from tf_impl.optimizers import adam
 
 
@@ -79,56 +75,7 @@ class AdaptiveKLController:
         self.value *= 1.0 + proportional_error * n_steps / self.horizon
 
 
-# ----------------------------------------------------------------------------- models
-
-def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print,
-                              with_value_head=True) -> tuple[PolicyModel, PolicyModel]:
-    """The policy (with a zero-initialised value head: PPO's critic; with_value_head=False for the
-    critic-free algorithms) and the frozen reference, both from the SFT checkpoint (`config.json`
-    + `model.safetensors`, written by PyTorch).
-
-    dtype: a Keras dtype policy, e.g. "mixed_bfloat16" (float32 variables, bfloat16 compute).
-    Called inside `strategy.scope()`, the variables are mirrored on every replica."""
-    sft_dir = Path(sft_dir)
-    try:
-        config = ModelConfig.from_json_file(sft_dir / "config.json")
-    except SftrlError as e:
-        raise CheckpointError(f"--policy: {e}") from None
-    if not config.is_causal:
-        raise CheckpointError(f"--policy {sft_dir}: a bidirectional (masked-LM) model cannot generate; "
-                              "train the SFT model with --objective clm")
-    try:
-        weights = load_file(str(sft_dir / "model.safetensors"))
-    except FileNotFoundError:
-        raise CheckpointError(f"--policy {sft_dir}: no model.safetensors") from None
-    policy = PolicyModel(config, with_value_head=with_value_head, dtype=dtype)
-    value_head = {k: v for k, v in to_numpy_state_dict(policy).items() if k.startswith("value_head.")}
-    assign_numpy_state_dict(policy, {**weights, **value_head}, str(sft_dir))
-    reference = PolicyModel(config, dtype=dtype)
-    assign_numpy_state_dict(reference, weights, str(sft_dir))
-    reference.trainable = False
-    rank, alpha = lora
-    if rank:
-        trainable = enable_lora(policy, rank, alpha)
-        total = sum(int(np.prod(v.shape)) for v in policy.weights)
-        log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%): LoRA adapters "
-            f"of rank {rank} on query/key/value" + (", and the value head" if with_value_head else ""))
-    return policy, reference
-
-
-def export_policy(policy: PolicyModel, tokenizer, out_dir) -> None:
-    """The policy without its value head, as a folder `torch_impl.checkpoint.load_pretrained` and
-    `transformers` read: config.json, model.safetensors and the tokenizer files
-    (`Tokenizer.save_pretrained`). The weights are the float32 variables, whatever the compute
-    dtype was; LoRA adapters are merged into their layers (a plain model)."""
-    out_dir = Path(out_dir)
-    state = {k: v for k, v in merged_state_dict(policy).items() if not k.startswith("value_head.")}
-    atomic_write_bytes(out_dir / "model.safetensors", save(state, metadata={"format": "pt"}))
-    policy.config.to_json_file(out_dir / "config.json")
-    tokenizer.save_pretrained(out_dir, policy.config.max_position_embeddings, generates=True)
-
-
-# ----------------------------------------------------------------------------- rollout
+# ----------------------------------------------------------------------------- what the phases pass on
 
 @dataclass
 class Rollout:
@@ -139,9 +86,43 @@ class Rollout:
     logprobs: np.ndarray        # (B, R) under the policy at sampling time
     ref_logprobs: np.ndarray    # (B, R) under the reference
     values: np.ndarray          # (B, R) value of the state each token was chosen in (0 without a critic)
-    scores: np.ndarray          # (B,)  reward of each completion
+    scores: np.ndarray          # (B,)  reward of each completion (set by the reward phase)
     completions: list
 
+
+class Minibatch(NamedTuple):
+    """What one update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
+    ids: tf.Tensor              # (B, P+R) [query | response]
+    mask: tf.Tensor             # (B, P+R) attention mask
+    position_ids: tf.Tensor     # (B, P+R)
+    response: tf.Tensor         # (B, R) the sampled tokens
+    response_mask: tf.Tensor    # (B, R) 1 on the tokens that count
+    old_logprobs: tf.Tensor     # (B, R) log pi_old, at sampling time
+    ref_logprobs: tf.Tensor     # (B, R) log ref (GRPO's KL term)
+    old_values: tf.Tensor       # (B, R)
+    advantages: tf.Tensor       # (B, R)
+    returns: tf.Tensor          # (B, R)
+
+    @classmethod
+    def of_rollout(cls, rollout, advantages, returns):
+        """Every row of a rollout, with its advantages and returns (B, R)."""
+        return cls(*sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response, rollout.response_mask),
+                   tf.constant(rollout.response, tf.int32), tf.constant(rollout.response_mask, tf.float32),
+                   tf.constant(rollout.logprobs), tf.constant(rollout.ref_logprobs), tf.constant(rollout.values),
+                   advantages, returns)
+
+    def rows(self, index):
+        """The minibatch of these rows (a tensor of row numbers, or a slice)."""
+        if isinstance(index, slice):
+            return Minibatch(*(t[index] for t in self))
+        return Minibatch(*(tf.gather(t, index) for t in self))
+
+
+class NonFiniteLossError(SftrlError):
+    """A minibatch whose loss or gradient norm is NaN or infinite: the update has gone wrong."""
+
+
+# ----------------------------------------------------------------------------- sequences and heads
 
 def response_mask_of(response, eos_id):
     """1 on every token up to and including the first [SEP] of each row, 0 after it."""
@@ -181,37 +162,55 @@ def response_outputs(model, ids, mask, position_ids, response_length, training=F
     return logits, values
 
 
-class Minibatch(NamedTuple):
-    """What one PPO update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
-    ids: tf.Tensor              # (B, P+R) [query | response]
-    mask: tf.Tensor             # (B, P+R) attention mask
-    position_ids: tf.Tensor     # (B, P+R)
-    response: tf.Tensor         # (B, R) the sampled tokens
-    response_mask: tf.Tensor    # (B, R) 1 on the tokens that count
-    old_logprobs: tf.Tensor     # (B, R) log pi_old, at sampling time
-    ref_logprobs: tf.Tensor     # (B, R) log ref (GRPO's KL term)
-    old_values: tf.Tensor       # (B, R)
-    advantages: tf.Tensor       # (B, R)
-    returns: tf.Tensor          # (B, R)
+# ----------------------------------------------------------------------------- advantage estimators
+# spec.advantages -> f(rollout, rewards, config, baseline) -> (advantages, returns, baseline), (B, R)
+# each; returns are the critic's value targets (0 without a critic), baseline the state that a
+# moving-average baseline carries from rollout to rollout (None for the others).
 
-    @classmethod
-    def of_rollout(cls, rollout, advantages, returns):
-        """Every row of a rollout, with its advantages and returns (B, R)."""
-        return cls(*sequence_inputs(rollout.query_ids, rollout.query_mask, rollout.response, rollout.response_mask),
-                   tf.constant(rollout.response, tf.int32), tf.constant(rollout.response_mask, tf.float32),
-                   tf.constant(rollout.logprobs), tf.constant(rollout.ref_logprobs), tf.constant(rollout.values),
-                   advantages, returns)
-
-    def rows(self, index):
-        """The minibatch of these rows (a tensor of row numbers, or a slice)."""
-        if isinstance(index, slice):
-            return Minibatch(*(t[index] for t in self))
-        return Minibatch(*(tf.gather(t, index) for t in self))
+def per_token(advantage, mask):
+    """One advantage per completion (B,), given to each of its tokens; no value targets."""
+    return advantage[:, None] * mask, tf.zeros_like(mask)
 
 
-class NonFiniteLossError(SftrlError):
-    """A minibatch whose loss or gradient norm is NaN or infinite: the update has gone wrong."""
+def gae_advantages(rollout, rewards, config, baseline):
+    """PPO: GAE over the per-token rewards and the critic's values (Schulman et al. 2016), the
+    advantages whitened over the rollout's tokens."""
+    mask = tf.constant(rollout.response_mask, tf.float32)
+    if config.whiten_rewards:
+        rewards = losses.whiten(rewards, mask, shift_mean=False) * mask
+    advantages, returns = losses.gae(rewards, tf.constant(rollout.values), config.gamma, config.lam, mask)
+    if config.whiten_advantages:
+        advantages = losses.whiten(advantages, mask) * mask
+    return advantages, returns, baseline
 
+
+def moving_average_baseline_advantages(rollout, rewards, config, baseline):
+    """REINFORCE: A = R - b, R = sum_t r_t, b what the earlier rollouts earned (the first rollout:
+    its own mean), then b <- decay b + (1 - decay) mean R."""
+    sequence_rewards = tf.reduce_sum(rewards, 1)                            # (B,)
+    mean_reward = float(tf.reduce_mean(sequence_rewards))
+    baseline = mean_reward if baseline is None else baseline
+    advantages, returns = per_token(sequence_rewards - baseline, tf.constant(rollout.response_mask, tf.float32))
+    return advantages, returns, config.baseline_decay * baseline + (1.0 - config.baseline_decay) * mean_reward
+
+
+def leave_one_out_advantages(rollout, rewards, config, baseline):
+    """RLOO: A_i = R_i - the mean R of the other samples of its prompt (Ahmadian et al. 2024)."""
+    advantage = losses.rloo_advantages(tf.reduce_sum(rewards, 1), config.group_size)
+    return (*per_token(advantage, tf.constant(rollout.response_mask, tf.float32)), baseline)
+
+
+def group_normalised_advantages(rollout, rewards, config, baseline):
+    """GRPO: A_i = (s_i - group mean) / (group std + eps), of the scores (Shao et al. 2024)."""
+    advantage = losses.grpo_advantages(tf.constant(rollout.scores), config.group_size)
+    return (*per_token(advantage, tf.constant(rollout.response_mask, tf.float32)), baseline)
+
+
+ADVANTAGES = {"gae": gae_advantages, "moving_average_baseline": moving_average_baseline_advantages,
+              "leave_one_out": leave_one_out_advantages, "group_normalised": group_normalised_advantages}
+
+
+# ----------------------------------------------------------------------------- the trainer
 
 class PPOTrainer:
     def __init__(self, policy, reference, tokenizer, config: PPOConfig, reward_fn, log=print, strategy=None,
@@ -226,6 +225,8 @@ class PPOTrainer:
         the benchmark compares against; the same numbers)."""
         self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
         self.config, self.reward_fn, self.log = config, reward_fn, log
+        self.spec = config.spec                               # what the algorithm chooses
+        self.objective = getattr(losses, self.spec.loss)      # its loss, e.g. losses.ppo_objective
         self.strategy = strategy
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.optimizer = adam(config.lr)
@@ -240,28 +241,35 @@ class PPOTrainer:
         self.train_step = tf.function(step, reduce_retracing=True, jit_compile=self.xla)
         self.score_step = tf.function(self._score, reduce_retracing=True, jit_compile=self.xla)
         self.prompt_length, self.sparse_head = prompt_length, sparse_head
-        self.baseline = None  # reinforce: the moving average of the rollouts' mean reward
+        self.baseline = None  # the moving-average baseline's state (None for the other estimators)
+
+    def iteration(self, records, iteration):
+        """One iteration, phase by phase. Returns (metrics, rollout)."""
+        t0 = time.perf_counter()
+        rollout = self.rollout(records, iteration)
+        t1 = time.perf_counter()
+        rewards, kl = self.reward(rollout, records)
+        advantages, returns = self.advantages(rollout, rewards)
+        t2 = time.perf_counter()
+        stats = self.update(rollout, advantages, returns, iteration)
+        t3 = time.perf_counter()
+        mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
+        metrics = {**self.metrics(rollout, returns, stats, mean_kl), **self.gold_scores(records, rollout),
+                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2}
+        self.kl_controller.update(mean_kl, len(records))
+        self.minibatch_stats = stats  # each minibatch's statistics, in order (tests read them)
+        return metrics, rollout
 
     # ---- rollout: sample, then score under policy and reference
-    def _score(self, ids, mask, position_ids, response):
-        R = tf.shape(response)[1]
-        logits, values = response_outputs(self.policy, ids, mask, position_ids, R, sparse=self.sparse_head)
-        ref_logits, _ = response_outputs(self.reference, ids, mask, position_ids, R, sparse=self.sparse_head)
-        # float32 from here on, whatever the compute dtype (a no-op in float32)
-        logits = at_least_float32(logits) / self.config.temperature       # (B, R, V)
-        ref_logits = at_least_float32(ref_logits) / self.config.temperature
-        logprobs = losses.categorical_log_prob(logits, response)
-        values = at_least_float32(values) if values is not None else tf.zeros_like(logprobs)  # (B, R)
-        return logprobs, losses.categorical_log_prob(ref_logits, response), values
-
-    def rollout(self, records, iteration):
+    def rollout(self, records, iteration) -> Rollout:
         config, tok = self.config, self.tokenizer
         room = self.policy.config.max_position_embeddings - config.max_new_tokens
         prompts = [encode_prompt(tok, r["prompt"], room)[0] for r in records]
         length = max(max(map(len, prompts)), self.prompt_length or 0)
         batch = collate(prompts, tok.pad_id, side="left", length=length)
-        noise = np.stack([gumbel_noise((config.seed, iteration, i), (config.max_new_tokens, tok.vocab_size))
-                          for i in range(len(records))])                    # (B, R, V)
+        noise = np.stack([gumbel_noise(generator("rollout_noise", config.seed, iteration, row),
+                                       (config.max_new_tokens, tok.vocab_size))
+                          for row in range(len(records))])                  # (B, R, V)
         response = np.asarray(generate(self.policy, batch["input_ids"], batch["attention_mask"],
                                        config.max_new_tokens, do_sample=True, temperature=config.temperature,
                                        top_k=config.top_k, eos_id=tok.sep_id, noise=noise, jit_compile=self.xla))
@@ -273,15 +281,63 @@ class PPOTrainer:
         return Rollout(batch["input_ids"], batch["attention_mask"], response, response_mask,
                        logprobs.numpy(), ref_logprobs.numpy(), values.numpy(), None, completions)
 
-    # ---- update: the algorithm's loss, one minibatch
-    def _loss(self, batch: Minibatch, kl_coef=None):
-        """The loss of a minibatch and its statistics. Returns (loss, stats).
+    def _score(self, ids, mask, position_ids, response):
+        """log pi and log ref of the sampled tokens, and the critic's values (0 without one)."""
+        R = tf.shape(response)[1]
+        logits, values = response_outputs(self.policy, ids, mask, position_ids, R, sparse=self.sparse_head)
+        ref_logits, _ = response_outputs(self.reference, ids, mask, position_ids, R, sparse=self.sparse_head)
+        # float32 from here on, whatever the compute dtype (a no-op in float32)
+        logits = at_least_float32(logits) / self.config.temperature       # (B, R, V)
+        ref_logits = at_least_float32(ref_logits) / self.config.temperature
+        logprobs = losses.categorical_log_prob(logits, response)
+        values = at_least_float32(values) if values is not None else tf.zeros_like(logprobs)  # (B, R)
+        return logprobs, losses.categorical_log_prob(ref_logits, response), values
 
-        ppo: the clipped surrogate + vf_coef * clipped value loss; grpo: the clipped surrogate +
-        kl_coef * k3 KL to the reference, per `loss_normalisation`; reinforce, rloo: -A log pi.
-        Each minus ent_coef * entropy; every mean is over the minibatch's response tokens (grpo's
-        "sequence" normalisation: over each row's tokens, then over rows). kl_coef: a scalar tensor
-        (grpo; the adaptive controller changes it without a retrace)."""
+    # ---- reward: the scores, and the KL penalty where the algorithm puts it
+    def reward(self, rollout, records):
+        """Scores the completions (into rollout.scores); returns (rewards, kl), (B, R): the per-token
+        rewards -beta KL_t + the score at the last token, and KL_t = log pi - log ref."""
+        rollout.scores = np.array(score_all(self.reward_fn, [r["prompt"] for r in records], rollout.completions,
+                                            [r.get("reference") for r in records]), dtype=np.float32)
+        beta = self.kl_controller.value if self.spec.kl_in == "reward" else 0.0
+        return losses.kl_penalty_rewards(tf.constant(rollout.scores), tf.constant(rollout.logprobs),
+                                         tf.constant(rollout.ref_logprobs), beta,
+                                         tf.constant(rollout.response_mask, tf.float32))
+
+    # ---- advantages: the algorithm's estimator
+    def advantages(self, rollout, rewards):
+        """(advantages, returns), (B, R) each (returns: the critic's targets, 0 without a critic)."""
+        estimate = ADVANTAGES[self.spec.advantages]
+        advantages, returns, self.baseline = estimate(rollout, rewards, self.config, self.baseline)
+        return advantages, returns
+
+    # ---- update: the passes over minibatches, each one traced step
+    def update(self, rollout, advantages, returns, iteration):
+        """Every gradient step of the iteration; returns their statistics, in order."""
+        config = self.config
+        everything = Minibatch.of_rollout(rollout, advantages, returns)
+        B = len(rollout.response)
+        epochs, rows = config.steps_per_rollout
+        kl_coef = tf.constant(self.kl_controller.value, tf.float32)
+        stats = []
+        for epoch in range(epochs):
+            order = generator("minibatch_order", config.seed, iteration, epoch).permutation(B)
+            for start in range(0, B, rows):
+                idx = tf.constant(order[start:start + rows])
+                stats.append(self.train_step(everything.rows(idx), kl_coef))
+                # A NaN or inf here would be written into every weight: stop at the first one.
+                for name, what in (("loss/total", "loss"), ("policy/grad_norm", "gradient norm")):
+                    value = float(stats[-1][name])
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(f"iteration {iteration}: the {config.algorithm.upper()} {what} is "
+                                                 f"{value} (minibatch {len(stats)})")
+        return stats
+
+    def _loss(self, batch: Minibatch, kl_coef=None):
+        """The algorithm's loss of a minibatch (`losses.<spec.loss>`) and its statistics. Returns
+        (loss, stats). Every mean is over the minibatch's response tokens (GRPO's "sequence"
+        normalisation: over each row's tokens, then over rows). kl_coef: a scalar tensor (the
+        adaptive controller changes it without a retrace)."""
         config = self.config
         R = tf.shape(batch.response)[1]
         logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R,
@@ -289,28 +345,9 @@ class PPOTrainer:
         logits = at_least_float32(logits) / config.temperature             # (B, R, V)
         logprobs = losses.categorical_log_prob(logits, batch.response)     # (B, R)
         entropy = losses.masked_mean(losses.entropy_from_logits(logits), batch.response_mask)
-        if config.algorithm == "ppo":
-            values = at_least_float32(values)                               # (B, R)
-            pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
-                                                               config.clip_range, batch.response_mask)
-            v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns,
-                                                    config.clip_range_value, batch.response_mask)
-            loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
-            ratio = tf.stop_gradient(tf.exp(logprobs - batch.old_logprobs))
-            return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss,
-                          "policy/entropy": entropy, "policy/approxkl": update_kl, "policy/clipfrac": clipfrac,
-                          "val/clipfrac": vf_clipfrac, "policy/ratio_mean": losses.masked_mean(ratio,
-                                                                                               batch.response_mask)}
-        if config.algorithm == "grpo":
-            pg_loss, clipfrac, kl = losses.grpo_loss(logprobs, batch.old_logprobs, batch.ref_logprobs,
-                                                     batch.advantages, config.clip_range, kl_coef,
-                                                     batch.response_mask, config.loss_normalisation)
-            loss = pg_loss - config.ent_coef * entropy
-            return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy,
-                          "policy/clipfrac": clipfrac, "policy/kl_to_reference": kl}
-        pg_loss = losses.reinforce_loss(logprobs, batch.advantages, batch.response_mask)  # reinforce, rloo
-        loss = pg_loss - config.ent_coef * entropy
-        return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy}
+        values = at_least_float32(values) if values is not None else None  # (B, R) with a critic
+        loss, stats = self.objective(logprobs, entropy, values, batch, config, kl_coef)
+        return loss, {**stats, "loss/total": loss, "policy/entropy": entropy}
 
     def _apply(self, grads, stats):
         """Clip by the global norm, one Adam step; adds the (pre-clip) gradient norm to stats."""
@@ -338,13 +375,14 @@ class PPOTrainer:
 
         -- the per-token terms summed over the whole minibatch and divided by its global token
         count, as on one device (not the mean of the replicas' means, which weights a short shard's
-        tokens more). The summed gradients are then the single-device gradient. GRPO's "sequence"
-        normalisation is a mean over rows: there the share is the replica's rows, rows / B."""
+        tokens more). The summed gradients are then the single-device gradient. A loss that
+        averages per sequence first (GRPO's "sequence" normalisation) is a mean over rows: there the
+        share is the replica's rows, rows / B."""
         context = tf.distribute.get_replica_context()
         rows = tf.shape(batch.ids)[0] // context.num_replicas_in_sync
         first = context.replica_id_in_sync_group * rows
         shard = batch.rows(slice(first, first + rows))
-        if self.config.algorithm == "grpo" and self.config.loss_normalisation == "sequence":
+        if self.spec.loss_mean(self.config.loss_normalisation) == "sequence":
             dtype = shard.response_mask.dtype
             share = tf.cast(rows, dtype) / tf.cast(tf.shape(batch.ids)[0], dtype)
         else:
@@ -363,103 +401,28 @@ class PPOTrainer:
         total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
         return self._apply([total(g) for g in grads], {name: total(v) for name, v in stats.items()})
 
-    def iteration(self, records, iteration):
-        """One rollout, reward and update. Returns (metrics, rollout)."""
-        t0 = time.perf_counter()
-        rollout = self.rollout(records, iteration)
-        t1 = time.perf_counter()
-        advantages, returns, kl = self.reward(rollout, records)
-        t2 = time.perf_counter()
-        stats = self.update(rollout, advantages, returns, iteration)
-        t3 = time.perf_counter()
-        mean_kl = float(tf.reduce_mean(tf.reduce_sum(kl, 1)))
-        metrics = {**self.metrics(rollout, returns, stats, mean_kl), **self.gold_scores(records, rollout),
-                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2}
-        self.kl_controller.update(mean_kl, len(records))
-        self.minibatch_stats = stats  # each minibatch's statistics, in order (tests read them)
-        return metrics, rollout
-
-    # ---- reward: scores, the KL penalty, the advantages of the algorithm
-    def reward(self, rollout, records):
-        """Scores the completions (into rollout.scores); returns (advantages, returns, kl), (B, R)
-        each (returns: PPO's value targets, 0 for the others)."""
-        config = self.config
-        rollout.scores = np.array(score_all(self.reward_fn, [r["prompt"] for r in records], rollout.completions,
-                                            [r.get("reference") for r in records]), dtype=np.float32)
-        mask = tf.constant(rollout.response_mask, tf.float32)
-        beta = self.kl_controller.value if config.algorithm != "grpo" else 0.0  # grpo: the KL is in the loss
-        rewards, kl = losses.kl_penalty_rewards(tf.constant(rollout.scores), tf.constant(rollout.logprobs),
-                                                tf.constant(rollout.ref_logprobs), beta, mask)
-        if config.algorithm == "ppo":
-            if config.whiten_rewards:
-                rewards = losses.whiten(rewards, mask, shift_mean=False) * mask
-            advantages, returns = losses.gae(rewards, tf.constant(rollout.values), config.gamma, config.lam, mask)
-            if config.whiten_advantages:
-                advantages = losses.whiten(advantages, mask) * mask
-            return advantages, returns, kl
-        # One advantage per completion, given to each of its tokens. R = score - beta sum_t KL_t.
-        sequence_rewards = tf.reduce_sum(rewards, 1)                                      # (B,)
-        if config.algorithm == "grpo":
-            advantage = losses.grpo_advantages(tf.constant(rollout.scores), config.group_size)
-        elif config.algorithm == "rloo":
-            advantage = losses.rloo_advantages(sequence_rewards, config.group_size)
-        else:  # reinforce: the baseline is what the earlier rollouts earned (the first: its own mean)
-            mean_reward = float(tf.reduce_mean(sequence_rewards))
-            if self.baseline is None:
-                self.baseline = mean_reward
-            advantage = sequence_rewards - self.baseline
-            self.baseline = config.baseline_decay * self.baseline + (1.0 - config.baseline_decay) * mean_reward
-        return advantage[:, None] * mask, tf.zeros_like(mask), kl
-
-    # ---- update: ppo_epochs passes over shuffled minibatches
-    def update(self, rollout, advantages, returns, iteration):
-        """Every minibatch step of the iteration; returns their statistics, in order."""
-        config = self.config
-        everything = Minibatch.of_rollout(rollout, advantages, returns)
-        B = len(rollout.response)
-        epochs, rows = config.steps_per_rollout
-        kl_coef = tf.constant(self.kl_controller.value, tf.float32)
-        stats = []
-        for epoch in range(epochs):
-            order = np.random.default_rng([config.seed, iteration, epoch]).permutation(B)
-            for start in range(0, B, rows):
-                idx = tf.constant(order[start:start + rows])
-                stats.append(self.train_step(everything.rows(idx), kl_coef))
-                # A NaN or inf here would be written into every weight: stop at the first one.
-                for name, what in (("loss/total", "loss"), ("policy/grad_norm", "gradient norm")):
-                    value = float(stats[-1][name])
-                    if not math.isfinite(value):
-                        raise NonFiniteLossError(f"iteration {iteration}: the {config.algorithm.upper()} {what} is "
-                                                 f"{value} (minibatch {len(stats)})")
-        return stats
-
+    # ---- log: what an iteration reports
     def metrics(self, rollout, returns, stats, mean_kl) -> dict:
-        """What an iteration logs (TRL's names); the update's statistics are means over its minibatches."""
+        """What an iteration logs (TRL's names): the common ones, the means over the minibatches of
+        the statistics the algorithm's loss returns (spec.stats), the critic's explained variance,
+        the moving baseline."""
         def over_minibatches(name):
             return float(np.mean([float(s[name]) for s in stats]))
         metrics = {
             "objective/scores": float(rollout.scores.mean()),
-
             "objective/kl": mean_kl,
             "objective/kl_coef": float(self.kl_controller.value),
             "objective/entropy": over_minibatches("policy/entropy"),
             "loss/policy": over_minibatches("loss/policy"),
             "objective/response_length": float(rollout.response_mask.sum(1).mean()),
+            **{name: over_minibatches(name) for name in self.spec.stats},
         }
-        if self.config.algorithm == "ppo":
+        if self.spec.critic:
             returns_np, values_np, m = returns.numpy(), rollout.values, rollout.response_mask.astype(bool)
             var_returns = float(np.var(returns_np[m]))
-            metrics.update({
-                "policy/approxkl": over_minibatches("policy/approxkl"),
-                "policy/clipfrac": over_minibatches("policy/clipfrac"),
-                "loss/value": over_minibatches("loss/value"),
-                "val/clipfrac": over_minibatches("val/clipfrac"),
-                "val/var_explained": 1.0 - float(np.var((returns_np - values_np)[m])) / var_returns
-                                     if var_returns > 0 else 0.0})
-        elif self.config.algorithm == "grpo":
-            metrics.update({"policy/clipfrac": over_minibatches("policy/clipfrac"),
-                            "policy/kl_to_reference": over_minibatches("policy/kl_to_reference")})
-        elif self.config.algorithm == "reinforce":
+            metrics["val/var_explained"] = (1.0 - float(np.var((returns_np - values_np)[m])) / var_returns
+                                            if var_returns > 0 else 0.0)
+        if self.baseline is not None:
             metrics["objective/baseline"] = float(self.baseline)
         return metrics
 
@@ -473,7 +436,7 @@ class PPOTrainer:
             return {}
         return {"objective/gold_exact": float(np.mean(exact)), "objective/gold_partial": float(np.mean(partial))}
 
-    # ---- checkpoints: policy (with value head), optimizer, KL controller, iteration
+    # ---- checkpoint: policy (with value head), optimizer, KL controller, baseline, iteration
     @property
     def precision(self):
         """"bf16" under mixed precision, else "fp32" (as the --precision flag names it)."""
@@ -510,131 +473,3 @@ class PPOTrainer:
         self.kl_controller.value = state["kl_coef"]
         self.baseline = state.get("baseline")
         return state["iteration"]
-
-
-# ----------------------------------------------------------------------------- the run
-
-PROMPT_STREAM = 7  # the random stream of prompt sampling; a minibatch order's third key is its epoch
-
-
-def prompts_for(iteration, records, config: PPOConfig):
-    """The batch of prompts of an iteration: a pure function of (seed, iteration). grpo and rloo:
-    batch_size / group_size prompts, each group_size times in a row (a group)."""
-    rng = np.random.default_rng([config.seed, iteration, PROMPT_STREAM])
-    n = config.batch_size // config.samples_per_prompt
-    idx = rng.choice(len(records), size=n, replace=len(records) < n)
-    return [records[i] for i in idx for _ in range(config.samples_per_prompt)]
-
-
-class PPORun:
-    """The writing side of a run: metrics.jsonl, TensorBoard, checkpoints and the export. The
-    chief writes; the other workers of a multi-worker run train and write nothing."""
-
-    def __init__(self, trainer: PPOTrainer, out_dir, is_chief: bool):
-        self.trainer, self.out_dir, self.is_chief = trainer, Path(out_dir), is_chief
-        self.metrics_path = self.out_dir / "metrics.jsonl"
-        self.writer = None
-
-    def resume(self, log) -> int:
-        """Restore the newest complete checkpoint; returns its iteration."""
-        ckpt = latest_checkpoint(self.out_dir)
-        if ckpt is None:
-            raise SftrlError(f"--resume: no checkpoint in {self.out_dir / 'checkpoints'} to resume from")
-        start = self.trainer.restore(ckpt)
-        log(f"resumed from {ckpt} at iteration {start}")
-        return start
-
-    def open_logs(self, start: int, resumed: bool):
-        """What a killed run logged after its last checkpoint (or, with no checkpoint, at all) is
-        dropped: those iterations run again and are logged again."""
-        if self.is_chief:
-            truncate_jsonl(self.metrics_path, "iteration", start)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(self.out_dir, purge_step=start + 1 if resumed else None)
-
-    def log_metrics(self, iteration, values):
-        if self.is_chief:
-            append_jsonl(self.metrics_path, {"iteration": iteration, **values})
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, iteration)
-
-    def checkpoint(self, iteration):
-        path = self.out_dir / "checkpoints" / f"iter-{iteration}"
-        if self.is_chief:
-            write_checkpoint(path, self.trainer.checkpoint_files(iteration), keep=2)
-        return path
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-
-    def export(self, tokenizer) -> dict:
-        """The final policy (without its value head) and the run's summary."""
-        trainer = self.trainer
-        summary = {"iterations": trainer.config.iterations, "config": trainer.config.to_dict(),
-                   "kl_coef": float(trainer.kl_controller.value)}
-        if self.is_chief:
-            export_policy(trainer.policy, tokenizer, self.out_dir)
-            self.close()
-            atomic_write_text(self.out_dir / "trainer_state.json", json.dumps(summary, indent=2) + "\n")
-        return summary
-
-
-def train(policy, reference, tokenizer, records, config: PPOConfig, reward_fn, out_dir, eval_records=None,
-          resume=False, quiet=False, log=print, sample_every=10, stop_after=None, strategy=None, is_chief=True):
-    """Run PPO, checkpoint every save_every iterations, export the final policy to out_dir.
-
-    On SIGINT/SIGTERM: finish the iteration, write its checkpoint and return
-    {"interrupted_at": N, "checkpoint": path} (nothing exported). `stop_after` stops the same way
-    but without the extra checkpoint, as a crash would (for tests). A non-finite loss raises
-    SftrlError naming the last good checkpoint; nothing is written after it. strategy: see
-    `PPOTrainer`; is_chief=False (another worker of a multi-worker run) trains but writes nothing.
-    """
-    from tqdm import tqdm
-
-    out_dir = Path(out_dir)
-    if not resume and latest_checkpoint(out_dir) is not None:
-        raise SftrlError(f"--out: {out_dir} already holds checkpoints; pass --resume to continue "
-                         "that run, or choose another directory")
-    room = policy.config.max_position_embeddings - config.max_new_tokens
-    prompt_length = max(len(encode_prompt(tokenizer, r["prompt"], room)[0]) for r in records)
-    trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, log, strategy=strategy,
-                         prompt_length=prompt_length)
-    run = PPORun(trainer, out_dir, is_chief)
-    start = run.resume(log) if resume else 0
-    run.open_logs(start, resumed=resume)
-    bar = tqdm(total=config.iterations, initial=start, disable=quiet, desc=config.algorithm, unit="iter", dynamic_ncols=True)
-    with StopRequest() as stop:
-        for iteration in range(start + 1, config.iterations + 1):
-            batch = prompts_for(iteration, records, config)
-            try:
-                metrics, rollout = trainer.iteration(batch, iteration)
-            except BaseException as e:
-                bar.close()
-                run.close()
-                if isinstance(e, NonFiniteLossError):
-                    raise SftrlError(f"{e}; stopped. Last good checkpoint: {latest_checkpoint(out_dir) or 'none'}") \
-                        from None
-                raise
-            run.log_metrics(iteration, metrics)
-            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
-            bar.update(1)
-            if not quiet and sample_every and iteration % sample_every == 0:
-                for r, text, score in list(zip(batch, rollout.completions, rollout.scores))[:2]:
-                    bar.write(f"  [{iteration}] {r['prompt']!r} -> {text!r}  (reward {score:.2f})")
-            saved = config.save_every and iteration % config.save_every == 0
-            path = run.checkpoint(iteration) if saved else None
-            if stop_after is not None and iteration >= stop_after:  # as a crash would: no extra checkpoint
-                bar.close()
-                run.close()
-                return {"interrupted_at": iteration}
-            if stop.requested:
-                path = path or run.checkpoint(iteration)
-                bar.close()
-                run.close()
-                return {"interrupted_at": iteration, "checkpoint": str(path)}
-        # Training is over: a stop request from here on lets these few writes finish.
-        bar.close()
-        if not (config.save_every and config.iterations % config.save_every == 0):
-            run.checkpoint(config.iterations)
-        return run.export(tokenizer)

@@ -21,6 +21,7 @@ from shared.constants import REWARD_MODEL_ADAM_EPS
 from shared.data import collate, encode_sft
 from shared.errors import CheckpointError, SftrlError
 from shared.io import atomic_write_bytes, atomic_write_text
+from shared.random_streams import generator
 from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
 from tf_impl.model import RewardModel
@@ -138,7 +139,7 @@ def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=
     bar = tqdm(total=total, disable=quiet, desc="reward model", unit="step", dynamic_ncols=True)
     lines = []
     for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(records))  # the epoch's shuffle
+        order = generator("preference_order", seed, epoch).permutation(len(records))  # the epoch's shuffle
         for batch in preference_batches(tokenizer, [records[i] for i in order], max_length, batch_size,
                                         pad_to_multiple_of=16 if xla else 1):
             loss, accuracy = step(*batch)

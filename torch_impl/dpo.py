@@ -37,6 +37,7 @@ from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_sft
 from shared.errors import SftrlError
 from shared.generation import completion_ids, gumbel_noise, prompt_batches
+from shared.random_streams import generator
 from shared.rewards import score_all
 from torch_impl import losses
 from torch_impl.data import SFTDataset
@@ -44,7 +45,6 @@ from torch_impl.generate import generate
 from torch_impl.model import SFTModel, at_least_float32
 from torch_impl.sft import SFTRun, check_out_dir, run_loop
 
-SAMPLE_STREAM = 11  # the random stream of --pairs-from-samples' sampling noise
 
 
 # ----------------------------------------------------------------------------- data: pairs
@@ -129,7 +129,7 @@ def reward_statistics(chosen_rewards, rejected_rewards, prefix: str) -> dict:
 def pairs_from_samples(model: SFTModel, tokenizer, records, n: int, reward_fn, max_new_tokens: int, seed: int,
                        batch_size: int = 64) -> tuple[list[dict], dict]:
     """n completions of each prompt sampled from the model (temperature 1; Gumbel noise per
-    (seed, row), so the pairs are a pure function of the seed), scored by reward_fn(prompt,
+    (seed, row) of the stream `dpo_sampling`, so the pairs are a pure function of the seed), scored by reward_fn(prompt,
     completion, reference). The best and the worst of each prompt become (chosen, rejected); a
     prompt whose samples all score alike gives no pair. Returns (preference records, statistics)."""
     prompts = [r["prompt"] for r in records for _ in range(n)]
@@ -137,7 +137,8 @@ def pairs_from_samples(model: SFTModel, tokenizer, records, n: int, reward_fn, m
     texts = []
     for k, batch in enumerate(prompt_batches(tokenizer, prompts, room, batch_size)):
         rows = range(k * batch_size, k * batch_size + len(batch["input_ids"]))
-        noise = np.stack([gumbel_noise((seed, SAMPLE_STREAM, i), (max_new_tokens, tokenizer.vocab_size)) for i in rows])
+        noise = np.stack([gumbel_noise(generator("dpo_sampling", seed, i), (max_new_tokens, tokenizer.vocab_size))
+                          for i in rows])
         new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, do_sample=True,
                        eos_id=tokenizer.sep_id, noise=noise)
         texts += [tokenizer.decode(completion_ids(row, tokenizer.sep_id)) for row in new.tolist()]

@@ -60,13 +60,18 @@ def entropy_from_logits(logits):
     return torch.distributions.Categorical(logits=logits).entropy()
 
 
+def k3(logprobs, ref_logprobs):
+    """Per token, k3 = (r - 1) - log r, r = ref(a) / pi(a): unbiased for KL(pi || ref), always >= 0."""
+    log_r = ref_logprobs - logprobs
+    return torch.expm1(log_r) - log_r
+
+
 def kl_to_reference(logprobs, ref_logprobs, estimator="k1", mask=None):
     """KL(pi || ref) from samples of pi: k1 = -log r, k3 = (r - 1) - log r, log r = log ref - log pi."""
-    log_r = ref_logprobs - logprobs
     if estimator == "k1":
-        kl = -log_r
+        kl = logprobs - ref_logprobs
     elif estimator == "k3":
-        kl = torch.expm1(log_r) - log_r
+        kl = k3(logprobs, ref_logprobs)
     else:
         raise ValueError(f"estimator must be 'k1' or 'k3', got {estimator!r}")
     return masked_mean(kl, mask)
@@ -171,9 +176,8 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_c
     ratio = torch.exp(logprobs - old_logprobs)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    log_r = ref_logprobs - logprobs
-    k3 = torch.exp(log_r) - log_r - 1.0
-    per_token = torch.maximum(pg_loss1, pg_loss2) + kl_coef * k3           # (B, T)
+    kl = k3(logprobs, ref_logprobs)                                        # (B, T)
+    per_token = torch.maximum(pg_loss1, pg_loss2) + kl_coef * kl           # (B, T)
     if normalisation == "sequence":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     elif normalisation == "token":
@@ -181,7 +185,40 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_range, kl_c
     else:
         raise ValueError(f"normalisation must be 'sequence' or 'token', got {normalisation!r}")
     clipfrac = masked_mean((pg_loss2 > pg_loss1).to(logprobs.dtype), mask)
-    return loss, clipfrac.detach(), masked_mean(k3, mask).detach()
+    return loss, clipfrac.detach(), masked_mean(kl, mask).detach()
+
+
+# ----------------------------------------------------------------------------- one loss per RL algorithm
+# The loss an algorithm's record names (`shared.algorithms`, field `loss`). Each takes the policy's
+# log-probs (B, R), the token-mean entropy, the values (B, R) (None without a critic), the
+# minibatch's rollout quantities (`batch`: old_logprobs, ref_logprobs, old_values, advantages,
+# returns, response_mask), the PPOConfig and beta; returns (loss, statistics).
+
+def ppo_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """PPO: L = L^CLIP + c_V L^V - c_H H (Schulman et al. 2017, eq. 9); beta is in the rewards."""
+    pg_loss, clipfrac, approxkl = ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages, config.clip_range,
+                                                batch.response_mask)
+    v_loss, vf_clipfrac = value_loss(values, batch.old_values, batch.returns, config.clip_range_value,
+                                     batch.response_mask)
+    loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+    ratio_mean = masked_mean(torch.exp(logprobs - batch.old_logprobs), batch.response_mask).detach()
+    return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "policy/approxkl": approxkl,
+                  "policy/clipfrac": clipfrac, "val/clipfrac": vf_clipfrac, "policy/ratio_mean": ratio_mean}
+
+
+def grpo_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """GRPO: L = L^GRPO(log pi, log pi_old, log ref, A; beta) - c_H H (Shao et al. 2024); no critic."""
+    pg_loss, clipfrac, kl = grpo_loss(logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages,
+                                      config.clip_range, kl_coef, batch.response_mask, config.loss_normalisation)
+    loss = pg_loss - config.ent_coef * entropy
+    return loss, {"loss/policy": pg_loss, "policy/clipfrac": clipfrac, "policy/kl_to_reference": kl}
+
+
+def reinforce_objective(logprobs, entropy, values, batch, config, kl_coef):
+    """REINFORCE and RLOO: L = -mean A log pi - c_H H (Williams 1992); beta is in the rewards."""
+    pg_loss = reinforce_loss(logprobs, batch.advantages, batch.response_mask)
+    loss = pg_loss - config.ent_coef * entropy
+    return loss, {"loss/policy": pg_loss}
 
 
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):

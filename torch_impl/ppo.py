@@ -1,11 +1,12 @@
 """The update half of PPO (and GRPO, RLOO, REINFORCE) in PyTorch: a twin of
 `tf_impl.ppo.PPOTrainer`'s minibatch step, name for name, for the parity cases
 `training.ppo_update`, `training.grpo_update` and `training.reinforce_update`. RL itself trains in
-TensorFlow; this file shows the same step written with `torch_impl.losses` on `SFTModel`:
+TensorFlow; this file shows the same step written with `torch_impl.losses` on `SFTModel`, the
+loss the algorithm's record names (`shared.algorithms`):
 
-    ppo        loss = L^CLIP(log pi, log pi_old, A) + vf_coef L^V(V, V_old, R) - ent_coef H(pi)
-    grpo       loss = L^GRPO(log pi, log pi_old, log ref, A; beta) - ent_coef H(pi)
-    reinforce  loss = -mean A log pi - ent_coef H(pi)   (rloo: the same, its own advantages)
+    ppo_objective        loss = L^CLIP(log pi, log pi_old, A) + vf_coef L^V(V, V_old, R) - ent_coef H(pi)
+    grpo_objective       loss = L^GRPO(log pi, log pi_old, log ref, A; beta) - ent_coef H(pi)
+    reinforce_objective  loss = -mean A log pi - ent_coef H(pi)   (reinforce and rloo)
     g    = clip_by_global_norm(dloss/dtheta, max_grad_norm);  theta <- Adam(theta, g)
 
 Two details follow TensorFlow's side exactly (each would otherwise move the weights by more
@@ -28,6 +29,20 @@ from torch_impl import losses
 from torch_impl.model import SFTModel, at_least_float32
 
 
+class Minibatch(NamedTuple):
+    """What one PPO update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
+    ids: torch.Tensor              # (B, P+R) [query | response]
+    mask: torch.Tensor             # (B, P+R) attention mask
+    position_ids: torch.Tensor     # (B, P+R)
+    response: torch.Tensor         # (B, R) the sampled tokens
+    response_mask: torch.Tensor    # (B, R) 1 on the tokens that count
+    old_logprobs: torch.Tensor     # (B, R) log pi_old, at sampling time
+    ref_logprobs: torch.Tensor     # (B, R) log ref (GRPO's KL term)
+    old_values: torch.Tensor       # (B, R)
+    advantages: torch.Tensor       # (B, R)
+    returns: torch.Tensor          # (B, R)
+
+
 def response_slice(per_position, response_length):
     """The R positions whose outputs score the response tokens: position t predicts token t + 1,
     so the last R positions before the final one. (B, P+R, ...) -> (B, R, ...)."""
@@ -43,20 +58,6 @@ def response_outputs(model, ids, mask, position_ids, response_length):
     hidden_states = response_slice(hidden_states, response_length)          # (B, R, C)
     values = model.value_head(hidden_states) if model.value_head is not None else None
     return model.cls(hidden_states), values
-
-
-class Minibatch(NamedTuple):
-    """What one PPO update step needs, rows of the rollout: (B, P+R) sequence inputs, (B, R) the rest."""
-    ids: torch.Tensor              # (B, P+R) [query | response]
-    mask: torch.Tensor             # (B, P+R) attention mask
-    position_ids: torch.Tensor     # (B, P+R)
-    response: torch.Tensor         # (B, R) the sampled tokens
-    response_mask: torch.Tensor    # (B, R) 1 on the tokens that count
-    old_logprobs: torch.Tensor     # (B, R) log pi_old, at sampling time
-    ref_logprobs: torch.Tensor     # (B, R) log ref (GRPO's KL term)
-    old_values: torch.Tensor       # (B, R)
-    advantages: torch.Tensor       # (B, R)
-    returns: torch.Tensor          # (B, R)
 
 
 def keras_epsilon(epsilon: float, step: int) -> float:
@@ -78,39 +79,23 @@ class PPOTrainer:
 
     def __init__(self, policy: SFTModel, config: PPOConfig):
         self.policy, self.config = policy, config
+        self.spec = config.spec                               # what the algorithm chooses
+        self.objective = getattr(losses, self.spec.loss)      # its loss, e.g. losses.ppo_objective
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
 
     # ---- update: the algorithm's loss, one minibatch
     def _loss(self, batch: Minibatch, kl_coef=None):
-        """The loss of a minibatch and its statistics (see tf_impl.ppo.PPOTrainer._loss). Returns (loss, stats)."""
+        """The algorithm's loss of a minibatch (`losses.<spec.loss>`) and its statistics (see
+        tf_impl.ppo.PPOTrainer._loss). Returns (loss, stats)."""
         config = self.config
         R = batch.response.shape[1]
         logits, values = response_outputs(self.policy, batch.ids, batch.mask, batch.position_ids, R)
         logits = at_least_float32(logits) / config.temperature             # (B, R, V)
         logprobs = losses.categorical_log_prob(logits, batch.response)     # (B, R)
         entropy = losses.masked_mean(losses.entropy_from_logits(logits), batch.response_mask)
-        if config.algorithm == "ppo":
-            values = at_least_float32(values)                               # (B, R)
-            pg_loss, clipfrac, update_kl = losses.ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages,
-                                                               config.clip_range, batch.response_mask)
-            v_loss, vf_clipfrac = losses.value_loss(values, batch.old_values, batch.returns,
-                                                    config.clip_range_value, batch.response_mask)
-            loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
-            ratio = torch.exp(logprobs - batch.old_logprobs).detach()
-            return loss, {"loss/policy": pg_loss, "loss/value": v_loss, "loss/total": loss,
-                          "policy/entropy": entropy, "policy/approxkl": update_kl, "policy/clipfrac": clipfrac,
-                          "val/clipfrac": vf_clipfrac, "policy/ratio_mean": losses.masked_mean(ratio,
-                                                                                               batch.response_mask)}
-        if config.algorithm == "grpo":
-            pg_loss, clipfrac, kl = losses.grpo_loss(logprobs, batch.old_logprobs, batch.ref_logprobs,
-                                                     batch.advantages, config.clip_range, kl_coef,
-                                                     batch.response_mask, config.loss_normalisation)
-            loss = pg_loss - config.ent_coef * entropy
-            return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy,
-                          "policy/clipfrac": clipfrac, "policy/kl_to_reference": kl}
-        pg_loss = losses.reinforce_loss(logprobs, batch.advantages, batch.response_mask)  # reinforce, rloo
-        loss = pg_loss - config.ent_coef * entropy
-        return loss, {"loss/policy": pg_loss, "loss/total": loss, "policy/entropy": entropy}
+        values = at_least_float32(values) if values is not None else None  # (B, R) with a critic
+        loss, stats = self.objective(logprobs, entropy, values, batch, config, kl_coef)
+        return loss, {**stats, "loss/total": loss, "policy/entropy": entropy}
 
     def _apply(self, grads, stats):
         """Clip by the global norm, one Adam step; adds the (pre-clip) gradient norm to stats."""

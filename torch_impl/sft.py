@@ -35,6 +35,7 @@ from shared.constants import ADAM_BETAS, ADAM_EPS, IGNORE_INDEX, LORA_TARGETS, P
 from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
+from shared.random_streams import generator, integer_seed
 from shared.tensorboard import SummaryWriter
 from torch_impl.checkpoint import (load_optimizer_tensors, load_unique_state, optimizer_tensors, save_pretrained,
                                    unique_state)
@@ -45,7 +46,6 @@ from torch_impl.generate import greedy_completions
 from torch_impl.losses import shift_for_next_token, token_nll
 from torch_impl.model import SFTModel
 
-EVAL_MASK_SEED = 10 ** 6  # MLM evaluation masks the same tokens every time
 
 
 GENERATION_ROOM = 32  # positions beyond the longest example, to generate into (also the rounding step)
@@ -82,7 +82,7 @@ def evaluate(model, examples, tokenizer, objective, seed, batch_size, device,
     masked-token perplexity, not a perplexity of the text, and is not reported as one.
     """
     model.eval()
-    rng = np.random.default_rng([seed, EVAL_MASK_SEED])
+    rng = generator("eval_masks", seed)  # the same tokens masked at every evaluation
     sums: dict[str, list[float]] = {}  # task -> [nll sum, correct, count]
     for k, padded in enumerate(data_loader(examples, tokenizer, batch_size=batch_size)):
         indices = range(k * batch_size, k * batch_size + len(padded["input_ids"]))
@@ -200,7 +200,7 @@ class SFTRun:
         self.config, self.out_dir, self.device, self.precision = config, Path(out_dir), device, precision
         self.task_weights, self.causal = task_weights, config.objective == "clm"
         self.total_steps = total_steps_for(config, len(train_examples))
-        torch.manual_seed(config.seed + self.rank)  # dropout: a different stream per process
+        torch.manual_seed(integer_seed("dropout", config.seed, self.rank))  # a stream per process
         model.to(device).train()
         self.module = add_lora(model, config.lora_rank, config.lora_alpha) if config.lora_rank else model
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
@@ -281,7 +281,8 @@ class SFTRun:
         state["batch_in_epoch"] += 1
         state["step"] += 1
         return to_model_batch(padded, self.tokenizer, config.objective,
-                              np.random.default_rng([config.seed, state["step"]]), self.device, config.mlm_probability)
+                              generator("train_masks", config.seed, state["step"]), self.device,
+                              config.mlm_probability)
 
     def step(self, batch) -> tuple[float, float, float]:
         """One optimizer step on the global batch. Returns (loss, gradient norm, learning rate)."""

@@ -6,9 +6,13 @@ import numpy as np
 import tensorflow as tf
 import torch
 
+from types import SimpleNamespace
+
 from sftrl.parity import Case
 from sftrl.parity_cases.common import T, TF, np_out
 from shared import reference as ref
+from shared.algorithms import ALGORITHMS
+from shared.config import PPOConfig
 from shared.constants import IGNORE_INDEX, LOSS_NORMALISATIONS
 from tf_impl import losses as tf_losses
 from torch_impl import losses as torch_losses
@@ -155,6 +159,40 @@ def policy_gradient_cases(inputs, suffix):
     ]
 
 
+def objective_cases(inputs, suffix):
+    """Each algorithm's whole loss (its record's `loss`: ppo_objective, grpo_objective,
+    reinforce_objective) with its statistics, from the same minibatch quantities."""
+    def call(module, d, t, name):
+        batch = SimpleNamespace(**{f: t(d[k]) for f, k in (
+            ("old_logprobs", "old_logprobs"), ("ref_logprobs", "ref_logprobs"), ("advantages", "advantages"),
+            ("old_values", "old_values"), ("returns", "returns"), ("response_mask", "mask"))})
+        config = PPOConfig(algorithm=name, ent_coef=0.01, kl_coef=0.04)
+        values = t(d["values"]) if config.spec.critic else None
+        loss, stats = getattr(module, config.spec.loss)(t(d["logprobs"]), t(d["entropy"]), values, batch, config,
+                                                        config.kl_coef)
+        return (loss, *(stats[k] for k in sorted(stats)))
+
+    cases, seen = [], set()
+    for spec in ALGORITHMS.values():
+        if spec.loss in seen:  # rloo's loss is reinforce's
+            continue
+        seen.add(spec.loss)
+        stats = sorted({"loss/policy", *spec.stats})
+        cases.append(loss_case(f"loss.{spec.loss}{suffix}", f"{spec.name}: the whole loss and its statistics "
+                               f"({', '.join(stats)})", inputs,
+                               lambda m, d, t, name=spec.name: call(m, d, t, name),
+                               outputs=("loss", *(k.replace("/", "_") for k in stats))))
+    return cases
+
+
+def objective_inputs(rng):
+    return {**rl_inputs(rng), "entropy": np.array(rng.random() * 2)}  # the token-mean entropy, ()
+
+
+def objective_irregular_inputs(rng):
+    return {**objective_inputs(rng), "mask": IRREGULAR_MASK}
+
+
 CASES = [
     loss_case("loss.cross_entropy", "CE = -(1/N) sum_{y_i != -100} log softmax(z_i)[y_i]  (MLM loss)",
               lm_inputs, lambda m, d, t: m.cross_entropy(t(d["logits"]), t(d["labels"]))),
@@ -178,6 +216,8 @@ CASES = [
               lambda m, d, t: m.bradley_terry_loss(t(d["chosen"]), t(d["rejected"]))),
     *policy_gradient_cases(rl_inputs, ""),
     *policy_gradient_cases(rl_irregular_inputs, ".irregular_masks"),
+    *objective_cases(objective_inputs, ""),
+    *objective_cases(objective_irregular_inputs, ".irregular_masks"),
     loss_case("loss.rloo_advantages", "A_i = R_i - (1 / (k - 1)) sum_{j != i} R_j over its group of k = 4",
               group_inputs, lambda m, d, t: m.rloo_advantages(t(d["rewards"]), 4)),
     loss_case("loss.grpo_advantages", "A_i = (s_i - mean_g s) / (std_g s + eps), std with G - 1, G = 4",

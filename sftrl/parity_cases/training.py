@@ -18,6 +18,7 @@ from shared import reference as ref
 from shared.config import PPOConfig
 from shared.constants import ADAM_BETAS, IGNORE_INDEX, REWARD_MODEL_ADAM_EPS
 from shared.data import build_attention_mask
+from tf_impl import losses as tf_losses
 from tf_impl import model as tf_model
 from tf_impl import ppo as tf_ppo
 from tf_impl import reward_model as tf_reward_model
@@ -156,20 +157,20 @@ REINFORCE = dataclasses.replace(PPO, algorithm="reinforce")
 
 def update_plan(d, config):
     """The minibatches (rows of the rollout) of each step: PPO's and GRPO's K = 4, REINFORCE's one."""
-    if config.algorithm in ("ppo", "grpo"):
+    if config.spec.epochs:
         return [rows for epoch in d["minibatches"] for rows in epoch]
     return [np.arange(PPO_ROWS)]
 
 
 def update_state(d, config):
     """The weights, without the value head for the critic-free algorithms."""
-    return {k: v for k, v in d["state"].items() if config.algorithm == "ppo" or not k.startswith("value_head.")}
+    return {k: v for k, v in d["state"].items() if config.spec.critic or not k.startswith("value_head.")}
 
 
 def ppo_update_torch(d, dtype, config=PPO):
     """K minibatch steps of torch_impl.ppo's twin: the first step's gradients, each step's loss,
     the final weights."""
-    model = torch_sft(tiny_config("causal"), update_state(d, config), dtype, with_value_head=config.algorithm == "ppo")
+    model = torch_sft(tiny_config("causal"), update_state(d, config), dtype, with_value_head=config.spec.critic)
     trainer = torch_ppo.PPOTrainer(model, config)
     names = [name for name, _ in model.named_parameters()]
 
@@ -186,7 +187,7 @@ def ppo_update_torch(d, dtype, config=PPO):
 def ppo_update_keras(d, dtype, config=PPO):
     """The same K steps through tf_impl.ppo.PPOTrainer's own traced train step."""
     model = keras_policy(tiny_config("causal"), update_state(d, config), dtype,
-                         with_value_head=config.algorithm == "ppo")
+                         with_value_head=config.spec.critic)
     trainer = tf_ppo.PPOTrainer(model, None, None, config, None)
     names = [hf_name(v, model)[0] for v in model.trainable_variables]
 
@@ -214,20 +215,20 @@ PPO_CASES = [
               "included) and every weight after the 4 steps but the attention key biases (their true "
               "gradient is zero: see `training.key_bias_round_off`). The torch twin uses TensorFlow's "
               "clipping rule and Keras' epsilon placement (torch_impl/ppo.py says why).",
-         shows=(None, torch_ppo.PPOTrainer._loss, tf_ppo.PPOTrainer._loss)),
+         shows=(ref.ppo_objective, torch_losses.ppo_objective, tf_losses.ppo_objective)),
     Case("training.grpo_update", "training",
          "K = 4 minibatch steps of GRPO's clipped surrogate + beta k3 (per-sequence mean), global-norm clip, Adam",
          ppo_inputs, None, functools.partial(ppo_update_torch, config=GRPO),
          functools.partial(ppo_update_keras, config=GRPO), tol=dict(GRADIENT_TOL),
          note="The PPO case's rollout and steps with --algorithm grpo: no value head, the KL to the "
               "reference inside the loss. Outputs as `training.ppo_update`.",
-         shows=(None, torch_ppo.PPOTrainer._loss, tf_ppo.PPOTrainer._loss)),
+         shows=(ref.grpo_objective, torch_losses.grpo_objective, tf_losses.grpo_objective)),
     Case("training.reinforce_update", "training",
          "one step of -mean A log pi on the whole rollout, global-norm clip, Adam (reinforce and rloo)",
          ppo_inputs, None, functools.partial(ppo_update_torch, config=REINFORCE),
          functools.partial(ppo_update_keras, config=REINFORCE), tol=dict(GRADIENT_TOL),
          note="REINFORCE and RLOO share this step; they differ in their advantages (losses level).",
-         shows=(None, torch_ppo.PPOTrainer._loss, tf_ppo.PPOTrainer._loss)),
+         shows=(ref.reinforce_objective, torch_losses.reinforce_objective, tf_losses.reinforce_objective)),
 ]
 CASES += PPO_CASES
 
