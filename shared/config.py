@@ -207,7 +207,7 @@ class ModelConfig(_Config):
 class SFTConfig(_Config):
     """Supervised fine-tuning (PyTorch)."""
 
-    objective: str = "clm"                # "clm" (completion-only next-token loss) or "mlm"
+    objective: str = "clm"                # clm: causal next-token loss (completion-only on sft records); mlm: masked LM
     steps: int = 600                      # optimizer steps (ignored when epochs is set)
     epochs: float | None = None           # passes over the training data, instead of steps
     batch_size: int = 32                  # sequences per optimizer step
@@ -216,7 +216,8 @@ class SFTConfig(_Config):
     warmup_steps: int = 30                # linear warm-up from 0 to lr, then linear decay to 0
     max_grad_norm: float = 1.0            # global gradient-norm clip; 0 turns clipping off
     max_length: int = 64                  # longest tokenized example; longer prompts are cut left
-    mlm_probability: float = 0.15         # share of tokens chosen for the MLM loss (80/10/10)
+    mlm_probability: float = 0.15         # mlm: share of the real, non-special tokens chosen for the loss,
+                                          # each then [MASK]ed 80%, replaced 10%, kept 10%
     eval_every: int = 50                  # steps between held-out evaluations
     early_stopping_patience: int = 0      # evaluations without improvement before stopping; 0 = off
     save_every: int = 0                   # steps between checkpoints; 0 = only at the end
@@ -254,7 +255,7 @@ class DPOConfig(SFTConfig):
     steps: int = 300                      # optimizer steps (ignored when epochs is set)
     batch_size: int = 32                  # pairs per optimizer step
     lr: float = 1e-4                      # peak AdamW learning rate
-    warmup_steps: int = 10
+    warmup_steps: int = 10                # linear warm-up from 0 to lr, then linear decay to 0
     beta: float = 0.1                     # inverse temperature of the implicit reward beta log(pi / ref)
 
     def __post_init__(self):
@@ -269,12 +270,14 @@ class PPOConfig(_Config):
 
     algorithm: str = "ppo"                # ppo | grpo | rloo | reinforce (docs/guide.md compares them)
     iterations: int = 120                 # rollout-then-update rounds
-    batch_size: int = 64                  # completions per rollout (grpo, rloo: batch_size / group_size prompts)
-    group_size: int = 4                   # grpo, rloo: completions sampled per prompt
-    loss_normalisation: str = "sequence"  # grpo: mean per completion then over them, or "token": over all tokens
-    baseline_decay: float = 0.9           # reinforce: baseline = moving average of past rollouts' mean reward
-    minibatch_size: int = 16              # sequences per gradient step
-    ppo_epochs: int = 4                   # passes over each rollout
+    batch_size: int = 64                  # completions per rollout (grpo, rloo: of batch size / group size prompts)
+    group_size: int = 4                   # grpo, rloo: completions sampled per prompt, >= 2
+    loss_normalisation: str = "sequence"  # grpo: sequence = mean over each completion's tokens, then over
+                                          # completions (the GRPO paper); token = over all tokens of the minibatch
+                                          # (DAPO)
+    baseline_decay: float = 0.9           # reinforce: baseline b <- decay b + (1 - decay) mean reward per rollout
+    minibatch_size: int = 16              # ppo, grpo: sequences per gradient step (the others: the whole rollout)
+    ppo_epochs: int = 4                   # ppo, grpo: passes over each rollout
     lr: float = 1e-4                      # Adam learning rate of policy and value head
     max_new_tokens: int = 16              # longest completion sampled per prompt
     temperature: float = 1.0              # sampling temperature, also applied to the log-probs
@@ -286,13 +289,14 @@ class PPOConfig(_Config):
     vf_coef: float = 0.1                  # weight of the value loss
     ent_coef: float = 0.0                 # weight of the entropy bonus
     kl_coef: float = 0.05                 # initial per-token KL penalty coefficient beta
-    target_kl: float | None = None        # target KL of the adaptive controller; None = fixed beta
+    target_kl: float | None = None        # target KL of the adaptive KL controller; unset (None): beta stays fixed
     kl_horizon: int = 10000               # horizon of the adaptive KL controller (in samples)
-    whiten_rewards: bool = False          # normalise per-token rewards before GAE
+    whiten_rewards: bool = False          # ppo: normalise per-token rewards before GAE
     whiten_advantages: bool = True        # normalise advantages within each rollout
     max_grad_norm: float = 1.0            # global gradient-norm clip; 0 turns clipping off
     save_every: int = 0                   # iterations between checkpoints; 0 = only at the end
-    lora_rank: int = 0                    # LoRA rank on the attention projections; 0 = train every weight
+    lora_rank: int = 0                    # train LoRA adapters of this rank on query/key/value (and, with ppo, the
+                                          # value head) only; 0 = train every weight
     lora_alpha: float = 16.0              # LoRA scaling numerator (scale = alpha / rank)
     xla: bool = True                      # XLA-compile the traced train, scoring and decoding steps
     seed: int = 0                         # seeds sampling and minibatch order
@@ -371,10 +375,28 @@ class EvalConfig(_Config):
         _int(self, "seed", minimum=0)
 
 
+@dataclass
+class RewardModelConfig(_Config):
+    """A reward model (TensorFlow): the SFT backbone with a scalar head, trained on preference pairs
+    with the Bradley-Terry loss."""
+
+    epochs: int = 10                      # passes over the preference pairs
+    lr: float = 3e-4                      # Adam learning rate
+    batch_size: int = 32                  # pairs per optimizer step
+    seed: int = 0                         # seeds the order of the pairs in each epoch
+    xla: bool = False                     # XLA-compile the training step: one compile per batch shape
+
+    def __post_init__(self):
+        _int(self, "epochs")
+        _float(self, "lr", 0.0, low_open=True)
+        _int(self, "batch_size")
+        _int(self, "seed", minimum=0)
+
+
 def load_model_config(path: str | os.PathLike) -> ModelConfig:
     """Read a `config.json` (ours or a Hugging Face BERT one); errors name the file and field."""
     return ModelConfig.from_json_file(path)
 
 
-__all__ = ["ModelConfig", "SFTConfig", "DPOConfig", "PPOConfig", "EvalConfig", "load_model_config",
+__all__ = ["ModelConfig", "SFTConfig", "DPOConfig", "PPOConfig", "EvalConfig", "RewardModelConfig", "load_model_config",
            "ATTENTION_TYPES"]

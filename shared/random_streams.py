@@ -37,6 +37,7 @@ STREAMS = {s.name: s for s in (
     Stream("dpo_sampling", 8, ("row",), "DPO --pairs-from-samples: the Gumbel noise of each prompt's samples"),
     Stream("preference_order", 9, ("epoch",), "reward model: the shuffle of the pairs in an epoch"),
     Stream("bootstrap", 10, (), "evaluation: the resampled prompts of the paired bootstrap"),
+    Stream("init", 11, (), "a model built from scratch (SFT, the reward model's head): its initial weights"),
 )}
 assert len({s.key for s in STREAMS.values()}) == len(STREAMS), "every stream needs its own key"
 

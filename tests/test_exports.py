@@ -6,7 +6,7 @@ import pytest
 import transformers
 
 from conftest import train_causal_sft
-from shared.config import PPOConfig
+from shared.config import PPOConfig, RewardModelConfig
 from shared.rewards import task_partial
 from tf_impl import ppo, rl_run
 from tf_impl.reward_model import init_from_sft, train_reward_model
@@ -45,8 +45,8 @@ def ppo_dir(tmp_path_factory, sft_dir, tokenizer, builtin_data):
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory, sft_dir, tokenizer, builtin_data):
     out = tmp_path_factory.mktemp("reward_model")
-    train_reward_model(init_from_sft(sft_dir), tokenizer, builtin_data["preference.train"], [], out, epochs=1,
-                       batch_size=8, quiet=True)
+    train_reward_model(init_from_sft(sft_dir), tokenizer, builtin_data["preference.train"], [],
+                       RewardModelConfig(epochs=1, batch_size=8), out, quiet=True)
     return out
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import REPO, run_cli
-from sftrl import human_eval
+from sftrl.reports import human_eval
 
 import os
 import subprocess

@@ -1,5 +1,7 @@
-"""The dependency rules of DESIGN.md, checked: shared imports no framework, and torch_impl and
-tf_impl never import each other (or each other's framework)."""
+"""The dependency rules of the layout (README.md, "Layout"), checked: shared imports no framework,
+torch_impl and tf_impl never import each other (or each other's framework), no import cycle, no
+module uses another module's private (`_name`) names, and no command module of sftrl/commands/
+imports another; and no function is longer than a screen."""
 
 import ast
 import subprocess
@@ -108,10 +110,84 @@ def test_import_cycle_finder_finds_a_cycle():
 
 
 def test_no_import_cycle_in_the_project():
-    """Not between packages, nor inside one (sftrl.cli -> sftrl.pipeline -> sftrl.cli was one)."""
+    """Not between packages, nor inside one (sftrl.cli -> sftrl.pipeline -> sftrl.cli was one, when
+    the pipeline imported the CLI's `main`; now the CLI passes it in)."""
     graph = project_import_graph()
-    assert "sftrl.pipeline" in graph and "shared.reference" in graph  # the walk found the modules
+    assert "sftrl.pipeline.stages" in graph and "shared.reference" in graph  # the walk found the modules
     assert import_cycles(graph) == []
+
+
+def is_private(name: str) -> bool:
+    """`_name`, not `__name__` (a dunder such as `__version__` is public)."""
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_uses(source: str, filename: str, project=PACKAGES) -> list[str]:
+    """'path:line what' for each private name this module takes from another project module:
+    `from a.b import _c`, `from ._b import c` (a private module), or `m._c` where `m` names an
+    imported project module (`import a.b as m`, `from a import b`). Third-party privates are not ours
+    to police; a module's own private names are its business."""
+    found, modules = [], {}  # modules: local name -> the project module (or name) it is bound to
+    tree = ast.parse(source, filename=filename)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and module.split(".")[0] not in project:
+                continue
+            for alias in node.names:
+                if is_private(alias.name) or any(is_private(part) for part in module.split(".")):
+                    found.append(f"{filename}:{node.lineno} from {'.' * node.level}{module} import {alias.name}")
+                modules[alias.asname or alias.name] = f"{module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in project:
+                    if any(is_private(part) for part in alias.name.split(".")):
+                        found.append(f"{filename}:{node.lineno} import {alias.name}")
+                    modules[alias.asname or alias.name.split(".")[0]] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and is_private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in modules:
+                found.append(f"{filename}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_private_use_finder_finds_each_form():
+    source = ("import shared.io as io\nfrom shared import tasks\nfrom shared.io import _write, atomic_write_text\n"
+              "from ._helpers import f\nimport numpy as np\n"
+              "io._tmp(); tasks._unique_prompts(); np._core; atomic_write_text(); self._x; tasks.__name__\n")
+    assert private_uses(source, "m.py") == ["m.py:3 from shared.io import _write", "m.py:4 from ._helpers import f",
+                                            "m.py:6 io._tmp", "m.py:6 tasks._unique_prompts"]
+    assert private_uses("from shared import __version__\nimport numpy._core\n", "m.py") == []
+
+
+def test_no_module_uses_another_modules_private_names():
+    """What two modules share is public in one of them (or in a common module), never `_name`."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            found += private_uses(path.read_text(), str(path.relative_to(REPO)))
+    assert found == []
+
+
+# Modules of sftrl/commands/ that are helpers of the commands, not commands.
+COMMAND_HELPERS = {"sftrl.commands", "sftrl.commands.common", "sftrl.commands.flags"}
+
+
+def test_no_command_module_imports_another():
+    """A command reads alone: what two commands need lives in a helper module (common, flags)."""
+    graph = project_import_graph()
+    commands = {name for name in graph if name.startswith("sftrl.commands.")} - COMMAND_HELPERS
+    assert {"sftrl.commands.rl", "sftrl.commands.dpo", "sftrl.commands.reward_model"} <= commands  # found them
+    assert {name: sorted(graph[name] & commands) for name in commands if graph[name] & commands} == {}
+
+
+def test_command_helpers_import_no_command():
+    graph = project_import_graph()
+    commands = {name for name in graph if name.startswith("sftrl.commands.")} - COMMAND_HELPERS
+    assert {name: sorted(graph[name] & commands) for name in COMMAND_HELPERS if graph[name] & commands} == {}
 
 
 MAX_FUNCTION_LINES = 60
@@ -138,7 +214,8 @@ def test_long_function_finder_counts_lines():
 
 
 def test_no_function_is_longer_than_a_screen():
-    """A phase of the algorithm is a function one can read in one screen (STYLE.md: cleanrl's loop)."""
+    """A phase of the algorithm is a function one can read in one screen (as cleanrl's `ppo.py`
+    reads: a training loop is a short sequence of named phases, each a function)."""
     found = []
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):

@@ -15,7 +15,7 @@ from tf_impl.convert import (assign_numpy_state_dict, hf_name, load_safetensors,
 from torch_impl import model as torch_model
 from torch_impl.checkpoint import load_pretrained, save_pretrained, state_dict_for_saving
 from shared.errors import CheckpointError
-from sftrl.parity import FORWARD_TOL
+from sftrl.parity.registry import FORWARD_TOL
 
 
 def make_config(attention_type="bidirectional", **overrides):

@@ -44,7 +44,7 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
 
 def test_the_finding_lines_follow_the_numbers():
     """The report's finding is computed from eval.json's row: flip the sign, the finding flips."""
-    from sftrl.report import model_findings
+    from sftrl.reports.pipeline import model_findings
 
     row = {"exact_match_difference": {"mean": 0.04, "ci95": [0.005, 0.072]},
            "partial_credit_difference": {"mean": 0.01, "ci95": [-0.02, 0.04]}}
@@ -67,7 +67,7 @@ def test_the_html_report_is_one_self_contained_page(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sftrl.report import write_html
+    from sftrl.reports.html import write_html
 
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [0, 1])
@@ -103,7 +103,8 @@ def test_the_html_report_is_one_self_contained_page(tmp_path):
 
 
 def test_the_time_left_follows_the_pace_of_the_finished_stages():
-    from sftrl.pipeline import STAGE_SECONDS, time_left
+    from sftrl.pipeline.progress import time_left
+    from sftrl.pipeline.stages import STAGE_SECONDS
 
     estimates = {"a": 10, "b": 20, "c": 30}
     assert time_left(estimates, {}) == 60
@@ -125,7 +126,7 @@ def test_the_default_pipeline_pretrains_and_starts_sft_from_the_pretrained_model
 
     from shared.interrupt import EXIT_INTERRUPTED
     from shared.tasks import DEFAULT_SIZES
-    from sftrl import pipeline
+    from sftrl.pipeline import stages as pipeline
 
     calls = []
 

@@ -9,7 +9,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from conftest import run_cli, train_causal_sft
-from shared.config import PPOConfig
+from shared.config import PPOConfig, RewardModelConfig
 from shared.generation import gumbel_noise
 from shared.rewards import task_partial
 from tf_impl import losses
@@ -170,8 +170,8 @@ def test_reward_model_learns_the_preferences(sft_dir, tokenizer, builtin_data, t
     pairs = builtin_data["preference.train"]
     before = pairwise_accuracy(model, pairs, tokenizer, 48)
     assert before == 0.0  # zero-initialised head: all ties, no pair won yet
-    summary = train_reward_model(model, tokenizer, pairs, builtin_data["preference.eval"], tmp_path, epochs=15,
-                                 lr=1e-3, batch_size=8, quiet=True)
+    summary = train_reward_model(model, tokenizer, pairs, builtin_data["preference.eval"],
+                                 RewardModelConfig(epochs=15, lr=1e-3, batch_size=8), tmp_path, quiet=True)
     assert summary["train/pairwise_accuracy"] >= 0.8
     assert set(p.name for p in tmp_path.iterdir()) >= {"model.safetensors", "config.json", "tokenizer.json"}
 

@@ -418,7 +418,7 @@ def test_cli_multi_worker_run_matches_the_single_device_run(sft_dir, prompts, st
 # ----------------------------------------------------------------------------- bad input
 
 def test_user_reward_file(tmp_path):
-    from sftrl.ppo_command import load_user_reward
+    from sftrl.commands.common import load_user_reward
 
     rewards = tmp_path / "my_rewards.py"
     rewards.write_text("def words(prompt, completion, reference):\n    return len(completion.split())\n\n"

@@ -350,6 +350,6 @@ def test_sftrl_ppo_is_sftrl_rl_with_its_default_algorithm():
     args = build_parser().parse_args(["ppo", "--policy", "p", "--prompts", "q", "--out", "o"])
     assert args.algorithm == "ppo" and args.func.__name__ == "cmd_rl"
     with pytest.raises(SftrlError, match="--group-size"):
-        from sftrl.ppo_command import build_config
+        from sftrl.commands.rl import build_config
         build_config(build_parser().parse_args(["rl", "--algorithm", "rloo", "--group-size", "1", "--policy", "p",
                                                 "--prompts", "q", "--out", "o"]))

@@ -4,18 +4,18 @@ network listener except on 127.0.0.1."""
 import re
 
 from conftest import REPO
-from sftrl.report import _cell
+from sftrl.reports.common import markdown_cell
 
 ATTACKS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>']
 
 
 def test_report_cells_escape_model_text():
     for attack in ATTACKS:
-        cell = _cell(attack + " | next\nline")
+        cell = markdown_cell(attack + " | next\nline")
         assert "<" not in cell and ">" not in cell and '"' not in cell
         assert "\\|" in cell and "\n" not in cell  # still one Markdown cell
-    assert _cell("<script>alert(1)</script>") == "&lt;script&gt;alert(1)&lt;/script&gt;"
-    assert _cell("") == "∅"
+    assert markdown_cell("<script>alert(1)</script>") == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert markdown_cell("") == "∅"
 
 
 def test_no_listener_on_other_interfaces():

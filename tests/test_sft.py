@@ -63,7 +63,7 @@ def test_mlm_probability_flag_sets_the_masked_share(probability, tokenizer, buil
     (real, non-special) tokens, P +- 0.02 of them carry a label. Binomial: the share's standard
     deviation is sqrt(P (1 - P) / n) <= 0.005 at n = 10k, so 0.02 is 4 standard deviations."""
     from sftrl.cli import build_parser
-    from sftrl.sft_command import build_config
+    from sftrl.commands.sft import build_config
     from torch_impl import sft
 
     args = build_parser().parse_args(["pretrain", "--data", "x.jsonl", "--out", str(tmp_path / "run"),

@@ -14,8 +14,9 @@ from shared.errors import SftrlError
 from shared.findings import comparison_finding
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.metrics import paired_bootstrap
-from shared.tasks import make_builtin_data, solve, task_scores
-from sftrl import study, study_report
+from shared.tasks import TASKS, make_builtin_data, solve, task_scores
+from sftrl.pipeline import study
+from sftrl.reports import study as study_report
 
 
 def argv_of(runs, name, out):
@@ -33,7 +34,7 @@ def test_the_plan_runs_what_each_section_compares(tmp_path):
     assert scratch[scratch.index("--model-config") + 1] == str(out / "pretrain" / "config.json")
     assert sft[sft.index("--init") + 1] == str(out / "pretrain")
     assert argv_of(runs, "sft_lora", out)[-4:-2] == ["--lora-rank", "8"]
-    for task in study.TASK_NAMES:
+    for task in TASKS:
         assert argv_of(runs, f"sft_task_{task}", out)[-2:] == ["--tasks", task]
     assert str(out / "data" / "sft.rl_prompts.jsonl") in argv_of(runs, "sft_labels", out)
     low = argv_of(runs, "rl_rm_beta_low", out)
@@ -117,7 +118,7 @@ def write_eval(out, right_counts: dict):
         exact, partial = task_scores(prompts, texts)
         row = {"model": str(out / name), "exact_match": float(np.mean(exact)), "partial_credit": float(np.mean(partial)),
                "kl_to_first": 0.5}
-        for task in study.TASK_NAMES:
+        for task in TASKS:
             chosen = [i for i, r in enumerate(PROMPTS) if r["task"] == task]
             row[f"{task}/exact_match"] = float(np.mean([exact[i] for i in chosen]))
         rows.append(row)
@@ -179,13 +180,13 @@ def test_each_finding_follows_its_numbers_and_flips_with_them(files):
 
 
 def test_multi_task_compares_on_each_tasks_own_prompts(files):
-    write_eval(files, {"sft": 40, **{f"sft_task_{t}": 0 for t in study.TASK_NAMES}})
+    write_eval(files, {"sft": 40, **{f"sft_task_{t}": 0 for t in TASKS}})
     section = study_report.multi_task(study_report.Study(files))
-    for task, line in zip(study.TASK_NAMES, section.findings):
+    for task, line in zip(TASKS, section.findings):
         n = sum(r["task"] == task for r in PROMPTS)
         assert line.startswith(f"the multi-task model beat the {task}-only model on {task} exact match: -1.000")
         assert section.numbers[task]["multi_task"] == 1.0 and n > 0
-    write_eval(files, {"sft": 0, **{f"sft_task_{t}": 40 for t in study.TASK_NAMES}})
+    write_eval(files, {"sft": 0, **{f"sft_task_{t}": 40 for t in TASKS}})
     assert study_report.multi_task(study_report.Study(files)).findings[0].startswith("the copy-only model beat")
 
 
@@ -223,7 +224,7 @@ def test_a_section_whose_runs_are_missing_says_which(files):
 
 
 def test_human_scores_join_the_report_when_present(files):
-    from sftrl import human_eval
+    from sftrl.reports import human_eval
 
     folder = files / "human_eval"
     pairs, key = human_eval.make_pairs(["p1", "p2"], ["a", "b"], ["c", "d"], ["sft", "rl_rloo"], seed=0)

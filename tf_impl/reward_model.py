@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from safetensors.numpy import load_file, save
 
-from shared.config import ModelConfig
+from shared.config import ModelConfig, RewardModelConfig
 from shared.constants import REWARD_MODEL_ADAM_EPS
 from shared.data import collate, encode_sft
 from shared.errors import CheckpointError, SftrlError
@@ -113,14 +113,13 @@ def bradley_terry_step(model, optimizer, jit_compile=False):
     return step
 
 
-def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=3, lr=1e-4, batch_size=32,
-                       seed=0, quiet=False, xla=False, log=print):
+def train_reward_model(model, tokenizer, records, eval_records, config: RewardModelConfig, out_dir, quiet=False):
     """Bradley-Terry training; writes the model, tokenizer, metrics.jsonl. Returns the summary.
 
-    xla: XLA-compile the step; batches are then padded to a multiple of 16 tokens, so a few
-    shapes are compiled, not one per batch length (padding is masked: the same loss). Off by
-    default: at the built-in sizes on a 2-core CPU the compiled step measured about 1.1x slower
-    (with dropout on), and each batch shape costs a compile of about 12 s.
+    config.xla: XLA-compile the step; batches are then padded to a multiple of 16 tokens, so a few
+    shapes are compiled, not one per batch length (padding is masked: the same loss). Each shape
+    costs a compile, which pays back only where the compiled step is faster than the traced one;
+    `sftrl bench --suite train` compares the two on the machine at hand.
 
     Dropout is on while training; for repeatable runs call `keras.utils.set_random_seed(seed)`
     before building the model (Keras layers take their dropout seeds when they are created).
@@ -130,24 +129,24 @@ def train_reward_model(model, tokenizer, records, eval_records, out_dir, epochs=
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     max_length = model.config.max_position_embeddings
-    optimizer = reward_model_optimizer(lr)
+    optimizer = reward_model_optimizer(config.lr)
     optimizer.build(model.trainable_variables)
-    step = bradley_terry_step(model, optimizer, jit_compile=xla)
+    step = bradley_terry_step(model, optimizer, jit_compile=config.xla)
 
     started = time.perf_counter()
-    total = epochs * ((len(records) + batch_size - 1) // batch_size)
+    total = config.epochs * ((len(records) + config.batch_size - 1) // config.batch_size)
     bar = tqdm(total=total, disable=quiet, desc="reward model", unit="step", dynamic_ncols=True)
     lines = []
-    for epoch in range(epochs):
-        order = generator("preference_order", seed, epoch).permutation(len(records))  # the epoch's shuffle
-        for batch in preference_batches(tokenizer, [records[i] for i in order], max_length, batch_size,
-                                        pad_to_multiple_of=16 if xla else 1):
+    for epoch in range(config.epochs):
+        order = generator("preference_order", config.seed, epoch).permutation(len(records))  # the epoch's shuffle
+        for batch in preference_batches(tokenizer, [records[i] for i in order], max_length, config.batch_size,
+                                        pad_to_multiple_of=16 if config.xla else 1):
             loss, accuracy = step(*batch)
             lines.append({"step": len(lines) + 1, "train/loss": float(loss), "train/accuracy": float(accuracy)})
             bar.set_postfix(loss=f"{float(loss):.3f}")
             bar.update(1)
     bar.close()
-    summary = {"epochs": epochs, "train_seconds": round(time.perf_counter() - started, 2),
+    summary = {"epochs": config.epochs, "train_seconds": round(time.perf_counter() - started, 2),
                "train/pairwise_accuracy": pairwise_accuracy(model, records, tokenizer, max_length)}
     if eval_records:
         summary["eval/pairwise_accuracy"] = pairwise_accuracy(model, eval_records, tokenizer, max_length)

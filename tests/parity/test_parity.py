@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sftrl.parity import DTYPES, LEVELS, run_case, show
-from sftrl.parity_cases import CASES
+from sftrl.parity.cases import CASES
+from sftrl.parity.registry import DTYPES, LEVELS, run_case, show
 from shared import reference as ref
 
 
@@ -132,9 +132,9 @@ def test_ppo_update_case_exercises_every_clip_and_a_wrong_variant_fails():
     torch twin without value clipping (clip_range_value huge) fails the case."""
     import dataclasses
 
-    from sftrl.parity import _cast, _compare, _seed
-    from sftrl.parity_cases import training
-    from sftrl.parity_cases.common import T, tiny_config, torch_sft
+    from sftrl.parity.cases import training
+    from sftrl.parity.cases.common import T, tiny_config, torch_sft
+    from sftrl.parity.registry import _cast, _compare, _seed
     from torch_impl import ppo as torch_ppo
 
     inputs = _cast(training.ppo_inputs(np.random.default_rng(_seed("training.ppo_update"))), "float64")
@@ -159,7 +159,7 @@ def test_the_html_page_has_every_case_with_its_measured_errors_and_three_sources
     abs error of each dtype as measured, the three source columns, and nothing fetched from outside."""
     from html.parser import HTMLParser
 
-    from sftrl.parity_page import page
+    from sftrl.parity.page import page
 
     results = [result_of(case, dtype) for case in CASES for dtype in DTYPES]
     text = page(CASES, results)
@@ -205,8 +205,8 @@ def test_the_html_page_has_every_case_with_its_measured_errors_and_three_sources
 def test_lora_case_fails_with_another_scale():
     """`model.lora` tells the scale alpha / r apart: peft with alpha 16 against Keras with alpha 8
     misses by far more than the tolerance (and the right scale passes)."""
-    from sftrl.parity import _cast, _compare, _seed
-    from sftrl.parity_cases import model
+    from sftrl.parity.cases import model
+    from sftrl.parity.registry import _cast, _compare, _seed
 
     inputs = _cast(model.lora_inputs(np.random.default_rng(_seed("model.lora"))), "float64")
     keras_logits = {"logits": model.lora_keras(inputs, "float64")["logits"]}
@@ -224,7 +224,7 @@ def test_a_wrong_variant_fails_its_case(case_name, monkeypatch):
     (the right math passes: test_case)."""
     import torch
 
-    from sftrl.parity import run_case
+    from sftrl.parity.registry import run_case
     from torch_impl import losses as torch_losses
 
     if case_name == "loss.grpo_advantages":

@@ -1,5 +1,5 @@
 """`sftrl human-eval`: arguments -> export blind A/B pairs of two models, rate them, score them
-(the logic is in `sftrl.human_eval`)."""
+(the logic is in `sftrl.reports.human_eval`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def add_arguments(p, parser_class) -> None:
 
 def export(args) -> None:
     """Greedy completions of the prompts by both models (PyTorch), shuffled into blind A/B pairs."""
-    from sftrl import human_eval
+    from sftrl.reports import human_eval
     from shared.data import check_prompts_fit, load_jsonl
     from shared.tokenizer import Tokenizer
     from torch_impl.checkpoint import load_pretrained
@@ -49,7 +49,7 @@ def export(args) -> None:
 
 
 def run(args) -> int:
-    from sftrl import human_eval
+    from sftrl.reports import human_eval
 
     if args.action == "export":
         export(args)

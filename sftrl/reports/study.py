@@ -18,9 +18,11 @@ import numpy as np
 from shared.config import PPOConfig
 from shared.findings import comparison_finding, difference_finding, interval
 from shared.io import atomic_write_text
-from sftrl.report import _plt, _read_jsonl
+from shared.random_streams import generator
+from shared.tasks import TASKS
+from sftrl.reports.common import pyplot, read_jsonl, versions
+from sftrl.reports.html import write_html
 
-TASK_NAMES = ("copy", "reverse", "sort", "add")
 FAMILY = (("rl_ppo", "PPO"), ("rl_grpo", "GRPO"), ("rl_rloo", "RLOO"), ("rl_reinforce", "REINFORCE"), ("dpo", "DPO"))
 
 
@@ -82,7 +84,7 @@ class Study:
 
     def metrics(self, name):
         path = self.out / name / "metrics.jsonl"
-        return _read_jsonl(path) if path.exists() else []
+        return read_jsonl(path) if path.exists() else []
 
     def state(self, name):
         path = self.out / name / "trainer_state.json"
@@ -152,7 +154,7 @@ def rl_family(st: Study, figure) -> Section:
         s.findings.append(comparison_finding("SFT", label, "held-out exact match", *e))
         rows.append(f"| {label} | `{name}/` | {st.row(name)['exact_match']:.3f} | {interval(*e)} | {interval(*p)} | "
                     f"{st.row(name)['kl_to_first']:.2f} | {_fmt(seconds.get(name), 0)} |")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3))
     labels = [label for _, label in present]
     means = [numbers[label]["exact_match_difference"][0] for label in labels]
@@ -237,11 +239,11 @@ def lora(st: Study) -> Section:
 
 def multi_task(st: Study) -> Section:
     s = Section("One multi-task model against one model per task", "§2.2.2, §3.1.4")
-    names = [f"sft_task_{t}" for t in TASK_NAMES]
+    names = [f"sft_task_{t}" for t in TASKS]
     if missing := st.missing("sft", *names):
         return not_run(s, missing)
     rows, numbers = [], {}
-    for task, name in zip(TASK_NAMES, names):
+    for task, name in zip(TASKS, names):
         e = st.compare("sft", name, task=task)
         numbers[task] = {"multi_task": st.row("sft")[f"{task}/exact_match"], "per_task": st.row(name)[f"{task}/exact_match"],
                          "difference": e}
@@ -341,7 +343,7 @@ def over_optimisation(st: Study, betas, figure) -> Section:
 def _overoptimisation_figure(path, beta, window, kl, proxy, gold, peak, frontier):
     """Left: proxy and gold score along training against KL; right: the end of each run of the sweep
     (frontier rows: KL, held-out gold, last proxy, beta)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     axes[0].plot(kl, proxy, label="proxy: reward model")
     axes[0].plot(kl, gold, label="gold: verifier (partial credit)")
@@ -398,7 +400,7 @@ def calibration(st: Study, figure) -> Section:
 
     fit_records = load_jsonl(st.out / "data" / "sft.eval.jsonl", "sft")
     references = [r["reference"] for r in st.records]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     rows, numbers = [], {}
     for ax, (name, label) in zip(axes, (("sft", "SFT"), ("rl_ppo", "RL (PPO)"))):
@@ -454,7 +456,7 @@ def attention(st: Study, figure, examples=64) -> Section:
         return float(0.5 * np.abs(a - b).sum(-1).mean())
     maps = {n: [attention_maps(m, tokenizer, p, c)[0] for p, c in pairs] for n, m in models.items()}
     tv = {n: np.array([distance(a, b) for a, b in zip(maps["sft"], maps[n])]) for n in ("rl_ppo", *others)}
-    rng = np.random.default_rng(0)
+    rng = generator("bootstrap", 0)
 
     def mean_ci(x):
         means = x[rng.integers(0, len(x), (2000, len(x)))].mean(1)
@@ -471,7 +473,7 @@ def attention(st: Study, figure, examples=64) -> Section:
     weights_sft, tokens = attention_maps(models["sft"], tokenizer, *pairs[0])
     weights_rl, _ = attention_maps(models["rl_ppo"], tokenizer, *pairs[0])
     heads = weights_sft.shape[0]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, heads, figsize=(3.2 * heads, 6.6), squeeze=False)
     for row, (label, weights) in enumerate((("SFT", weights_sft), ("RL", weights_rl))):
         for h in range(heads):
@@ -500,7 +502,7 @@ def human_evaluation(st: Study) -> Section:
              f"then `sftrl human-eval score {folder}` and rerun the study command with `--resume` to put the scores "
              "here."]
     if (folder / "score.json").exists():
-        from sftrl.human_eval import format_score
+        from sftrl.reports.human_eval import format_score
         result = json.loads((folder / "score.json").read_text())
         lines += ["", format_score(result)]
         for model, m in result["models"].items():
@@ -566,7 +568,7 @@ def _bootstrap_ece_difference(before, after, prompt_of, samples=1000, seed=0):
     """ECE after - before, with a bootstrap over prompts (all tokens of a resampled prompt together)."""
     from shared.metrics import expected_calibration_error
 
-    rng = np.random.default_rng(seed)
+    rng = generator("bootstrap", seed)
     prompts = np.unique(prompt_of)
     tokens_of = {p: np.nonzero(prompt_of == p)[0] for p in prompts}
     diffs = []
@@ -626,8 +628,6 @@ def sections(st: Study, seeds=(0, 1, 2), betas=(0.005, 0.05, 0.3)) -> list[Secti
 def write_study_report(out, commands, size, seeds, betas, incomplete=None) -> dict:
     """report.md, report.html; returns the numbers (summary.json's content). `seeds`: those of the
     main comparison; `betas`: the KL coefficients of the over-optimisation sweep, low to high."""
-    from sftrl.report import versions, write_html
-
     out = Path(out)
     st = Study(out)
     done = sections(st, seeds, betas)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sftrl.parity import Case
-from sftrl.parity_cases.common import T, TF, np_out, tiny_config
+from sftrl.parity.cases.common import T, TF, np_out, tiny_config
+from sftrl.parity.registry import Case
 from shared import reference as ref
 from shared.data import build_attention_mask
 from tf_impl import model as tf_model

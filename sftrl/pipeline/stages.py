@@ -1,7 +1,7 @@
 """`sftrl pipeline`: the main job. Built-in data -> causal-LM pretraining on the unlabelled text
 -> SFT from the pretrained model (PyTorch) -> reward model and PPO (TensorFlow) -> evaluation of
 SFT against RL -> report.md with tables and plots. `--preset study` runs the whole study
-(sftrl/study.py) instead.
+(sftrl/pipeline/study.py) instead.
 
 Each stage is the same code path as its own command (the pipeline calls `sftrl.cli.main`), so
 the report's "commands" section can be pasted to rerun any stage alone.
@@ -17,6 +17,7 @@ from pathlib import Path
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
+from sftrl.pipeline.progress import duration, time_left
 
 PRESETS = {
     # under a minute on 2 cores: SFT from scratch on the 400 labelled examples, a few PPO
@@ -27,7 +28,7 @@ PRESETS = {
                   pretrain=None, reward_model=None,
                   sft=["--steps", "300", "--eval-every", "150", "--lr", "2e-3"],
                   ppo=["--iterations", "8", "--batch-size", "32", "--minibatch-size", "16", "--ppo-epochs", "2",
-                       "--lr", "3e-4", "--no-xla"]),  # a few iterations do not pay back XLA's compile (~20 s)
+                       "--lr", "3e-4", "--no-xla"]),  # a few iterations do not pay back XLA's compile
     # the figures of the README: under 5 minutes on 2 cores
     "default": dict(sizes=None, pretrain=["--steps", "1000", "--eval-every", "250"], sft=[], reward_model=[], ppo=[]),
 }
@@ -39,20 +40,6 @@ STAGE_SECONDS = {
     "quick": {"data": 0.1, "sft": 14, "ppo": 22, "eval": 1, "report": 4},
     "default": {"data": 1, "pretrain": 40, "sft": 20, "reward model": 45, "ppo": 117, "eval": 2, "report": 26},
 }
-
-
-def time_left(estimates: dict, finished: dict) -> float:
-    """Seconds the unfinished stages should take: their estimates times the pace of the finished
-    ones (seconds taken / estimated, held within [0.25, 4]; 1 before any stage has finished).
-    Stages estimated under 5 s do not set the pace: a second's noise would be a factor there."""
-    paced = [name for name in finished if estimates[name] >= 5]
-    estimated = sum(estimates[name] for name in paced)
-    pace = min(max(sum(finished[name] for name in paced) / estimated, 0.25), 4.0) if estimated > 0 else 1.0
-    return pace * sum(seconds for name, seconds in estimates.items() if name not in finished)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _run(argv, commands, log, run_command):
@@ -89,7 +76,7 @@ def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=p
         current.update(name=name, start=now)
         if name is not None:
             log(f"\n== {name} == (stage {len(finished) + 1} of {len(estimates)}; about "
-                f"{_duration(time_left(estimates, finished))} left in the preset)")
+                f"{duration(time_left(estimates, finished))} left in the preset)")
 
     stage("data")
     data = out / "data"
@@ -115,7 +102,7 @@ def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=p
     _run(["eval", "--model", out / "sft", "--model", out / "ppo", "--prompts", data / "prompt.eval.jsonl",
           "--out", out / "eval", "--seed", seed], commands, log, run_command)
     stage("report")
-    from sftrl.report import write_report
+    from sftrl.reports.pipeline import write_report
     summary = write_report(out, commands, preset)
     stage(None)
     summary["seconds"] = round(time.perf_counter() - started, 1)

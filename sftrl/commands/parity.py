@@ -1,5 +1,5 @@
 """`sftrl parity`: arguments -> run, list or show the cases of the parity registry
-(`sftrl.parity_cases`; the machinery is `sftrl.parity`)."""
+(`sftrl.parity.cases`; the machinery is `sftrl.parity.registry`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from shared.errors import SftrlError
 
 
 def add_arguments(p) -> None:
-    from sftrl.parity import LEVELS  # numpy only: cheap
+    from sftrl.parity.registry import LEVELS  # numpy only: cheap
 
     p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
                    help="precision to run in (default: all)")
@@ -34,8 +34,8 @@ def progress(total: int, desc: str, quiet: bool):
 
 def run(args) -> int:
     """Exit 0 only if every selected case passes."""
-    from sftrl.parity import DTYPES, format_table, results_json, run_case, select, show
-    from sftrl.parity_cases import CASES
+    from sftrl.parity.cases import CASES
+    from sftrl.parity.registry import DTYPES, format_table, results_json, run_case, select, show
 
     names = {c.name for c in CASES}
     if args.show is not None:
@@ -65,7 +65,7 @@ def run(args) -> int:
     if args.json:
         atomic_write_text(args.json, results_json(results) + "\n")
     if args.html:
-        from sftrl.parity_page import page
+        from sftrl.parity.page import page
         atomic_write_text(args.html, page(cases, results))
         print(f"wrote {args.html}")
     return 1 if failed else 0

@@ -1,96 +1,17 @@
-"""report.md of a pipeline run: tables from eval.json, curves from metrics.jsonl, plots; and
-report.html, the same report as one self-contained page (images embedded)."""
+"""report.md of a pipeline run: tables from eval.json, curves from metrics.jsonl, plots
+(`sftrl.reports.plots`); and report.html, the same report as one self-contained page
+(`sftrl.reports.html`)."""
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
-import numpy as np
-
 from shared.io import atomic_write_text
-
-
-def _read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def curves(out):
-    plt = _plt()
-    sft = _read_jsonl(out / "sft" / "metrics.jsonl")
-    ppo = _read_jsonl(out / "ppo" / "metrics.jsonl")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    train = [(r["step"], r["train/loss"]) for r in sft if "train/loss" in r]
-    held = [(r["step"], r["eval/loss"]) for r in sft if "eval/loss" in r]
-    axes[0].plot(*zip(*train), lw=0.8, label="train")
-    if held:
-        axes[0].plot(*zip(*held), "o-", label="held-out")
-    axes[0].set(title="SFT loss (PyTorch)", xlabel="step", ylabel="cross-entropy")
-    axes[0].legend()
-    axes[1].plot([r["iteration"] for r in ppo], [r["objective/scores"] for r in ppo])
-    axes[1].set(title="PPO reward (TensorFlow)", xlabel="iteration", ylabel="mean score of samples")
-    axes[2].plot([r["iteration"] for r in ppo], [r["objective/kl"] for r in ppo], color="tab:red")
-    axes[2].set(title="KL(policy || SFT) per completion", xlabel="iteration", ylabel="nats")
-    fig.tight_layout()
-    fig.savefig(out / "report_curves.png", dpi=100)
-    plt.close(fig)
-
-
-def attention_heatmap(out, model, tokenizer, prompt, completion):
-    from torch_impl.evaluate import attention_maps
-
-    plt = _plt()
-    weights, tokens = attention_maps(model, tokenizer, prompt, completion)
-    heads = weights.shape[0]
-    fig, axes = plt.subplots(1, heads, figsize=(3.2 * heads, 3.4))
-    for h, ax in enumerate(np.atleast_1d(axes)):
-        ax.imshow(weights[h], cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"head {h}", fontsize=9)
-        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
-    fig.suptitle(f"SFT model, last layer: {prompt!r} -> {completion!r}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "report_attention.png", dpi=100)
-    plt.close(fig)
-
-
-def calibration(out, models, tokenizers, prompts, references):
-    from shared.metrics import expected_calibration_error
-    from torch_impl.evaluate import next_token_confidences
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
-    eces = {}
-    for name, model, tokenizer in zip(("SFT", "RL"), models, tokenizers):
-        confidence, correct = next_token_confidences(model, tokenizer, prompts, references)
-        ece, table = expected_calibration_error(confidence, correct, bins=10)
-        eces[name] = ece
-        filled = [row for row in table if row[2] > 0]
-        ax.plot([r[3] for r in filled], [r[4] for r in filled], "o-", label=f"{name} (ECE {ece:.3f})")
-    ax.set(xlabel="confidence (top next-token probability)", ylabel="accuracy",
-           title="Reliability of next-token predictions")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "report_calibration.png", dpi=100)
-    plt.close(fig)
-    return eces
-
-
-def _cell(text):
-    """Model-written text as one Markdown table cell: HTML-escaped (Markdown viewers render raw
-    HTML, and a completion is data, not markup), pipes escaped, on one line."""
-    text = html.escape(text or "", quote=True).replace("|", "\\|").replace("\n", " ")
-    return text or "∅"
+from sftrl.reports.common import markdown_cell, read_jsonl, versions
+from sftrl.reports.eval_table import format_table
+from sftrl.reports.html import write_html
+from sftrl.reports.plots import attention_heatmap, calibration, curves
 
 
 REPORT = """# sftrl pipeline report (preset `{preset}`)
@@ -169,10 +90,10 @@ def pretraining_numbers(out):
     path = Path(out) / "pretrain" / "metrics.jsonl"
     if not path.exists():
         return None
-    final = [r for r in _read_jsonl(path) if "final/loss" in r]
+    final = [r for r in read_jsonl(path) if "final/loss" in r]
     from shared.data import load_jsonl
     return {"texts": len(load_jsonl(Path(out) / "data" / "text.train.jsonl", "text")),
-            "steps": max(r.get("step", 0) for r in _read_jsonl(path)),
+            "steps": max(r.get("step", 0) for r in read_jsonl(path)),
             "held_out_loss": final[-1]["final/loss"] if final else None}
 
 
@@ -208,7 +129,6 @@ def write_report(out, commands, preset):
     """report.md and its figures from the run's own files; returns the numbers for summary.json."""
     from shared.data import load_jsonl
     from shared.tokenizer import Tokenizer
-    from sftrl.eval_command import format_table
     from torch_impl.checkpoint import load_pretrained
 
     out = Path(out)
@@ -237,8 +157,8 @@ def write_report(out, commands, preset):
         laplace_ppl=laplace_ppl, ngram_ppl=ngram_ppl,
         pretraining=pretraining_line(out),
         sft_init="" if pretraining_numbers(out) else " from random weights (this preset skips pretraining)", reward_model=reward_model_line(reward_model), ece_sft=eces["SFT"], ece_rl=eces["RL"],
-        samples="\n".join(f"| {_cell(p)} | {_cell(r)} | {_cell(a)} | {_cell(b)} |" for p, r, a, b in
-                          list(zip(prompts, references, completions[0], completions[1]))[:10]),
+        samples="\n".join(f"| {markdown_cell(p)} | {markdown_cell(r)} | {markdown_cell(a)} | {markdown_cell(b)} |"
+                          for p, r, a, b in list(zip(prompts, references, completions[0], completions[1]))[:10]),
         commands="\n".join(commands), versions=", ".join(f"{k} {v}" for k, v in env.items()))
     atomic_write_text(out / "report.md", report)
     write_html(out, report, f"sftrl pipeline report ({preset})")
@@ -251,55 +171,3 @@ def write_report(out, commands, preset):
             "pretraining": pretraining_numbers(out),
             "ngram": {"order": 3, "perplexity": ngram_ppl, "laplace_bigram_perplexity": laplace_ppl},
             "ece": eces, "versions": env}
-
-
-HTML_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em; line-height: 1.45; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; }}
-th {{ background: #f3f3f3; }}
-td {{ font-variant-numeric: tabular-nums; }}
-img {{ max-width: 100%; }}
-pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
-
-
-def write_html(out, markdown_text: str, title: str):
-    """OUT/report.html: the report's Markdown rendered (python-markdown, with tables), each image
-    embedded as a data: URI and the style inline -- one file that opens offline in a browser.
-    Model-written text reaches the Markdown already HTML-escaped (`_cell`)."""
-    import base64
-    import re
-
-    import markdown
-
-    out = Path(out)
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
-
-    def embed(match):
-        data = base64.b64encode((out / match.group(1)).read_bytes()).decode("ascii")
-        return f'src="data:image/png;base64,{data}"'
-    body = re.sub(r'src="([^":]+\.png)"', embed, body)
-    atomic_write_text(out / "report.html", HTML_PAGE.format(title=html.escape(title), body=body))
-    return out / "report.html"
-
-
-def versions() -> dict:
-    """The versions a report's numbers were measured with."""
-    import platform
-
-    import keras
-    import tensorflow as tf
-    import torch
-    import transformers
-
-    from shared import __version__
-    return {"sftrl": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "tensorflow": tf.__version__, "keras": keras.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}

@@ -11,9 +11,9 @@ import numpy as np
 import tensorflow as tf
 import torch
 
-from sftrl.parity import GRADIENT_TOL, Case
-from sftrl.parity_cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
-from sftrl.parity_cases.optimizer import ADAM
+from sftrl.parity.cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
+from sftrl.parity.cases.optimizer import ADAM
+from sftrl.parity.registry import GRADIENT_TOL, Case
 from shared import reference as ref
 from shared.config import PPOConfig
 from shared.constants import ADAM_BETAS, IGNORE_INDEX, REWARD_MODEL_ADAM_EPS

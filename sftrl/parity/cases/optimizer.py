@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 import torch
 
-from sftrl.parity import GRADIENT_TOL, Case
-from sftrl.parity_cases.common import T, TF, np_out
+from sftrl.parity.cases.common import T, TF, np_out
+from sftrl.parity.registry import GRADIENT_TOL, Case
 from shared import reference as ref
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import tensorflow as tf
 import torch
 
-from sftrl.parity import GRADIENT_TOL, Case
-from sftrl.parity_cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
+from sftrl.parity.cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
+from sftrl.parity.registry import GRADIENT_TOL, Case
 from shared import reference as ref
 from shared.constants import IGNORE_INDEX, LORA_TARGETS, PEFT_PREFIX
 from shared.data import build_attention_mask

@@ -7,8 +7,8 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
-from sftrl.parity import Case
-from sftrl.parity_cases.common import T, TF, np_out
+from sftrl.parity.cases.common import T, TF, np_out
+from sftrl.parity.registry import Case
 from shared import reference as ref
 from tf_impl import model as tf_model
 from torch_impl import model as torch_model

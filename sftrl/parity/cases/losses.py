@@ -8,8 +8,8 @@ import torch
 
 from types import SimpleNamespace
 
-from sftrl.parity import Case
-from sftrl.parity_cases.common import T, TF, np_out
+from sftrl.parity.cases.common import T, TF, np_out
+from sftrl.parity.registry import Case
 from shared import reference as ref
 from shared.algorithms import ALGORITHMS
 from shared.config import PPOConfig

@@ -16,7 +16,7 @@ project's own functions (`shared.reference`, `torch_impl`, `tf_impl`).
 """
 
 import tf_impl  # noqa: F401  (first: imports TensorFlow without its start-up noise)
-from sftrl.parity_cases import attention, generation, gradients, losses, model, ops, optimizer, training
+from sftrl.parity.cases import attention, generation, gradients, losses, model, ops, optimizer, training
 
 CASES = (ops.CASES + attention.CASES + model.CASES + losses.CASES + gradients.CASES + optimizer.CASES
          + training.CASES + generation.CASES)

@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 import torch
 
-from sftrl.parity import FORWARD_TOL, GRADIENT_TOL, Case
-from sftrl.parity_cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
-from sftrl.parity_cases.losses import dpo_inputs, lm_inputs, rl_inputs
+from sftrl.parity.cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
+from sftrl.parity.cases.losses import dpo_inputs, lm_inputs, rl_inputs
+from sftrl.parity.registry import FORWARD_TOL, GRADIENT_TOL, Case
 from shared import reference as ref
 from shared.constants import IGNORE_INDEX
 from tf_impl import losses as tf_losses

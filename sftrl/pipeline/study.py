@@ -1,7 +1,7 @@
 """`sftrl pipeline --preset study`: the study the seed asks for, as runs and then a report.
 
 Every run is one `sftrl` command (the same code path as typing it), written into its own folder
-under OUT; the report (sftrl/study_report.py) is computed from those folders' files only, so it
+under OUT; the report (sftrl/reports/study.py) is computed from those folders' files only, so it
 can be re-rendered at any time and holds no number a run did not write.
 
     data, pretrain                      the built-in data; causal-LM pretraining on its text split
@@ -34,9 +34,7 @@ from pathlib import Path
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
-
-TASK_NAMES = ("copy", "reverse", "sort", "add")
-
+from shared.tasks import TASKS
 
 @dataclass
 class StudySize:
@@ -149,7 +147,7 @@ def plan(size: StudySize, seed: int = 0) -> list[Run]:
     p.sft("sft_scratch", "--tokenizer", lambda o: o / "pretrain" / "tokenizer.json",
           "--model-config", lambda o: o / "pretrain" / "config.json", init=False)
     p.sft("sft_lora", *s.lora)
-    for task in TASK_NAMES:
+    for task in TASKS:
         p.sft(f"sft_task_{task}", "--tasks", task)
     p.sft("sft_labels", data="sft.rl_prompts.jsonl")
     p.add("reward_model", "reward_model", lambda o: [
@@ -248,8 +246,8 @@ def _stop(out, name: str, code: int, resume: str):
 def run(out, run_command, size: str = "full", seed: int = 0, quiet: bool = False, resume: bool = False, log=print):
     """Every run of the plan not finished yet, then the report. On a failed or interrupted run:
     the report of what finished, and the command that resumes."""
-    from sftrl.pipeline import _duration, time_left
-    from sftrl.study_report import write_study_report
+    from sftrl.pipeline.progress import duration, time_left
+    from sftrl.reports.study import write_study_report
 
     study = SIZES[size]
     out = Path(out)
@@ -257,7 +255,7 @@ def run(out, run_command, size: str = "full", seed: int = 0, quiet: bool = False
     finished = _finished_before(out, resume)
     estimates = {"data": study.seconds["data"], **{r.name: study.seconds[r.kind] for r in runs},
                  "report": study.seconds["report"]}
-    commands = [f"sftrl data --out {out / 'data'} --seed {seed}   # and the two derived files (sftrl/study.py)"]
+    commands = [f"sftrl data --out {out / 'data'} --seed {seed}   # and the two derived files (sftrl/pipeline/study.py)"]
 
     def report(incomplete=None):
         return write_study_report(out, commands, size, study.seeds, study.betas, incomplete=incomplete)
@@ -268,7 +266,7 @@ def run(out, run_command, size: str = "full", seed: int = 0, quiet: bool = False
 
     def announce(name):
         log(f"\n== study: {name} == (run {len(finished) + 1} of {len(estimates)}; about "
-            f"{_duration(time_left(estimates, finished))} left)")
+            f"{duration(time_left(estimates, finished))} left)")
 
     out.mkdir(parents=True, exist_ok=True)
     if "data" not in finished:

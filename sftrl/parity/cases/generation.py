@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sftrl.parity import Case
-from sftrl.parity_cases.common import EXACT, keras_policy, padded_ids, random_state, tiny_config, torch_sft
+from sftrl.parity.cases.common import EXACT, keras_policy, padded_ids, random_state, tiny_config, torch_sft
+from sftrl.parity.registry import Case
 from shared import reference as ref
 from shared.data import build_attention_mask
 from tf_impl import generate as tf_generate

@@ -17,7 +17,7 @@ import html
 import inspect
 import re
 
-from sftrl.parity import DTYPES, source_location
+from sftrl.parity.registry import DTYPES, source_location
 
 COLUMNS = ("NumPy", "PyTorch", "TensorFlow")
 _FRAMEWORK_PREFIX = re.compile(r"\b(torch\.nn\.functional|torch|tf\.nn|tf\.math|tf|np|F|keras\.ops|keras|ref)\.")

@@ -8,15 +8,17 @@ import sys
 from pathlib import Path
 
 from shared.config import DPOConfig
-from shared.errors import ConfigError, SftrlError
+from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
+from sftrl.commands.common import compare_on_held_out, reward_function
+from sftrl.commands.flags import add_config_flags, config_from_args
 
-DPO_FLAGS = ("beta", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "max_grad_norm",
-             "max_length", "eval_every", "save_every", "keep_checkpoints", "seed")
+# The DPOConfig fields that are flags of `sftrl dpo`, in the order of --help.
+CONFIG_FLAGS = ("beta", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "max_length",
+                "eval_every", "save_every", "keep_checkpoints", "seed", "epochs")
 
 
 def add_arguments(p) -> None:
-    d = DPOConfig()
     p.add_argument("--policy", required=True, help="the SFT model folder (causal): the policy to train and the "
                    "frozen reference")
     p.add_argument("--data", required=True, help="JSONL of 'preference' records (prompt, chosen, rejected); "
@@ -33,31 +35,16 @@ def add_arguments(p) -> None:
                    "(as `sftrl rl --reward`; default task: partial credit)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="longest sampled or evaluated completion "
                    "(default 16)")
-    for name, help_text in [
-            ("beta", "inverse temperature of the implicit reward beta log(pi / ref); > 0"),
-            ("steps", "optimizer steps (ignored with --epochs)"), ("batch_size", "pairs per step"),
-            ("lr", "peak AdamW learning rate"), ("weight_decay", "AdamW weight decay"),
-            ("warmup_steps", "linear warm-up steps"), ("max_grad_norm", "global gradient-norm clip; 0 = off"),
-            ("max_length", "longest tokenized prompt + completion"),
-            ("eval_every", "steps between held-out evaluations"),
-            ("save_every", "checkpoint every N steps (default: at the end)"),
-            ("keep_checkpoints", "step-N checkpoints kept"), ("seed", "seed")]:
-        kind = float if isinstance(getattr(d, name), float) else int
-        p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{help_text} (default {getattr(d, name)})")
-    p.add_argument("--epochs", type=float, help="passes over the pairs, instead of --steps")
+    add_config_flags(p, DPOConfig, CONFIG_FLAGS)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out "
                    "(after Ctrl-C, a kill or a crash; the result is bitwise that of an uninterrupted run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(length_penalty=0.0, max_words=16)  # what `reward_function` reads
 
 
 def build_config(args) -> DPOConfig:
-    values = {n: getattr(args, n) for n in DPO_FLAGS if getattr(args, n, None) is not None}
-    try:
-        return DPOConfig(**values)
-    except ConfigError as e:
-        raise SftrlError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
+    """The run's DPOConfig, from its flags."""
+    return config_from_args(DPOConfig, args)
 
 
 def load_inputs(args):
@@ -88,13 +75,12 @@ def sampled_pairs(args, model, tokenizer, records, out: Path) -> list[dict]:
     from shared.io import atomic_write_text
     from torch_impl.dpo import pairs_from_samples
 
-    from sftrl.ppo_command import reward_function
-
     path = out / "pairs.jsonl"
     if args.resume and path.exists():
         return [json.loads(line) for line in path.read_text().splitlines()]
-    pairs, stats = pairs_from_samples(model, tokenizer, records, args.pairs_from_samples,
-                                      reward_function(args, tokenizer), args.max_new_tokens, build_config(args).seed)
+    reward = reward_function(args.reward, tokenizer)
+    pairs, stats = pairs_from_samples(model, tokenizer, records, args.pairs_from_samples, reward, args.max_new_tokens,
+                                      build_config(args).seed)
     print(f"pairs from samples: {stats['samples']} samples of {stats['prompts']} prompts (mean score "
           f"{stats['mean_sample_score']:.3f}) -> {stats['pairs']} pairs (best vs worst of each prompt)")
     if not pairs:
@@ -148,8 +134,6 @@ def evaluate_against_sft(model, reference, eval_prompts, tokenizer, args, out) -
     """Greedy completions of the held-out prompts by SFT and DPO, compared; OUT/eval.json."""
     from shared.io import atomic_write_text
     from torch_impl.generate import greedy_completions
-
-    from sftrl.ppo_command import compare_on_held_out
 
     prompts = [r["prompt"] for r in eval_prompts]
     sft, new = (greedy_completions(m, tokenizer, prompts, args.max_new_tokens, batch_size=128)[0]

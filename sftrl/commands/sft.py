@@ -7,52 +7,33 @@ import sys
 from pathlib import Path
 
 from shared.config import SFTConfig
-from shared.errors import ConfigError, SftrlError
+from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
-
-TRAINING_FLAGS = ("objective", "mlm_probability", "steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps",
-                  "max_grad_norm", "max_length", "eval_every", "early_stopping_patience", "save_every",
-                  "keep_checkpoints", "lora_rank", "lora_alpha", "seed")
+from shared.random_streams import integer_seed
+from sftrl.commands.flags import add_config_flags, config_from_args
 
 
 def add_arguments(p, pretrain: bool) -> None:
-    defaults = SFTConfig()
     kind = "text" if pretrain else "sft"
     p.add_argument("--data", required=True, help=f"training data: JSONL of '{kind}' records"
                    + (" or a plain .txt file" if pretrain else ""))
     p.add_argument("--eval-data", help="held-out data of the same kind: evaluation, early stopping, "
                    "and the exported model is the one with the best held-out loss")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--objective", choices=("clm", "mlm"), default="mlm" if pretrain else "clm",
-                   help="clm: causal next-token loss (completion-only for sft data); mlm: masked LM")
-    p.add_argument("--mlm-probability", type=float, metavar="P",
-                   help=f"mlm: share of the real, non-special tokens chosen for the loss, each then "
-                   f"[MASK]ed 80%%, replaced 10%%, kept 10%% (default {defaults.mlm_probability})")
+    add_config_flags(p, SFTConfig, ["objective", "mlm_probability"], choices={"objective": ("clm", "mlm")},
+                     defaults={"objective": "mlm"} if pretrain else None)
     p.add_argument("--init", help="start from a model folder (ours, or a Hugging Face BERT folder)")
     p.add_argument("--tokenizer", help="tokenizer.json to use (default: the --init folder's, else "
                    "one trained on the training data)")
     p.add_argument("--vocab-size", type=int, default=512, help="size of a tokenizer trained here")
     p.add_argument("--model-config", help="config.json of the model to train from scratch")
-    steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=int, help=f"optimizer steps (default {defaults.steps})")
-    steps.add_argument("--epochs", type=float, help="passes over the training data, instead of --steps")
-    p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
-    p.add_argument("--weight-decay", type=float, help=f"default {defaults.weight_decay}")
-    p.add_argument("--warmup-steps", type=int, help=f"default {defaults.warmup_steps}")
-    p.add_argument("--max-grad-norm", type=float, help=f"0 = no clipping (default {defaults.max_grad_norm})")
-    p.add_argument("--max-length", type=int, help=f"longest tokenized example (default {defaults.max_length})")
-    p.add_argument("--eval-every", type=int, help=f"default {defaults.eval_every}")
-    p.add_argument("--early-stopping-patience", type=int, metavar="K",
-                   help="stop after K evaluations without a better held-out loss (default: off)")
-    p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default: at the end)")
-    p.add_argument("--keep-checkpoints", type=int, help=f"default {defaults.keep_checkpoints}")
-    p.add_argument("--lora-rank", type=int, metavar="R", help="train LoRA adapters of rank R on the "
-                   "attention projections only (default: full fine-tuning)")
-    p.add_argument("--lora-alpha", type=float, help=f"default {defaults.lora_alpha}")
+    add_config_flags(p.add_mutually_exclusive_group(), SFTConfig, ["steps", "epochs"])
+    add_config_flags(p, SFTConfig, ["batch_size", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "max_length",
+                                    "eval_every", "early_stopping_patience", "save_every", "keep_checkpoints",
+                                    "lora_rank", "lora_alpha"])
     p.add_argument("--tasks", help="only these tasks, optionally weighted: 'copy,add' or 'copy=1,add=3' "
                    "(default: every task, sampled equally often)")
-    p.add_argument("--seed", type=int, help="default 0")
+    add_config_flags(p, SFTConfig, ["seed"])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU (under torchrun, the GPU of each process's LOCAL_RANK)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -68,11 +49,8 @@ def add_arguments(p, pretrain: bool) -> None:
 
 
 def build_config(args) -> SFTConfig:
-    values = {name: getattr(args, name) for name in TRAINING_FLAGS if getattr(args, name, None) is not None}
-    try:
-        return SFTConfig(**values)
-    except ConfigError as e:
-        raise SftrlError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
+    """The run's SFTConfig, from its flags."""
+    return config_from_args(SFTConfig, args)
 
 
 def parse_tasks(spec: str | None, records) -> tuple[set | None, dict | None]:
@@ -167,7 +145,7 @@ def build_model(args, config, model_config, tokenizer, examples):
         model, source = load_pretrained(args.init), f"--init {args.init}"
     else:
         model_config = model_config or default_model_config(tokenizer, examples, config.objective)
-        torch.manual_seed(config.seed)
+        torch.manual_seed(integer_seed("init", config.seed))  # the initial weights
         model = SFTModel(dataclasses.replace(model_config, attention_type=wanted_type))
         source = f"--model-config {args.model_config}" if args.model_config else "the default config"
     if model.config.vocab_size != tokenizer.vocab_size:
