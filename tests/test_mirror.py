@@ -381,3 +381,27 @@ def test_a_renamed_attribute_a_missing_method_or_a_moved_class_is_drift(tmp_path
                  "Intermediate (order): in another place: after at_least_float32 in torch_impl/model.py, "
                  "after Attention.output_ in tf_impl/model.py"]:
         assert f"{pair}: {line}" in problems, "\n".join(problems)
+
+
+# One signature drift in the Keras (or NumPy) copy of each mirrored pair: two arguments swapped.
+SIGNATURE_DRIFTS = {
+    "model": ("def build_attention_mask(attention_mask, causal: bool,",
+              "def build_attention_mask(causal: bool, attention_mask,", "build_attention_mask"),
+    "losses": ("def ppo_objective(logprobs, entropy,", "def ppo_objective(entropy, logprobs,", "ppo_objective"),
+    "losses and reference": ("def grpo_objective(logprobs, entropy,", "def grpo_objective(entropy, logprobs,",
+                             "grpo_objective"),
+    "generate": ("def generate(model, input_ids, attention_mask,", "def generate(model, attention_mask, input_ids,",
+                 "generate"),
+    "ppo update": ("def _loss(self, batch: Minibatch, kl_coef=None):", "def _loss(self, kl_coef, batch: Minibatch):",
+                   "PPOTrainer._loss"),
+}
+
+
+@pytest.mark.parametrize("pair", sorted(SIGNATURE_DRIFTS))
+def test_a_signature_drift_in_any_mirrored_pair_is_reported(pair, tmp_path):
+    old, new, function = SIGNATURE_DRIFTS[pair]
+    first, second = mutated_copy(tmp_path, pair, keras_edits=[(old, new)])
+    differences, scope = PAIRS[pair][2:]
+    problems = drift(first, second, differences, scope)
+    assert any(f": {function}" in line for line in problems), "\n".join(problems) or "no drift reported"
+    assert drift(*mutated_copy(tmp_path / "unedited", pair), differences, scope) == []
