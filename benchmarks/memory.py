@@ -64,7 +64,7 @@ def reward_model(s):
     """Bradley-Terry steps of the Keras RewardModel on pairs of the train suite's batch and length."""
     import tensorflow as tf
 
-    from tf_impl.model import RewardModel
+    from tf_impl.architectures import RewardModel
     from tf_impl.reward_model import bradley_terry_step, reward_model_optimizer
 
     model = RewardModel(model_config(s, "bidirectional"))

@@ -156,6 +156,8 @@ class ModelConfig(_Config):
         _choice(self, "attention_type", ATTENTION_TYPES)
         _choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
 
+    model_type = "bert"  # config.json's name of the architecture (a class attribute, not a field)
+
     @property
     def is_causal(self) -> bool:
         return self.attention_type == "causal"
@@ -163,6 +165,10 @@ class ModelConfig(_Config):
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_key_value_heads(self) -> int:
+        return self.num_attention_heads
 
     def to_dict(self) -> dict:
         """Our fields plus the keys `transformers` needs to pick the right BERT class."""
@@ -222,7 +228,8 @@ class SFTConfig(_Config):
     early_stopping_patience: int = 0      # evaluations without improvement before stopping; 0 = off
     save_every: int = 0                   # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 2             # how many step-N checkpoints to keep
-    lora_rank: int = 0                    # LoRA rank on the attention projections; 0 = full fine-tune
+    lora_rank: int = 0                    # LoRA rank (BERT: on query/key/value; GPT-2, Llama: on every
+                                          # linear layer of a block); 0 = full fine-tune
     lora_alpha: float = 16.0              # LoRA scaling numerator (scale = alpha / rank)
     seed: int = 0                         # seeds data order, masking, dropout and init
 
@@ -295,8 +302,9 @@ class PPOConfig(_Config):
     whiten_advantages: bool = True        # normalise advantages within each rollout
     max_grad_norm: float = 1.0            # global gradient-norm clip; 0 turns clipping off
     save_every: int = 0                   # iterations between checkpoints; 0 = only at the end
-    lora_rank: int = 0                    # train LoRA adapters of this rank on query/key/value (and, with ppo, the
-                                          # value head) only; 0 = train every weight
+    lora_rank: int = 0                    # train LoRA adapters of this rank (BERT: on query/key/value; GPT-2,
+                                          # Llama: on every linear layer of a block) and, with ppo, the
+                                          # value head only; 0 = train every weight
     lora_alpha: float = 16.0              # LoRA scaling numerator (scale = alpha / rank)
     xla: bool = True                      # XLA-compile the traced train, scoring and decoding steps
     seed: int = 0                         # seeds sampling and minibatch order
@@ -393,10 +401,230 @@ class RewardModelConfig(_Config):
         _int(self, "seed", minimum=0)
 
 
-def load_model_config(path: str | os.PathLike) -> ModelConfig:
-    """Read a `config.json` (ours or a Hugging Face BERT one); errors name the file and field."""
-    return ModelConfig.from_json_file(path)
+# ----------------------------------------------------------------------------- decoders
+# The two decoder-only families beside BERT. Field names are those of `transformers`' own
+# config.json (GPT2Config; LlamaConfig / Qwen2Config / MistralConfig), so a downloaded folder's
+# config reads as it is and the file we write is read back by the matching `transformers` class.
+# The properties below give every architecture the same few names the trainers use
+# (hidden_size, num_hidden_layers, num_attention_heads, head_size, max_position_embeddings, is_causal).
+
+GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu")  # the first two: the tanh form
+LLAMA_MODEL_TYPES = ("llama", "qwen2", "mistral")
+
+# Keys of a transformers-written decoder config.json that do not change the model.
+_DECODER_BOOKKEEPING_KEYS = (_HF_BOOKKEEPING_KEYS - {"model_type", "bos_token_id", "eos_token_id", "tie_word_embeddings"}) | {
+    "output_hidden_states", "is_encoder_decoder", "summary_type", "summary_use_proj",
+    "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "reorder_and_upcast_attn",
+    "pretraining_tp", "n_ctx", "task_specific_params", "layer_types", "max_window_layers",
+    "use_sliding_window", "generation_config", "quantization_config", "initializer_factor",
+}
 
 
-__all__ = ["ModelConfig", "SFTConfig", "DPOConfig", "PPOConfig", "EvalConfig", "RewardModelConfig", "load_model_config",
-           "ATTENTION_TYPES"]
+def _drop_bookkeeping(values: dict) -> dict:
+    if values.get("attn_implementation") not in ATTN_IMPLEMENTATIONS:
+        values.pop("attn_implementation", None)
+    return {k: v for k, v in values.items() if k not in _DECODER_BOOKKEEPING_KEYS}
+
+
+@dataclass
+class GPT2Config(_Config):
+    """GPT-2: pre-LayerNorm blocks, learned positions, tanh GELU. Field names are GPT2Config's."""
+
+    vocab_size: int = 512                 # V
+    n_positions: int = 128                # longest sequence the position table covers
+    n_embd: int = 128                     # C: width of every token vector
+    n_layer: int = 2                      # N: transformer blocks
+    n_head: int = 4                       # H: attention heads; hs = C / H
+    n_inner: int | None = None            # feed-forward width; None = 4 C
+    activation_function: str = "gelu_new"  # "gelu_new" (tanh form, GPT-2's) or "gelu" (erf form)
+    resid_pdrop: float = 0.1              # dropout on each residual branch
+    embd_pdrop: float = 0.1               # dropout on the summed embeddings
+    attn_pdrop: float = 0.1               # dropout on the attention weights
+    layer_norm_epsilon: float = 1e-5      # epsilon inside every LayerNorm
+    initializer_range: float = INIT_STD   # std of the normal init of weight matrices
+    scale_attn_weights: bool = True       # scores / sqrt(hs), as every GPT-2
+    scale_attn_by_inverse_layer_idx: bool = False  # extra 1/(layer+1) on the scores (not supported)
+    tie_word_embeddings: bool = True      # lm_head.weight is transformer.wte.weight
+    bos_token_id: int | None = None       # the folder's start token (GPT-2: <|endoftext|>)
+    eos_token_id: int | None = None       # the folder's end token
+    pad_token_id: int = 0                 # the id padded batches are filled with (GPT-2 has none: eos)
+    attn_implementation: str = "sdpa"     # "sdpa": a fused attention kernel; "eager": written out
+
+    def __post_init__(self):
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            _int(self, name)
+        if self.n_inner is not None:
+            _int(self, "n_inner")
+        _check(self.n_embd % self.n_head == 0, "n_head",
+               f"must divide n_embd ({self.n_embd} is not divisible by {self.n_head})")
+        _choice(self, "activation_function", GPT2_ACTIVATIONS)
+        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            _float(self, name, 0.0, 1.0, high_open=True)
+        _float(self, "layer_norm_epsilon", 0.0, 1.0, low_open=True)
+        _float(self, "initializer_range", 0.0, 10.0, low_open=True)
+        _check(self.scale_attn_weights is True, "scale_attn_weights", "only true is supported")
+        _check(self.scale_attn_by_inverse_layer_idx is False, "scale_attn_by_inverse_layer_idx",
+               "only false is supported")
+        _int(self, "pad_token_id", minimum=0)
+        _check(self.pad_token_id < self.vocab_size, "pad_token_id",
+               f"must be < vocab_size ({self.vocab_size}), got {self.pad_token_id}")
+        _choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
+
+    model_type = "gpt2"
+    is_causal = True
+    attention_type = "causal"
+    hidden_size = property(lambda self: self.n_embd)
+    num_hidden_layers = property(lambda self: self.n_layer)
+    num_attention_heads = property(lambda self: self.n_head)
+    num_key_value_heads = property(lambda self: self.n_head)
+    max_position_embeddings = property(lambda self: self.n_positions)
+    intermediate_size = property(lambda self: self.n_inner or 4 * self.n_embd)
+    head_size = property(lambda self: self.n_embd // self.n_head)
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values.update(model_type="gpt2", architectures=["GPT2LMHeadModel"])
+        return values
+
+    @classmethod
+    def _prepare(cls, values: dict, path) -> dict:
+        values.pop("model_type", None)
+        if values.get("add_cross_attention", False):
+            raise ConfigError("add_cross_attention", "cross-attention is not supported", path)
+        if values.get("pad_token_id") is None:  # GPT-2 pads with its end token, as its users do
+            values["pad_token_id"] = values.get("eos_token_id") or 0
+        return _drop_bookkeeping(values)
+
+
+@dataclass
+class LlamaConfig(_Config):
+    """Llama / Qwen2 / Mistral: RMSNorm, rotary positions, SwiGLU, grouped-query attention.
+    Field names are LlamaConfig's; `model_type` says which of the three a folder is."""
+
+    model_type: str = "llama"             # "llama", "qwen2" (q/k/v with bias) or "mistral"
+    vocab_size: int = 512                 # V
+    hidden_size: int = 128                # C
+    intermediate_size: int = 344          # I: SwiGLU width (Llama: about 8/3 C)
+    num_hidden_layers: int = 2            # N
+    num_attention_heads: int = 4          # H: query heads
+    num_key_value_heads: int | None = None  # key/value heads (GQA); None = H (multi-head)
+    head_dim: int | None = None           # hs; None = C / H
+    hidden_act: str = "silu"              # SwiGLU's gate: silu
+    max_position_embeddings: int = 128    # longest sequence (rotary positions have no table)
+    rope_theta: float = 10000.0           # base of the rotary frequencies theta_i = base^(-2i/hs)
+    rms_norm_eps: float = 1e-6            # epsilon inside every RMSNorm
+    attention_bias: bool = False          # bias on q/k/v/o (Llama); Qwen2 always has q/k/v bias
+    mlp_bias: bool = False                # bias on gate/up/down
+    attention_dropout: float = 0.0        # dropout on the attention weights
+    sliding_window: int | None = None     # Mistral/Qwen2 window; sequences must fit in it
+    initializer_range: float = INIT_STD   # std of the normal init of weight matrices
+    tie_word_embeddings: bool = False     # lm_head.weight is model.embed_tokens.weight
+    bos_token_id: int | None = None       # the folder's start token
+    eos_token_id: int | None = None       # the folder's end token
+    pad_token_id: int = 0                 # the id padded batches are filled with
+    attn_implementation: str = "sdpa"     # "sdpa": a fused attention kernel; "eager": written out
+
+    def __post_init__(self):
+        _choice(self, "model_type", LLAMA_MODEL_TYPES)
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "max_position_embeddings"):
+            _int(self, name)
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        _int(self, "num_key_value_heads")
+        _check(self.num_attention_heads % self.num_key_value_heads == 0, "num_key_value_heads",
+               f"must divide num_attention_heads ({self.num_attention_heads} is not divisible by "
+               f"{self.num_key_value_heads})")
+        if self.head_dim is None:
+            _check(self.hidden_size % self.num_attention_heads == 0, "num_attention_heads",
+                   f"must divide hidden_size ({self.hidden_size} is not divisible by "
+                   f"{self.num_attention_heads})")
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        _int(self, "head_dim", minimum=2)
+        _check(self.head_dim % 2 == 0, "head_dim", f"must be even (rotary pairs), got {self.head_dim}")
+        _choice(self, "hidden_act", ("silu",))
+        _float(self, "rope_theta", 0.0, low_open=True)
+        _float(self, "rms_norm_eps", 0.0, 1.0, low_open=True)
+        _float(self, "attention_dropout", 0.0, 1.0, high_open=True)
+        if self.sliding_window is not None:
+            _int(self, "sliding_window")
+        _float(self, "initializer_range", 0.0, 10.0, low_open=True)
+        _int(self, "pad_token_id", minimum=0)
+        _check(self.pad_token_id < self.vocab_size, "pad_token_id",
+               f"must be < vocab_size ({self.vocab_size}), got {self.pad_token_id}")
+        _choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
+
+    is_causal = True
+    attention_type = "causal"
+    head_size = property(lambda self: self.head_dim)
+
+    @property
+    def qkv_bias(self) -> bool:
+        """Qwen2 puts a bias on the q, k and v projections whatever attention_bias says."""
+        return self.attention_bias or self.model_type == "qwen2"
+
+    @property
+    def o_bias(self) -> bool:
+        return self.attention_bias and self.model_type != "qwen2"
+
+    @property
+    def context_length(self) -> int:
+        """The longest sequence attended in full: a sliding window, where set, caps it."""
+        return min(self.max_position_embeddings, self.sliding_window or self.max_position_embeddings)
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["rope_parameters"] = {"rope_type": "default", "rope_theta": self.rope_theta}
+        names = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+        values["architectures"] = [names[self.model_type]]
+        return values
+
+    @classmethod
+    def _prepare(cls, values: dict, path) -> dict:
+        # transformers 5 writes the rotary settings as rope_parameters; older folders as rope_theta
+        # (+ rope_scaling). Only the plain rotary embedding ("default") is supported.
+        rope = values.pop("rope_parameters", None) or values.pop("rope_scaling", None) or {}
+        values.pop("rope_scaling", None)
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            raise ConfigError("rope_parameters", f"only rope_type 'default' is supported, got "
+                              f"{rope.get('rope_type', rope.get('type'))!r}", path)
+        if "rope_theta" in rope:
+            values.setdefault("rope_theta", rope["rope_theta"])
+        if values.get("pad_token_id") is None:
+            eos = values.get("eos_token_id")
+            values["pad_token_id"] = (eos[0] if isinstance(eos, list) else eos) or 0
+        if isinstance(values.get("eos_token_id"), list):  # several end tokens: the first one
+            values["eos_token_id"] = values["eos_token_id"][0]
+        return _drop_bookkeeping(values)
+
+
+MODEL_CONFIGS = {"bert": ModelConfig, "gpt2": GPT2Config, "llama": LlamaConfig, "qwen2": LlamaConfig,
+                 "mistral": LlamaConfig}
+ARCHITECTURES = ("bert", "gpt2", "llama")  # the families: qwen2 and mistral are llama's kind
+
+
+def architecture_of(config) -> str:
+    """The family a model config belongs to: "bert", "gpt2" or "llama"."""
+    return {ModelConfig: "bert", GPT2Config: "gpt2", LlamaConfig: "llama"}[type(config)]
+
+
+def model_config_from_dict(values: dict, path=None):
+    """The config of any supported architecture, picked by `model_type` (no model_type: ours, BERT)."""
+    if not isinstance(values, dict):
+        raise ConfigError("(file)", "expected a JSON object", path)
+    model_type = values.get("model_type", "bert")
+    if model_type not in MODEL_CONFIGS:
+        raise ConfigError("model_type", f"unsupported model_type {model_type!r} (supported: "
+                          f"{', '.join(MODEL_CONFIGS)})", path)
+    return MODEL_CONFIGS[model_type].from_dict(values, path=path)
+
+
+def load_model_config(path: str | os.PathLike):
+    """Read a `config.json` of any supported architecture (ours or one `transformers` wrote);
+    errors name the file and the field."""
+    return model_config_from_dict(_read_json(path), path=path)
+
+
+__all__ = ["ModelConfig", "GPT2Config", "LlamaConfig", "SFTConfig", "DPOConfig", "PPOConfig", "EvalConfig",
+           "RewardModelConfig", "load_model_config", "model_config_from_dict", "architecture_of",
+           "ARCHITECTURES", "ATTENTION_TYPES"]

@@ -44,4 +44,19 @@ REWARD_MODEL_ADAM_EPS = 1e-7
 # LoRA: the layers that get adapters (the attention projections, in both frameworks) and the
 # prefix of an adapter's tensor names in the files `peft` writes (adapter_model.safetensors).
 LORA_TARGETS = ("query", "key", "value")
+# Each architecture's LoRA targets, as paths inside one block (peft matches them as name suffixes;
+# tf_impl.lora walks them): BERT's attention projections; for the decoders every linear layer of a
+# block, attention and feed-forward, as QLoRA (Dettmers et al. 2023) and later practice do.
+LORA_TARGETS_BY_ARCHITECTURE = {
+    "bert": tuple(f"attention.self.{target}" for target in LORA_TARGETS),
+    "gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+    "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+}
+# Where each architecture's backbone keeps its list of blocks.
+BLOCKS = {"bert": "encoder.layer", "gpt2": "h", "llama": "layers"}
 PEFT_PREFIX = "base_model.model."
+
+# GPT-2's projections, stored by `transformers` as Conv1D weights of shape (in, out) -- the layout
+# of a Keras Dense kernel, the transpose of a torch Linear weight.
+GPT2_CONV1D_LAYERS = ("c_attn", "c_proj", "c_fc")

@@ -133,6 +133,182 @@ def model_logits(p, input_ids, mask, config, position_ids=None):
     return linear(h, p[e + "word_embeddings.weight"], p["cls.predictions.bias"])
 
 
+# ----------------------------------------------------------------------------- decoders: GPT-2 and Llama
+# The building blocks of the two decoder families (torch_impl/gpt2.py, torch_impl/llama.py), then
+# each whole model from its state dict in the torch_impl layout (every weight (out, in)). Extra
+# shape letters: Hkv key/value heads, n_rep = H / Hkv query heads per key/value head.
+
+def gelu_new(x):
+    """GPT-2's GELU, the tanh form: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def rms_norm(x, weight, eps):
+    """RMSNorm(x) = weight * x / sqrt(mean(x^2) + eps), over the last axis (Zhang & Sennrich 2019)."""
+    return weight * x / np.sqrt(np.mean(x ** 2, axis=-1, keepdims=True) + eps)
+
+
+def rotary_cos_sin(position_ids, head_dim, theta, dtype=np.float64):
+    """cos and sin (B, T, hs) of the rotary angles p theta_i, theta_i = theta^(-2i/hs), i < hs/2,
+    each written twice: the rotate-half layout pairs dimension i with i + hs/2 (Su et al. 2021)."""
+    inv_freq = float(theta) ** (-np.arange(0, head_dim, 2) / head_dim)     # (hs/2,)
+    angles = np.asarray(position_ids, dtype=np.float64)[..., None] * inv_freq  # (B, T, hs/2)
+    angles = np.concatenate([angles, angles], -1)                          # (B, T, hs)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+def rotate_half(x):
+    """(x1, x2) -> (-x2, x1) on the two halves of the last axis."""
+    x1, x2 = np.split(x, 2, axis=-1)
+    return np.concatenate([-x2, x1], -1)
+
+
+def apply_rotary(x, cos, sin):
+    """RoPE, rotate-half form: x cos + rotate_half(x) sin. x (B, H, T, hs); cos, sin (B, T, hs)."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
+def apply_rotary_complex(x, position_ids, theta):
+    """RoPE as Su et al. write it: each pair (x_i, x_{i + hs/2}) is the complex number
+    z_i = x_i + i x_{i + hs/2}, multiplied by exp(i p theta^(-2i/hs)).
+
+    x (B, H, T, hs), position_ids (B, T) -> (B, H, T, hs). Independent of `apply_rotary`.
+    """
+    half = x.shape[-1] // 2
+    z = x[..., :half] + 1j * x[..., half:]                                 # (B, H, T, hs/2)
+    freqs = float(theta) ** (-2.0 * np.arange(half) / x.shape[-1])         # (hs/2,)
+    rotation = np.exp(1j * np.asarray(position_ids, dtype=np.float64)[:, None, :, None] * freqs)  # (B, 1, T, hs/2)
+    w = z * rotation
+    return np.concatenate([w.real, w.imag], -1)
+
+
+def swiglu(gate, up):
+    """SwiGLU's elementwise part (Shazeer 2020): silu(gate) * up, silu(z) = z / (1 + exp(-z))."""
+    return gate / (1.0 + np.exp(-gate)) * up
+
+
+def repeat_kv(x, n_rep):
+    """(B, Hkv, T, hs) -> (B, Hkv n_rep, T, hs): head j of the output is key/value head j // n_rep."""
+    return np.repeat(x, n_rep, axis=1)
+
+
+def grouped_query_attention(q, k, v, mask=None):
+    """Grouped-query attention (Ainslie et al. 2023): query head j attends with key/value head
+    j // n_rep. Computed by grouping the queries, not by repeating K and V:
+
+        q (B, H, T, hs) -> (B, Hkv, n_rep, T, hs);  softmax(Q_g K_g^T / sqrt(hs)) V_g per group g.
+
+    k, v (B, Hkv, Tk, hs); mask broadcastable to (B, 1, T, Tk). Returns (output (B, H, T, hs),
+    weights (B, H, T, Tk)).
+    """
+    B, H, T, hs = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    n_rep = H // Hkv
+    q_grouped = q.reshape(B, Hkv, n_rep, T, hs)                            # (B, Hkv, n_rep, T, hs)
+    scores = q_grouped @ np.swapaxes(k, -1, -2)[:, :, None] / math.sqrt(hs)  # (B, Hkv, n_rep, T, Tk)
+    if mask is not None:
+        scores = np.where(np.asarray(mask)[:, :, None], scores, ATTENTION_MASK_FILL)
+    weights = softmax(scores, -1)
+    output = weights @ v[:, :, None]                                       # (B, Hkv, n_rep, T, hs)
+    return output.reshape(B, H, T, hs), weights.reshape(B, H, T, Tk)
+
+
+def _split_heads(x, heads):
+    """(B, T, heads hs) -> (B, heads, T, hs)."""
+    B, T, _ = x.shape
+    return x.reshape(B, T, heads, -1).transpose(0, 2, 1, 3)
+
+
+def _merge_heads(x):
+    """(B, heads, T, hs) -> (B, T, heads hs)."""
+    B, heads, T, hs = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, heads * hs)
+
+
+def _position_ids(input_ids, position_ids):
+    B, T = input_ids.shape
+    return np.broadcast_to(np.arange(T), (B, T)) if position_ids is None else position_ids
+
+
+def gpt2_block(x, p, prefix, config, mask=None):
+    """Pre-LN block (Radford et al. 2019), GPT2Config `config`; `p` maps torch_impl names to arrays:
+
+        h = x + W_proj Attention(LN_1(x) W_attn -> q, k, v);   out = h + W_2 GELU(W_1 LN_2(h)).
+
+    Returns (out (B, T, C), the attention probabilities (B, H, T, T)).
+    """
+    a, m, eps = prefix + "attn.", prefix + "mlp.", config.layer_norm_epsilon
+    n = layer_norm(x, p[prefix + "ln_1.weight"], p[prefix + "ln_1.bias"], eps)
+    q, k, v = np.split(linear(n, p[a + "c_attn.weight"], p[a + "c_attn.bias"]), 3, axis=-1)  # 3 x (B, T, C)
+    context, weights = scaled_dot_product_attention(*(_split_heads(y, config.n_head) for y in (q, k, v)), mask)
+    h = x + linear(_merge_heads(context), p[a + "c_proj.weight"], p[a + "c_proj.bias"])
+    act = gelu if config.activation_function == "gelu" else gelu_new
+    n = layer_norm(h, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"], eps)
+    ff = linear(act(linear(n, p[m + "c_fc.weight"], p[m + "c_fc.bias"])), p[m + "c_proj.weight"], p[m + "c_proj.bias"])
+    return h + ff, weights
+
+
+def gpt2_logits(p, input_ids, mask, config, position_ids=None, return_hidden_states=False):
+    """GPT-2: wte[ids] + wpe[positions] -> N pre-LN blocks -> LN_f -> logits h W_lm^T (B, T, V),
+    W_lm = wte when the config ties them.
+
+    mask: the boolean (B, 1, T, T) mask of `shared.data.build_attention_mask`. With
+    return_hidden_states also every block's input and LN_f's output (N + 1 arrays (B, T, C),
+    as `transformers`' hidden_states).
+    """
+    x = p["transformer.wte.weight"][input_ids] + p["transformer.wpe.weight"][_position_ids(input_ids, position_ids)]
+    hidden_states = []
+    for i in range(config.n_layer):
+        hidden_states.append(x)
+        x, _ = gpt2_block(x, p, f"transformer.h.{i}.", config, mask)
+    x = layer_norm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], config.layer_norm_epsilon)
+    hidden_states.append(x)
+    logits = linear(x, p["transformer.wte.weight" if config.tie_word_embeddings else "lm_head.weight"])
+    return (logits, hidden_states) if return_hidden_states else logits
+
+
+def llama_block(x, p, prefix, config, cos, sin, mask=None):
+    """Pre-norm Llama block (Touvron et al. 2023), LlamaConfig `config`, GQA with Hkv key/value heads:
+
+        h = x + W_o GQA(RoPE(n W_q), RoPE(n W_k), n W_v),  n = RMSNorm(x);
+        out = h + W_down (silu(n W_gate) * n W_up),         n = RMSNorm(h).
+
+    Biases where the state has them (Qwen2: q, k, v). cos, sin (B, T, hs) of `rotary_cos_sin`.
+    Returns (out (B, T, C), the attention probabilities (B, H, T, T)).
+    """
+    a, m, eps = prefix + "self_attn.", prefix + "mlp.", config.rms_norm_eps
+
+    def project(y, name):
+        return linear(y, p[name + ".weight"], p.get(name + ".bias"))
+
+    n = rms_norm(x, p[prefix + "input_layernorm.weight"], eps)
+    q = apply_rotary(_split_heads(project(n, a + "q_proj"), config.num_attention_heads), cos, sin)  # (B, H, T, hs)
+    k = apply_rotary(_split_heads(project(n, a + "k_proj"), config.num_key_value_heads), cos, sin)  # (B, Hkv, T, hs)
+    v = _split_heads(project(n, a + "v_proj"), config.num_key_value_heads)
+    context, weights = grouped_query_attention(q, k, v, mask)
+    h = x + project(_merge_heads(context), a + "o_proj")
+    n = rms_norm(h, p[prefix + "post_attention_layernorm.weight"], eps)
+    return h + project(swiglu(project(n, m + "gate_proj"), project(n, m + "up_proj")), m + "down_proj"), weights
+
+
+def llama_logits(p, input_ids, mask, config, position_ids=None, return_hidden_states=False):
+    """Llama / Qwen2 / Mistral: embed_tokens[ids] -> N pre-norm blocks (RoPE at the given positions)
+    -> RMSNorm -> logits h W_lm^T (B, T, V), W_lm = embed_tokens when the config ties them.
+
+    mask and return_hidden_states as in `gpt2_logits`.
+    """
+    cos, sin = rotary_cos_sin(_position_ids(input_ids, position_ids), config.head_dim, config.rope_theta)
+    x = p["model.embed_tokens.weight"][input_ids]                          # (B, T, C)
+    hidden_states = []
+    for i in range(config.num_hidden_layers):
+        hidden_states.append(x)
+        x, _ = llama_block(x, p, f"model.layers.{i}.", config, cos, sin, mask)
+    x = rms_norm(x, p["model.norm.weight"], config.rms_norm_eps)
+    hidden_states.append(x)
+    logits = linear(x, p["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"])
+    return (logits, hidden_states) if return_hidden_states else logits
+
+
 # ----------------------------------------------------------------------------- language-model losses
 
 def masked_mean(x, mask=None):

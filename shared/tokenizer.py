@@ -9,8 +9,14 @@ The saved `tokenizer.json` is the library's own format, so
 `transformers.PreTrainedTokenizerFast(tokenizer_file=path)` loads it and encodes identically.
 `save_pretrained` also writes what `transformers.AutoTokenizer` and `pipeline` read in a model
 folder (`tokenizer_config.json`, `special_tokens_map.json`, `generation_config.json`).
-`Tokenizer.load` also reads other `tokenizer.json` files (e.g. a BERT WordPiece one) as long as
-they define the five special tokens.
+`Tokenizer.load` also reads the tokenizer of a downloaded model folder (a BERT WordPiece one, a
+GPT-2, Llama or Qwen2 byte-level BPE one). The data code needs four roles -- a start token, a
+separator/end token, a padding token, an unknown token -- and the masked-LM objective a fifth, the
+mask token. A BERT tokenizer has them as [CLS] [SEP] [PAD] [UNK] [MASK]; a decoder's folder names
+its own in `tokenizer_config.json` (bos_token, eos_token, pad_token, unk_token), and they fill
+the roles: start = bos (else eos), separator = eos, pad = pad (else eos), unk = unk (else eos), no
+mask. A completion then reads `<bos> prompt <eos> completion <eos>`. The folder's chat template
+is not used.
 """
 
 from __future__ import annotations
@@ -29,21 +35,57 @@ from shared.io import atomic_write_text
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # the byte alphabet plus the special tokens
 
 
-class Tokenizer:
-    """Thin wrapper that exposes the ids the models and data code need."""
+# The roles of the special tokens, and BERT's tokens for them (the tokenizers trained here).
+ROLES = ("pad", "unk", "cls", "sep", "mask")
+BERT_ROLES = dict(zip(ROLES, SPECIAL_TOKENS))
 
-    def __init__(self, backend: _Backend, source: str = "<memory>"):
+
+def roles_from_tokenizer_config(values: dict) -> dict:
+    """A model folder's tokenizer_config.json -> {role: token}. BERT-style keys (cls_token,
+    sep_token, mask_token) win; a decoder's bos/eos fill start and separator."""
+    def token(key):
+        value = values.get(key)
+        return value.get("content") if isinstance(value, dict) else value
+    eos = token("sep_token") or token("eos_token")
+    roles = {"cls": token("cls_token") or token("bos_token") or eos, "sep": eos,
+             "pad": token("pad_token") or eos, "unk": token("unk_token") or eos, "mask": token("mask_token")}
+    return {role: t for role, t in roles.items() if t is not None}
+
+
+class Tokenizer:
+    """Thin wrapper that exposes the ids the models and data code need.
+
+    roles: {role: token} for the special tokens (default BERT's five); "mask" may be absent.
+    """
+
+    def __init__(self, backend: _Backend, source: str = "<memory>", roles: dict | None = None,
+                 tokenizer_class: str | None = None):
         self.backend = backend
-        ids = {token: backend.token_to_id(token) for token in SPECIAL_TOKENS}
-        missing = [token for token, i in ids.items() if i is None]
+        self.roles = dict(roles or BERT_ROLES)
+        # The class `transformers.AutoTokenizer` builds from an exported folder: the source folder's
+        # own, else one that reads tokenizer.json as it is. (transformers 5 ignores the generic
+        # "PreTrainedTokenizerFast" for a decoder's model_type and rebuilds e.g. a Qwen2Tokenizer
+        # from the vocabulary, with Qwen's pre-tokenizer, not this file's.)
+        self.tokenizer_class = tokenizer_class or ("PreTrainedTokenizerFast" if roles is None else "TokenizersBackend")
+        needed = [role for role in ROLES if role != "mask"]
+        absent = [role for role in needed if role not in self.roles]
+        if absent:
+            raise DataError(source, f"tokenizer names no {', '.join(absent)} token")
+        ids = {role: backend.token_to_id(token) for role, token in self.roles.items()}
+        missing = [self.roles[role] for role, i in ids.items() if i is None]
         if missing:
             raise DataError(source, f"tokenizer lacks the special token(s) {', '.join(missing)}")
-        self.pad_id = ids[PAD_TOKEN]
-        self.unk_id = ids[UNK_TOKEN]
-        self.cls_id = ids[CLS_TOKEN]
-        self.sep_id = ids[SEP_TOKEN]
-        self.mask_id = ids[MASK_TOKEN]
+        self.pad_id = ids["pad"]
+        self.unk_id = ids["unk"]
+        self.cls_id = ids["cls"]
+        self.sep_id = ids["sep"]
+        self.mask_id = ids.get("mask")  # None: no masked-LM objective with this tokenizer
         self.special_ids = frozenset(ids.values())
+
+    @property
+    def is_bert_layout(self) -> bool:
+        """The five BERT special tokens (a tokenizer trained here, or a BERT folder's)."""
+        return self.roles == BERT_ROLES
 
     # ------------------------------------------------------------------ build, save, load
 
@@ -75,7 +117,9 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
-        """Read a `tokenizer.json` file, or the one inside a directory."""
+        """Read a `tokenizer.json` file, or the one inside a directory. A `tokenizer_config.json`
+        beside it names the special tokens' roles (a decoder's folder); without one, or where it
+        names BERT's tokens, they are BERT's."""
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
@@ -86,14 +130,42 @@ class Tokenizer:
         except Exception as e:  # the Rust library raises plain Exceptions for every bad file
             first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DataError(path, f"not a valid tokenizer.json ({first_line})") from None
-        return cls(backend, source=str(path))
+        roles, tokenizer_class = None, None
+        config_path = path.parent / "tokenizer_config.json"
+        if config_path.exists() and backend.token_to_id(CLS_TOKEN) is None:
+            try:
+                values = json.loads(config_path.read_text(encoding="utf-8"))
+                roles, tokenizer_class = roles_from_tokenizer_config(values), values.get("tokenizer_class")
+            except (ValueError, AttributeError) as e:
+                raise DataError(config_path, f"not a valid tokenizer_config.json ({e})") from None
+        return cls(backend, source=str(path), roles=roles, tokenizer_class=tokenizer_class)
 
     def save(self, path) -> None:
-        """Write `tokenizer.json` atomically (to `path`, or into it if it is a directory)."""
+        """Write `tokenizer.json` atomically (to `path`, or into it if it is a directory); a
+        tokenizer with other roles than BERT's also writes the `tokenizer_config.json` naming them."""
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
         atomic_write_text(path, self.backend.to_str(pretty=True))
+        if not self.is_bert_layout:
+            atomic_write_text(path.parent / "tokenizer_config.json",
+                              json.dumps(self.tokenizer_config(None, generates=True), indent=2) + "\n")
+
+    def special_tokens_map(self) -> dict:
+        """The special tokens under the names `transformers` gives them."""
+        if self.is_bert_layout:
+            return {"pad_token": PAD_TOKEN, "unk_token": UNK_TOKEN, "cls_token": CLS_TOKEN, "sep_token": SEP_TOKEN,
+                    "mask_token": MASK_TOKEN}
+        tokens = {"bos_token": self.roles["cls"], "eos_token": self.roles["sep"], "pad_token": self.roles["pad"],
+                  "unk_token": self.roles["unk"]}
+        return tokens | ({"mask_token": self.roles["mask"]} if "mask" in self.roles else {})
+
+    def tokenizer_config(self, model_max_length, generates: bool) -> dict:
+        config = {"tokenizer_class": self.tokenizer_class, **self.special_tokens_map(),
+                  "padding_side": "left" if generates else "right", "clean_up_tokenization_spaces": False}
+        if not self.is_bert_layout:  # a decoder's tokenizer adds no [CLS]/[SEP]: the data code does
+            config["add_bos_token"] = config["add_eos_token"] = False
+        return config | ({"model_max_length": model_max_length} if model_max_length else {})
 
     def save_pretrained(self, directory, model_max_length: int, generates: bool) -> None:
         """Write the tokenizer files of a model folder, as `transformers` reads them.
@@ -113,12 +185,9 @@ class Tokenizer:
         """
         directory = Path(directory)
         self.save(directory / "tokenizer.json")
-        special = {"pad_token": PAD_TOKEN, "unk_token": UNK_TOKEN, "cls_token": CLS_TOKEN, "sep_token": SEP_TOKEN,
-                   "mask_token": MASK_TOKEN}
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "model_max_length": model_max_length,
-                  "padding_side": "left" if generates else "right", "clean_up_tokenization_spaces": False}
+        config = self.tokenizer_config(model_max_length, generates)
         atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
-        atomic_write_text(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+        atomic_write_text(directory / "special_tokens_map.json", json.dumps(self.special_tokens_map(), indent=2) + "\n")
         if generates:
             generation = {"bos_token_id": self.cls_id, "eos_token_id": self.sep_id, "pad_token_id": self.pad_id}
             atomic_write_text(directory / "generation_config.json", json.dumps(generation, indent=2) + "\n")

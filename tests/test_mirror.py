@@ -196,7 +196,10 @@ def drift(first: Path, second: Path, differences: dict, scope: str = "all") -> l
             found.append((name, f"a {x.kind} in {name_a}, a {y.kind} in {name_b}"))
             continue
         # (b) the signature: argument names, their order, the keyword-only marker
-        args_a, args_b = x.arguments, tuple(n for n in y.arguments if n not in KERAS_ARGUMENTS)
+        # Keras' own arguments are not compared, unless torch's side has the same one (a `dtype`
+        # both functions take is an argument like any other).
+        args_a = x.arguments
+        args_b = tuple(n for n in y.arguments if n not in KERAS_ARGUMENTS or n in args_a)
         found += [(f"{name}({n})", f"an argument only {name_a} has") for n in args_a if n not in args_b]
         found += [(f"{name}({n})", f"an argument only {name_b} has") for n in args_b if n not in args_a]
         both_a, both_b = [n for n in args_a if n in args_b], [n for n in args_b if n in args_a]
@@ -234,8 +237,8 @@ MODEL = {
     "LMPredictionHead.build": "Keras creates the bias weight lazily",
     "LMPredictionHead.vocab_size": "the bias' shape, for build",
     "LMPredictionHead.word_embeddings": "Keras ties by holding the embedding layer",
-    "PolicyModel.build_weights": KERAS_BUILDS_LAZILY,
-    "RewardModel.build_weights": KERAS_BUILDS_LAZILY,
+    "LanguageModel.build_weights": KERAS_BUILDS_LAZILY,
+    "decoder_lm_head: lm_head": "torch ties the built Linear in place; Keras returns the layer it builds (a TiedLMHead when tied)",
     "dense(in_features)": KERAS_INFERS_WIDTH,
     "dense(name)": KERAS_NAMES,
     "dense: layer": INIT_IN_PLACE,
@@ -248,12 +251,47 @@ MODEL = {
     "fused_attention: context": "Keras' op works in the (B, T, H, hs) layout: its output is transposed back",
     "SelfAttention.call: dropout_p": "torch's fused kernel takes the dropout probability",
     "SelfAttention.call: dropout_on": "Keras' fused op has none: with attention dropout on, the written-out path runs",
-    "PolicyModel.call(labels)": SFT_IN_TORCH,
-    "PolicyModel.call(reduction)": SFT_IN_TORCH,
-    "PolicyModel.call(sparse)": SFT_IN_TORCH,
-    "PolicyModel.call: logits": SFT_IN_TORCH,
-    "PolicyModel.call: targets": SFT_IN_TORCH,
-    "PolicyModel.call: nll": SFT_IN_TORCH,
+    "LanguageModel.call(labels)": SFT_IN_TORCH,
+    "LanguageModel.call(reduction)": SFT_IN_TORCH,
+    "LanguageModel.call(sparse)": SFT_IN_TORCH,
+    "LanguageModel.call: logits": SFT_IN_TORCH,
+    "LanguageModel.call: targets": SFT_IN_TORCH,
+    "LanguageModel.call: nll": SFT_IN_TORCH,
+    "TiedLMHead": ("the decoders' tied lm_head: torch shares the embedding's Parameter with a bias-free Linear; "
+                   "Keras holds the embedding layer in a layer of its own (as LMPredictionHead does)"),
+}
+DROPOUT_P = "torch's fused kernel takes the dropout probability"
+DROPOUT_ON = "Keras' fused op has no dropout: with attention dropout on, the written-out path runs"
+CACHE_DTYPE = ("torch takes the cache's dtype (and device) from the token table; Keras from the layer's compute "
+               "dtype (bfloat16 under mixed precision, where the variables stay float32)")
+GPT2 = {        # torch_impl/gpt2.py vs tf_impl/gpt2.py
+    "dense(in_features)": KERAS_INFERS_WIDTH,
+    "dense(name)": KERAS_NAMES,
+    "dense: layer": INIT_IN_PLACE,
+    "embedding(name)": KERAS_NAMES,
+    "embedding: layer": INIT_IN_PLACE,
+    "layer_norm(name)": KERAS_NAMES + " (ln_1, ln_2, ln_f)",
+    "GPT2Attention.call: dropout_p": DROPOUT_P,
+    "GPT2Attention.call: dropout_on": DROPOUT_ON,
+    "GPT2Model.init_cache: weight": CACHE_DTYPE,
+}
+LLAMA = {       # torch_impl/llama.py vs tf_impl/llama.py
+    "dense(in_features)": KERAS_INFERS_WIDTH,
+    "dense(name)": KERAS_NAMES,
+    "dense: layer": INIT_IN_PLACE,
+    "embedding(name)": KERAS_NAMES,
+    "embedding: layer": INIT_IN_PLACE,
+    "LlamaRMSNorm.build": ("Keras creates the scale in build, while the parent layers are being called, so its "
+                           "path carries their names (the Hugging Face name)"),
+    "LlamaRMSNorm.variance_epsilon (order)": "the scale is assigned in build, after __init__ (LlamaRMSNorm.build)",
+    "LlamaAttention.call: dropout_p": DROPOUT_P,
+    "LlamaAttention.call: dropout_on": DROPOUT_ON,
+    "LlamaModel.call: inputs_embeds": "the lookup whose pad rows get a stopped gradient (no padding_idx in Keras)",
+    "LlamaModel.call: is_pad": "the pad positions, for the same stopped gradient",
+    "LlamaModel.init_cache: weight": CACHE_DTYPE,
+}
+ARCHITECTURES = {  # torch_impl/architectures.py vs tf_impl/architectures.py
+    "RewardModel.build_weights": KERAS_BUILDS_LAZILY,
 }
 GENERATE = {
     "next_token(generator)": "torch samples from a torch.Generator; TensorFlow's stateless sampler takes a seed",
@@ -308,6 +346,9 @@ PAIRS = {
     "losses and reference": ("torch_impl/losses.py", "shared/reference.py", REFERENCE, "common"),
     "generate": ("torch_impl/generate.py", "tf_impl/generate.py", GENERATE, "all"),
     "ppo update": ("torch_impl/ppo.py", "tf_impl/ppo.py", PPO, "first"),
+    "gpt2": ("torch_impl/gpt2.py", "tf_impl/gpt2.py", GPT2, "all"),
+    "llama": ("torch_impl/llama.py", "tf_impl/llama.py", LLAMA, "all"),
+    "architectures": ("torch_impl/architectures.py", "tf_impl/architectures.py", ARCHITECTURES, "all"),
 }
 
 
@@ -376,8 +417,8 @@ def test_a_renamed_attribute_a_missing_method_or_a_moved_class_is_drift(tmp_path
     pair = "torch_impl/model.py vs tf_impl/model.py"
     for line in ["SelfAttention.q: only torch_impl/model.py defines it",
                  "SelfAttention.query: only tf_impl/model.py defines it",
-                 "PolicyModel.logits_and_values: only torch_impl/model.py defines it",
-                 "PolicyModel.logits_and_values_: only tf_impl/model.py defines it",
+                 "LanguageModel.logits_and_values: only torch_impl/model.py defines it",
+                 "LanguageModel.logits_and_values_: only tf_impl/model.py defines it",
                  "Intermediate (order): in another place: after at_least_float32 in torch_impl/model.py, "
                  "after Attention.output_ in tf_impl/model.py"]:
         assert f"{pair}: {line}" in problems, "\n".join(problems)
@@ -394,6 +435,11 @@ SIGNATURE_DRIFTS = {
                  "generate"),
     "ppo update": ("def _loss(self, batch: Minibatch, kl_coef=None):", "def _loss(self, kl_coef, batch: Minibatch):",
                    "PPOTrainer._loss"),
+    "gpt2": ("def init_cache(self, batch_size: int, max_length: int):",
+             "def init_cache(self, max_length: int, batch_size: int):", "GPT2Model.init_cache"),
+    "llama": ("def apply_rotary(x, cos, sin):", "def apply_rotary(x, sin, cos):", "apply_rotary"),
+    "architectures": ("def build_model(config, with_value_head: bool = False,",
+                      "def build_model(with_value_head: bool, config,", "build_model"),
 }
 
 

@@ -9,9 +9,11 @@ import transformers
 
 from shared.config import ModelConfig
 from shared.data import build_attention_mask, collate
+from tf_impl import architectures as tf_architectures
 from tf_impl import model as tf_model
 from tf_impl.convert import (assign_numpy_state_dict, hf_name, load_safetensors,
                              save_safetensors, to_numpy_state_dict)
+from torch_impl import architectures as torch_architectures
 from torch_impl import model as torch_model
 from torch_impl.checkpoint import load_pretrained, save_pretrained, state_dict_for_saving
 from shared.errors import CheckpointError
@@ -62,8 +64,8 @@ def test_parameter_names_are_equal_in_both_frameworks(with_value_head):
     keras_names = {hf_name(v)[0] for v in tf_model.PolicyModel(config, with_value_head).weights}
     assert torch_names == keras_names
     assert ("value_head.dense.weight" in torch_names) == with_value_head
-    torch_names = {name for name, _ in torch_model.RewardModel(config).named_parameters()}
-    keras_names = {hf_name(v)[0] for v in tf_model.RewardModel(config).weights}
+    torch_names = {name for name, _ in torch_architectures.RewardModel(config).named_parameters()}
+    keras_names = {hf_name(v)[0] for v in tf_architectures.RewardModel(config).weights}
     assert torch_names == keras_names
 
 
@@ -73,7 +75,7 @@ INIT_MODELS = {
     "SFTModel/PolicyModel": (lambda c: torch_model.SFTModel(c), lambda c: tf_model.PolicyModel(c)),
     "SFTModel/PolicyModel with value head": (lambda c: torch_model.SFTModel(c, with_value_head=True),
                                              lambda c: tf_model.PolicyModel(c, with_value_head=True)),
-    "RewardModel": (lambda c: torch_model.RewardModel(c), lambda c: tf_model.RewardModel(c)),
+    "RewardModel": (lambda c: torch_architectures.RewardModel(c), lambda c: tf_architectures.RewardModel(c)),
 }
 
 
@@ -229,9 +231,9 @@ def test_dropout_follows_train_and_eval_mode():
 def test_reward_and_value_heads_agree():
     config = make_config()
     torch.manual_seed(3)
-    reward = torch_model.RewardModel(config).eval()
+    reward = torch_architectures.RewardModel(config).eval()
     torch.nn.init.normal_(reward.reward_head.dense.weight, std=0.5)  # zero-initialised otherwise
-    keras_reward = tf_model.RewardModel(config)
+    keras_reward = tf_architectures.RewardModel(config)
     assign_numpy_state_dict(keras_reward, {k: v.detach().numpy() for k, v in reward.state_dict().items()})
     input_ids, attention_mask = padded_batch()
     a = reward(torch.tensor(input_ids), torch.tensor(attention_mask)).detach().numpy()

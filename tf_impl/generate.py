@@ -81,7 +81,7 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     position_ids = tf.maximum(tf.cumsum(mask, -1) - 1, 0)                  # (B, Tmax) for the prompt part
     finished = tf.zeros([B], tf.bool)
     step = _step_function(model, jit_compile)
-    cache = model.bert.init_cache(B, Tmax) if use_cache else None
+    cache = model.backbone.init_cache(B, Tmax) if use_cache else None
     new_tokens = []
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.

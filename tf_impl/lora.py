@@ -1,8 +1,9 @@
 """LoRA in Keras (Hu et al. 2021), with Keras 3's own `Dense.enable_lora`: W x becomes
 (W + (alpha / r) A B) x with A (in, r), B (r, out), A random and B zero at the start, W frozen.
 
-The same layers as `peft` on the PyTorch side (`shared.constants.LORA_TARGETS`: query, key,
-value), the same scale alpha / r, and `peft`'s tensor names: Keras' `lora_kernel_a` is
+The same layers as `peft` on the PyTorch side (`shared.constants.LORA_TARGETS_BY_ARCHITECTURE`:
+BERT's query, key, value; every linear layer of a GPT-2 or Llama block), the same scale
+alpha / r, and `peft`'s tensor names: Keras' `lora_kernel_a` is
 `lora_A.weight` transposed, `lora_kernel_b` is `lora_B.weight` transposed
 (`tf_impl.convert.hf_name`), so an adapter file written on one side loads on the other.
 Keras keeps the adapter kernels in float32 whatever the layer's dtype.
@@ -10,16 +11,26 @@ Keras keeps the adapter kernels in float32 whatever the layer's dtype.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from shared.constants import LORA_TARGETS, PEFT_PREFIX
+from shared.config import architecture_of
+from shared.constants import BLOCKS, LORA_TARGETS_BY_ARCHITECTURE, PEFT_PREFIX
 from shared.errors import CheckpointError
 from tf_impl.convert import hf_name, to_numpy_state_dict
 
 
+def sublayer(layer, path: str):
+    """The layer at a dotted attribute path ("attention.self.query") below `layer`."""
+    return functools.reduce(getattr, path.split("."), layer)
+
+
 def lora_layers(model):
-    """The Dense layers that take adapters, in order: query, key, value of every block."""
-    return [getattr(block.attention.self, target) for block in model.bert.encoder.layer for target in LORA_TARGETS]
+    """The Dense layers that take adapters, in order: the architecture's targets of every block."""
+    architecture = architecture_of(model.config)
+    blocks = sublayer(model.backbone, BLOCKS[architecture])
+    return [sublayer(block, target) for block in blocks for target in LORA_TARGETS_BY_ARCHITECTURE[architecture]]
 
 
 def enable_lora(model, rank: int, alpha: float) -> int:
@@ -62,5 +73,7 @@ def merged_state_dict(model) -> dict[str, np.ndarray]:
     state = {name: value for name, value in to_numpy_state_dict(model).items() if not is_lora_name(name)}
     for layer in lora_layers(model):
         if layer.lora_enabled:
-            state[hf_name(layer._kernel, model)[0]] = np.asarray(layer.kernel).T  # the merged kernel, (out, in)
+            name, transpose = hf_name(layer._kernel, model)
+            kernel = np.asarray(layer.kernel)                               # the merged kernel, (in, out)
+            state[name] = kernel.T if transpose else kernel                 # in file layout
     return state

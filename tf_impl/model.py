@@ -148,6 +148,22 @@ def fused_attention(q, k, v, mask=None):
     return tf.transpose(context, [0, 2, 1, 3])                              # (B, H, Tq, hs)
 
 
+def causal_inputs(input_ids, attention_mask, position_ids, cache, cache_index):
+    """A decoder's defaults, as `Backbone` sets them: positions cache_index .. cache_index+T-1,
+    every key real, and the boolean causal mask (B, 1, T, Tk) unless a prebuilt one is given.
+    Returns (position_ids (B, T), mask)."""
+    B, T = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
+    if position_ids is None:
+        position_ids = tf.broadcast_to(tf.range(cache_index, cache_index + T)[None, :], [B, T])
+    if attention_mask is None:
+        key_length = cache[0][0].shape[2] if cache is not None else T
+        attention_mask = tf.ones([B, key_length], dtype=tf.int32)
+    attention_mask = tf.convert_to_tensor(attention_mask)
+    if attention_mask.shape.rank == 4:
+        return position_ids, tf.cast(attention_mask, tf.bool)
+    return position_ids, build_attention_mask(attention_mask, True, T, cache_index if cache is not None else None)
+
+
 # ----------------------------------------------------------------------------- layers
 
 class Embeddings(keras.layers.Layer):
@@ -404,6 +420,22 @@ class LMHead(keras.layers.Layer):
         return self.predictions(hidden_states)
 
 
+class TiedLMHead(keras.layers.Layer):
+    """logits = h E^T, E the token-embedding matrix: the decoders' tied `lm_head` (no bias).
+
+    PyTorch ties a bias-free Linear by making its weight the embedding's Parameter; here, as in
+    `LMPredictionHead`, the head holds the embedding layer and has no weight of its own, so
+    `lm_head.weight` exists in neither the variables nor the files (`transformers` does not store it).
+    """
+
+    def __init__(self, word_embeddings: keras.layers.Embedding, **kwargs):
+        super().__init__(**kwargs)
+        self.word_embeddings = word_embeddings  # a layer of the backbone: Keras counts its weight once
+
+    def call(self, hidden_states):
+        return tf.matmul(hidden_states, self.word_embeddings.embeddings, transpose_b=True)  # (B, T, V)
+
+
 class ScalarHead(keras.layers.Layer):
     """A scalar per position: the PPO value head or the reward head. Zero-initialised."""
 
@@ -415,14 +447,76 @@ class ScalarHead(keras.layers.Layer):
         return tf.squeeze(self.dense(hidden_states), -1)                    # (B, T)
 
 
+def decoder_lm_head(config, word_embeddings: keras.layers.Embedding, dtype) -> keras.layers.Layer:
+    """A decoder's `lm_head` (no bias): tied, a `TiedLMHead` holding the token table; untied, a
+    Dense of its own, kernel N(0, initializer_range) (`lm_head.weight`)."""
+    if config.tie_word_embeddings:
+        return TiedLMHead(word_embeddings, name="lm_head", dtype=dtype)
+    return keras.layers.Dense(config.vocab_size, use_bias=False, name="lm_head", dtype=dtype,
+                              kernel_initializer=_normal(config))
+
+
 # ----------------------------------------------------------------------------- models
 
-class PolicyModel(keras.Model):
-    """Backbone + tied LM head (+ optional value head): the Keras twin of `SFTModel`.
+class LanguageModel(keras.Model):
+    """What every architecture's LM does with its backbone and LM head; a subclass builds the two.
 
-    `model(input_ids, attention_mask=None, position_ids=None, token_type_ids=None, training=False)`
-    returns the logits (B, T, V).
+    `backbone(input_ids, attention_mask, position_ids, cache=..., cache_index=...,
+    output_attentions=..., training=...)` returns (hidden_states (B, T, C), presents, attentions);
+    `lm_head` maps hidden states to logits. BERT's are `bert` and `cls`; GPT-2's `transformer` and
+    `lm_head`; Llama's `model` and `lm_head` -- each under its Hugging Face name, which is also its
+    Keras layer name (so the variable paths read as the Hugging Face names).
+    `model(input_ids, attention_mask=None, position_ids=None, training=False)` returns the logits
+    (B, T, V); the LM loss is PyTorch's (SFT trains there).
     """
+
+    def build_weights(self):
+        """Create every variable now (Keras would wait for the first call)."""
+        ids = tf.zeros([1, 1], tf.int32)
+        hidden_states, _, _ = self.backbone(ids)
+        self.lm_head(hidden_states)
+        if self.value_head is not None:
+            self.value_head(hidden_states)
+
+    def call(self, input_ids, attention_mask=None, position_ids=None, training=False):
+        hidden_states, _, _ = self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                            training=training)
+        return self.lm_head(hidden_states)                                  # (B, T, V)
+
+    def labelled_logits(self, hidden_states, labels):
+        """Sparse prediction: the LM head (the costliest layer at a large vocabulary) on the
+        positions that carry a label only -- the masked tokens of MLM, the completion of the
+        completion-only loss. Causal: position t is scored against label t + 1.
+        Returns (logits (N, V), targets (N,)), N the number of labels."""
+        if self.config.is_causal:
+            hidden_states, labels = shift_for_next_token(hidden_states, labels)  # (B, T-1, C), (B, T-1)
+        keep = labels != IGNORE_INDEX                                       # (B, T')
+        return self.lm_head(tf.boolean_mask(hidden_states, keep)), tf.boolean_mask(labels, keep)  # (N, V), (N,)
+
+    def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
+        """Logits of T new tokens written into the cache at cache_index.
+
+        Returns (logits (B, T, V), new cache, hidden_states (B, T, C)).
+        """
+        hidden_states, presents, _ = self.backbone(input_ids, attention_mask=attention_mask,
+                                                   position_ids=position_ids, cache=cache,
+                                                   cache_index=cache_index)
+        return self.lm_head(hidden_states), presents, hidden_states
+
+    def values(self, input_ids, attention_mask=None, training=False):
+        """Value-head output per position (B, T); needs `with_value_head=True`."""
+        hidden_states, _, _ = self.backbone(input_ids, attention_mask=attention_mask, training=training)
+        return self.value_head(hidden_states)
+
+    def logits_and_values(self, input_ids, attention_mask=None, position_ids=None, training=False):
+        """One pass for PPO: logits (B, T, V) and value-head output (B, T)."""
+        hidden_states, _, _ = self.backbone(input_ids, attention_mask=attention_mask,
+                                            position_ids=position_ids, training=training)
+        return self.lm_head(hidden_states), self.value_head(hidden_states)
+
+
+class PolicyModel(LanguageModel):
+    """Backbone + tied LM head (+ optional value head): the Keras twin of `SFTModel`."""
 
     def __init__(self, config: ModelConfig, with_value_head: bool = False, dtype=None, **kwargs):
         super().__init__(dtype=dtype, **kwargs)
@@ -432,72 +526,13 @@ class PolicyModel(keras.Model):
         self.value_head = ScalarHead(config, name="value_head", dtype=dtype) if with_value_head else None
         self.build_weights()
 
-    def build_weights(self):
-        """Create every variable now (Keras would wait for the first call)."""
-        ids = tf.zeros([1, 1], tf.int32)
-        hidden_states, _, _ = self.bert(ids)
-        self.cls(hidden_states)
-        if self.value_head is not None:
-            self.value_head(hidden_states)
+    @property
+    def backbone(self) -> Backbone:
+        return self.bert
 
-    def call(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None, training=False):
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids, token_type_ids=token_type_ids,
-                                        training=training)
-        return self.cls(hidden_states)                                      # (B, T, V)
-
-    def labelled_logits(self, hidden_states, labels):
-        """Sparse prediction: the LM head (transform + tied projection, the costliest layer at a
-        large vocabulary) on the positions that carry a label only -- the masked tokens of MLM,
-        the completion of the completion-only loss. Causal: position t is scored against label
-        t + 1. Returns (logits (N, V), targets (N,)), N the number of labels."""
-        if self.config.is_causal:
-            hidden_states, labels = shift_for_next_token(hidden_states, labels)  # (B, T-1, C), (B, T-1)
-        keep = labels != IGNORE_INDEX                                       # (B, T')
-        return self.cls(tf.boolean_mask(hidden_states, keep)), tf.boolean_mask(labels, keep)  # (N, V), (N,)
-
-    def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
-        """Logits of T new tokens written into the cache at cache_index.
-
-        Returns (logits (B, T, V), new cache, hidden_states (B, T, C)).
-        """
-        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask,
-                                               position_ids=position_ids, cache=cache,
-                                               cache_index=cache_index)
-        return self.cls(hidden_states), presents, hidden_states
-
-    def values(self, input_ids, attention_mask=None, training=False):
-        """Value-head output per position (B, T); needs `with_value_head=True`."""
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, training=training)
-        return self.value_head(hidden_states)
-
-    def logits_and_values(self, input_ids, attention_mask=None, position_ids=None, training=False):
-        """One pass for PPO: logits (B, T, V) and value-head output (B, T)."""
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids, training=training)
-        return self.cls(hidden_states), self.value_head(hidden_states)
-
-
-class RewardModel(keras.Model):
-    """Backbone + scalar reward head; the reward of a sequence is read at its last real token."""
-
-    def __init__(self, config: ModelConfig, dtype=None, **kwargs):
-        super().__init__(dtype=dtype, **kwargs)
-        self.config = config
-        self.bert = Backbone(config, name="bert", dtype=dtype)
-        self.reward_head = ScalarHead(config, name="reward_head", dtype=dtype)
-        self.build_weights()
-
-    def build_weights(self):
-        """Create every variable now (Keras would wait for the first call)."""
-        hidden_states, _, _ = self.bert(tf.zeros([1, 1], tf.int32))
-        self.reward_head(hidden_states)
-
-    def call(self, input_ids, attention_mask, training=False):
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask, training=training)
-        rewards = self.reward_head(hidden_states)                           # (B, T)
-        last = tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1) - 1    # (B,)
-        return tf.gather(rewards, last, batch_dims=1)                       # (B,)
+    @property
+    def lm_head(self) -> LMHead:
+        return self.cls
 
 
 def at_least_float32(x):

@@ -151,10 +151,10 @@ def response_outputs(model, ids, mask, position_ids, response_length, training=F
     value head, if the model has one) on the R positions that score the response only -- not on
     every position then sliced (sparse=False: that dense path, kept for the benchmark's
     comparison). Returns (logits (B, R, V), values (B, R) or None)."""
-    hidden_states, _, _ = model.bert(ids, attention_mask=mask, position_ids=position_ids, training=training)
+    hidden_states, _, _ = model.backbone(ids, attention_mask=mask, position_ids=position_ids, training=training)
     if sparse:
         hidden_states = response_slice(hidden_states, response_length)      # (B, R, C)
-    logits = model.cls(hidden_states)                                       # (B, R or P+R, V)
+    logits = model.lm_head(hidden_states)                                   # (B, R or P+R, V)
     values = model.value_head(hidden_states) if model.value_head is not None else None  # (B, R or P+R)
     if not sparse:  # every position's outputs, then the R that score the response
         logits = response_slice(logits, response_length)
@@ -268,7 +268,7 @@ class PPOTrainer:
         length = max(max(map(len, prompts)), self.prompt_length or 0)
         batch = collate(prompts, tok.pad_id, side="left", length=length)
         noise = np.stack([gumbel_noise(generator("rollout_noise", config.seed, iteration, row),
-                                       (config.max_new_tokens, tok.vocab_size))
+                                       (config.max_new_tokens, self.policy.config.vocab_size))
                           for row in range(len(records))])                  # (B, R, V)
         response = np.asarray(generate(self.policy, batch["input_ids"], batch["attention_mask"],
                                        config.max_new_tokens, do_sample=True, temperature=config.temperature,

@@ -14,38 +14,36 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 
-from shared.config import ModelConfig, RewardModelConfig
+from shared.config import RewardModelConfig, load_model_config
 from shared.constants import REWARD_MODEL_ADAM_EPS
 from shared.data import collate, encode_sft
 from shared.errors import CheckpointError, SftrlError
 from shared.io import atomic_write_bytes, atomic_write_text
 from shared.random_streams import generator
 from tf_impl import losses
-from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
-from tf_impl.model import RewardModel
+from tf_impl.convert import assign_numpy_state_dict, read_model_weights, to_numpy_state_dict
+from tf_impl.architectures import RewardModel
 from tf_impl.optimizers import adam
 
 
 def _read(directory):
     directory = Path(directory)
     try:
-        config = ModelConfig.from_json_file(directory / "config.json")
-        weights = load_file(str(directory / "model.safetensors"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory}: no model.safetensors") from None
+        config = load_model_config(directory / "config.json")
     except SftrlError as e:
         raise CheckpointError(str(e)) from None
-    return config, weights
+    return config, read_model_weights(directory, config)
 
 
 def init_from_sft(sft_dir) -> RewardModel:
-    """The SFT model's backbone and a zero-initialised reward head (its LM head is not used)."""
+    """The SFT model's backbone and a zero-initialised reward head (its LM head is not used).
+    Any architecture: the backbone is the one under its Hugging Face name (bert, transformer, model)."""
     config, weights = _read(sft_dir)
     model = RewardModel(config)
     head = {k: v for k, v in to_numpy_state_dict(model).items() if k.startswith("reward_head.")}
-    backbone = {k: v for k, v in weights.items() if k.startswith("bert.")}
+    backbone = {k: v for k, v in weights.items() if k.startswith(model.backbone_name + ".")}
     assign_numpy_state_dict(model, {**backbone, **head}, str(sft_dir))
     return model
 

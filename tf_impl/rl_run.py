@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 
-from shared.config import ModelConfig, PPOConfig
+from shared.config import PPOConfig, architecture_of, load_model_config
+from shared.constants import LORA_TARGETS_BY_ARCHITECTURE
 from shared.data import encode_prompt
 from shared.errors import CheckpointError, SftrlError
 from shared.interrupt import StopRequest
@@ -25,38 +26,37 @@ from shared.io import append_jsonl, atomic_write_bytes, atomic_write_text, lates
     write_checkpoint
 from shared.random_streams import generator
 from shared.tensorboard import SummaryWriter
-from tf_impl.convert import assign_numpy_state_dict, to_numpy_state_dict
+from tf_impl.architectures import build_model
+from tf_impl.convert import assign_numpy_state_dict, read_model_weights, to_numpy_state_dict
 from tf_impl.lora import enable_lora, merged_state_dict
-from tf_impl.model import PolicyModel
+from tf_impl.model import LanguageModel
 from tf_impl.ppo import NonFiniteLossError, PPOTrainer
 
 
 # ----------------------------------------------------------------------------- models in and out
 
 def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print,
-                              with_value_head=True) -> tuple[PolicyModel, PolicyModel]:
+                              with_value_head=True) -> tuple[LanguageModel, LanguageModel]:
     """The policy (with a zero-initialised value head: PPO's critic; with_value_head=False for the
     critic-free algorithms) and the frozen reference, both from the SFT checkpoint (`config.json`
-    + `model.safetensors`, written by PyTorch).
+    + `model.safetensors`, written by PyTorch, or any folder `tf_impl.convert.load_pretrained` reads:
+    BERT, GPT-2, Llama, Qwen2, Mistral).
 
     dtype: a Keras dtype policy, e.g. "mixed_bfloat16" (float32 variables, bfloat16 compute).
     Called inside `strategy.scope()`, the variables are mirrored on every replica."""
     sft_dir = Path(sft_dir)
     try:
-        config = ModelConfig.from_json_file(sft_dir / "config.json")
+        config = load_model_config(sft_dir / "config.json")
     except SftrlError as e:
         raise CheckpointError(f"--policy: {e}") from None
     if not config.is_causal:
         raise CheckpointError(f"--policy {sft_dir}: a bidirectional (masked-LM) model cannot generate; "
                               "train the SFT model with --objective clm")
-    try:
-        weights = load_file(str(sft_dir / "model.safetensors"))
-    except FileNotFoundError:
-        raise CheckpointError(f"--policy {sft_dir}: no model.safetensors") from None
-    policy = PolicyModel(config, with_value_head=with_value_head, dtype=dtype)
+    weights = read_model_weights(sft_dir, config)  # read once, assigned to both models
+    policy = build_model(config, with_value_head=with_value_head, dtype=dtype)
     value_head = {k: v for k, v in to_numpy_state_dict(policy).items() if k.startswith("value_head.")}
     assign_numpy_state_dict(policy, {**weights, **value_head}, str(sft_dir))
-    reference = PolicyModel(config, dtype=dtype)
+    reference = build_model(config, dtype=dtype)
     assign_numpy_state_dict(reference, weights, str(sft_dir))
     reference.trainable = False
     rank, alpha = lora
@@ -64,11 +64,12 @@ def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print,
         trainable = enable_lora(policy, rank, alpha)
         total = sum(int(np.prod(v.shape)) for v in policy.weights)
         log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%): LoRA adapters "
-            f"of rank {rank} on query/key/value" + (", and the value head" if with_value_head else ""))
+            f"of rank {rank} on {'/'.join(LORA_TARGETS_BY_ARCHITECTURE[architecture_of(config)])}"
+            + (", and the value head" if with_value_head else ""))
     return policy, reference
 
 
-def export_policy(policy: PolicyModel, tokenizer, out_dir) -> None:
+def export_policy(policy: LanguageModel, tokenizer, out_dir) -> None:
     """The policy without its value head, as a folder `torch_impl.checkpoint.load_pretrained` and
     `transformers` read: config.json, model.safetensors and the tokenizer files
     (`Tokenizer.save_pretrained`). The weights are the float32 variables, whatever the compute

@@ -95,7 +95,7 @@ def pair_loader(pairs, tokenizer, **batching) -> DataLoader:
 def completion_logps(model: SFTModel, input_ids, attention_mask, labels):
     """log pi(y|x) = sum_t log pi(y_t | x, y_<t) over the labelled (completion) tokens, per row: (B,).
     The LM head runs on the labelled positions only (`labelled_logits`)."""
-    hidden_states, _, _ = model.bert(input_ids, attention_mask=attention_mask)
+    hidden_states, _, _ = model.backbone(input_ids, attention_mask=attention_mask)
     logits, targets = model.labelled_logits(hidden_states, labels)          # (N, V), (N,)
     token_logps = -losses.token_nll(at_least_float32(logits), targets)      # (N,), row-major order
     shifted = labels[:, 1:]                                                 # (B, T-1): t scores label t + 1
@@ -137,7 +137,7 @@ def pairs_from_samples(model: SFTModel, tokenizer, records, n: int, reward_fn, m
     texts = []
     for k, batch in enumerate(prompt_batches(tokenizer, prompts, room, batch_size)):
         rows = range(k * batch_size, k * batch_size + len(batch["input_ids"]))
-        noise = np.stack([gumbel_noise(generator("dpo_sampling", seed, i), (max_new_tokens, tokenizer.vocab_size))
+        noise = np.stack([gumbel_noise(generator("dpo_sampling", seed, i), (max_new_tokens, model.config.vocab_size))
                           for i in rows])
         new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, do_sample=True,
                        eos_id=tokenizer.sep_id, noise=noise)

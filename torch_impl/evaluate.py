@@ -97,7 +97,7 @@ def attention_maps(model, tokenizer, prompt, completion):
     """Attention weights of the last layer, (H, T, T), and the tokens, for one example."""
     model.eval()
     ids = encode_sft(tokenizer, prompt, completion, model.config.max_position_embeddings)[0]
-    _, _, attentions = model.bert(torch.tensor([ids]), output_attentions=True)
+    _, _, attentions = model.backbone(torch.tensor([ids]), output_attentions=True)
     tokens = [tokenizer.id_to_token(i).replace("\u0120", "\u2423") for i in ids]  # byte-level "Ġ" (space) -> "␣"
     return attentions[-1][0].numpy(), tokens
 

@@ -58,7 +58,7 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     mask = torch.cat([attention_mask, torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)], 1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)                      # (B, Tmax) for the prompt part
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    cache = model.bert.init_cache(B, Tmax) if use_cache else None
+    cache = model.backbone.init_cache(B, Tmax) if use_cache else None
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
     if use_cache:

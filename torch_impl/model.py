@@ -134,6 +134,21 @@ def fused_attention(q, k, v, mask=None, dropout_p=0.0):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
+def causal_inputs(input_ids, attention_mask, position_ids, cache, cache_index):
+    """A decoder's defaults, as `Backbone` sets them: positions cache_index .. cache_index+T-1,
+    every key real, and the boolean causal mask (B, 1, T, Tk) unless a prebuilt one is given.
+    Returns (position_ids (B, T), mask)."""
+    B, T = input_ids.shape
+    if position_ids is None:
+        position_ids = torch.arange(cache_index, cache_index + T, device=input_ids.device).expand(B, T)
+    if attention_mask is None:
+        key_length = cache[0][0].shape[2] if cache is not None else T
+        attention_mask = torch.ones(B, key_length, dtype=torch.long, device=input_ids.device)
+    if attention_mask.dim() == 4:
+        return position_ids, attention_mask.bool()
+    return position_ids, build_attention_mask(attention_mask, True, T, cache_index if cache is not None else None)
+
+
 # ----------------------------------------------------------------------------- layers
 
 class Embeddings(nn.Module):
@@ -372,16 +387,86 @@ class ScalarHead(nn.Module):
         return self.dense(hidden_states).squeeze(-1)                         # (B, T)
 
 
+def decoder_lm_head(config, word_embeddings: nn.Embedding) -> nn.Linear:
+    """A decoder's `lm_head` (no bias): tied, its weight is the token table's Parameter itself;
+    untied, its own matrix N(0, initializer_range)."""
+    lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+    if config.tie_word_embeddings:
+        lm_head.weight = word_embeddings.weight                             # (V, C), shared
+    else:
+        with torch.no_grad():
+            lm_head.weight.normal_(0.0, config.initializer_range)
+    return lm_head
+
+
 # ----------------------------------------------------------------------------- models
 
-class SFTModel(nn.Module):
-    """Backbone + tied LM head (+ optional value head): `BertForMaskedLM` / `BertLMHeadModel`.
+class LanguageModel(nn.Module):
+    """What every architecture's LM does with its backbone and LM head; a subclass builds the two.
 
+    `backbone(input_ids, attention_mask, position_ids, cache=..., cache_index=...,
+    output_attentions=...)` returns (hidden_states (B, T, C), presents, attentions); `lm_head`
+    maps hidden states to logits. BERT's are `bert` and `cls`; GPT-2's `transformer` and
+    `lm_head`; Llama's `model` and `lm_head` -- each under its Hugging Face name.
     forward(input_ids, attention_mask, labels=None) returns the loss when labels are given and
     the logits (B, T, V) otherwise. In causal mode the loss is the next-token loss:
     logits at t are compared with labels at t + 1 (the shift happens here, as in
-    `BertLMHeadModel`); in bidirectional mode it is the masked-LM loss on labelled positions.
+    `BertLMHeadModel` and `GPT2LMHeadModel`); in bidirectional mode it is the masked-LM loss on
+    labelled positions.
     """
+
+    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None,
+                reduction="mean", sparse=True):
+        """The logits (B, T, V) without labels; with labels the LM loss over the labelled
+        positions, "mean" or "sum" (of the token NLL, in float32 or wider). sparse: the LM head
+        runs on the labelled positions only (`labelled_logits`); sparse=False computes every
+        position's logits first, as Hugging Face's models do -- the same loss, more work."""
+        hidden_states, _, _ = self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        if labels is None:
+            return self.lm_head(hidden_states)                              # (B, T, V)
+        if sparse:
+            logits, targets = self.labelled_logits(hidden_states, labels)   # (N, V), (N,)
+        else:
+            logits, targets = self.lm_head(hidden_states), labels           # (B, T, V), (B, T)
+            if self.config.is_causal:
+                logits, targets = shift_for_next_token(logits, targets)
+        nll = token_nll(at_least_float32(logits), targets)                  # 0 where not labelled
+        return nll.sum() if reduction == "sum" else masked_mean(nll, targets != IGNORE_INDEX)
+
+    def labelled_logits(self, hidden_states, labels):
+        """Sparse prediction: the LM head (the costliest layer at a large vocabulary) on the
+        positions that carry a label only -- the masked tokens of MLM, the completion of the
+        completion-only loss. Causal: position t is scored against label t + 1.
+        Returns (logits (N, V), targets (N,)), N the number of labels."""
+        if self.config.is_causal:
+            hidden_states, labels = shift_for_next_token(hidden_states, labels)  # (B, T-1, C), (B, T-1)
+        keep = labels != IGNORE_INDEX                                       # (B, T')
+        return self.lm_head(hidden_states[keep]), labels[keep]              # (N, V), (N,)
+
+    def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
+        """Logits of T new tokens written into the cache at cache_index.
+
+        Returns (logits (B, T, V), new cache, hidden_states (B, T, C)).
+        """
+        hidden_states, presents, _ = self.backbone(input_ids, attention_mask=attention_mask,
+                                                   position_ids=position_ids, cache=cache,
+                                                   cache_index=cache_index)
+        return self.lm_head(hidden_states), presents, hidden_states
+
+    def values(self, input_ids, attention_mask=None):
+        """Value-head output per position (B, T); needs `with_value_head=True`."""
+        hidden_states, _, _ = self.backbone(input_ids, attention_mask=attention_mask)
+        return self.value_head(hidden_states)
+
+    def logits_and_values(self, input_ids, attention_mask=None, position_ids=None):
+        """One pass for PPO: logits (B, T, V) and value-head output (B, T)."""
+        hidden_states, _, _ = self.backbone(input_ids, attention_mask=attention_mask,
+                                            position_ids=position_ids)
+        return self.lm_head(hidden_states), self.value_head(hidden_states)
+
+
+class SFTModel(LanguageModel):
+    """Backbone + tied LM head (+ optional value head): `BertForMaskedLM` / `BertLMHeadModel`."""
 
     def __init__(self, config: ModelConfig, with_value_head: bool = False):
         super().__init__()
@@ -390,71 +475,13 @@ class SFTModel(nn.Module):
         self.cls = LMHead(config, self.bert.embeddings.word_embeddings)
         self.value_head = ScalarHead(config) if with_value_head else None
 
-    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None,
-                token_type_ids=None, reduction="mean", sparse=True):
-        """The logits (B, T, V) without labels; with labels the LM loss over the labelled
-        positions, "mean" or "sum" (of the token NLL, in float32 or wider). sparse: the LM head
-        runs on the labelled positions only (`labelled_logits`); sparse=False computes every
-        position's logits first, as Hugging Face's BERT does -- the same loss, more work."""
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids, token_type_ids=token_type_ids)
-        if labels is None:
-            return self.cls(hidden_states)                                  # (B, T, V)
-        if sparse:
-            logits, targets = self.labelled_logits(hidden_states, labels)   # (N, V), (N,)
-        else:
-            logits, targets = self.cls(hidden_states), labels               # (B, T, V), (B, T)
-            if self.config.is_causal:
-                logits, targets = shift_for_next_token(logits, targets)
-        nll = token_nll(at_least_float32(logits), targets)                  # 0 where not labelled
-        return nll.sum() if reduction == "sum" else masked_mean(nll, targets != IGNORE_INDEX)
+    @property
+    def backbone(self) -> Backbone:
+        return self.bert
 
-    def labelled_logits(self, hidden_states, labels):
-        """Sparse prediction: the LM head (transform + tied projection, the costliest layer at a
-        large vocabulary) on the positions that carry a label only -- the masked tokens of MLM,
-        the completion of the completion-only loss. Causal: position t is scored against label
-        t + 1. Returns (logits (N, V), targets (N,)), N the number of labels."""
-        if self.config.is_causal:
-            hidden_states, labels = shift_for_next_token(hidden_states, labels)  # (B, T-1, C), (B, T-1)
-        keep = labels != IGNORE_INDEX                                       # (B, T')
-        return self.cls(hidden_states[keep]), labels[keep]                  # (N, V), (N,)
-
-    def forward_with_cache(self, input_ids, attention_mask, cache, cache_index, position_ids=None):
-        """Logits of T new tokens written into the cache at cache_index.
-
-        Returns (logits (B, T, V), new cache, hidden_states (B, T, C)).
-        """
-        hidden_states, presents, _ = self.bert(input_ids, attention_mask=attention_mask,
-                                               position_ids=position_ids, cache=cache,
-                                               cache_index=cache_index)
-        return self.cls(hidden_states), presents, hidden_states
-
-    def values(self, input_ids, attention_mask=None):
-        """Value-head output per position (B, T); needs `with_value_head=True`."""
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask)
-        return self.value_head(hidden_states)
-
-    def logits_and_values(self, input_ids, attention_mask=None, position_ids=None):
-        """One pass for PPO: logits (B, T, V) and value-head output (B, T)."""
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids)
-        return self.cls(hidden_states), self.value_head(hidden_states)
-
-
-class RewardModel(nn.Module):
-    """Backbone + scalar reward head; the reward of a sequence is read at its last real token."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        self.bert = Backbone(config)
-        self.reward_head = ScalarHead(config)
-
-    def forward(self, input_ids, attention_mask):
-        hidden_states, _, _ = self.bert(input_ids, attention_mask=attention_mask)
-        rewards = self.reward_head(hidden_states)                           # (B, T)
-        last = attention_mask.long().sum(-1) - 1                            # (B,)
-        return rewards.gather(1, last[:, None]).squeeze(1)                  # (B,)
+    @property
+    def lm_head(self) -> LMHead:
+        return self.cls
 
 
 def at_least_float32(x):

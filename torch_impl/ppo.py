@@ -54,10 +54,10 @@ def response_outputs(model, ids, mask, position_ids, response_length):
     """Sparse prediction for PPO: the backbone over [query | response], then the LM head (and the
     value head, if the model has one) on the R positions that score the response only -- not on
     every position then sliced. Returns (logits (B, R, V), values (B, R) or None)."""
-    hidden_states, _, _ = model.bert(ids, attention_mask=mask, position_ids=position_ids)
+    hidden_states, _, _ = model.backbone(ids, attention_mask=mask, position_ids=position_ids)
     hidden_states = response_slice(hidden_states, response_length)          # (B, R, C)
     values = model.value_head(hidden_states) if model.value_head is not None else None
-    return model.cls(hidden_states), values
+    return model.lm_head(hidden_states), values
 
 
 def keras_epsilon(epsilon: float, step: int) -> float:

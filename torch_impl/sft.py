@@ -30,8 +30,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from shared import tasks as builtin_tasks
-from shared.config import ModelConfig, SFTConfig
-from shared.constants import ADAM_BETAS, ADAM_EPS, IGNORE_INDEX, LORA_TARGETS, PEFT_PREFIX
+from shared.config import GPT2Config, LlamaConfig, ModelConfig, SFTConfig, architecture_of
+from shared.constants import ADAM_BETAS, ADAM_EPS, IGNORE_INDEX, LORA_TARGETS_BY_ARCHITECTURE, PEFT_PREFIX
 from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
@@ -44,7 +44,7 @@ from torch_impl.distributed import (all_reduce_sum, barrier, distributed, gather
                                     my_rng_tensors, set_rng_tensors, shard_loss)
 from torch_impl.generate import greedy_completions
 from torch_impl.losses import shift_for_next_token, token_nll
-from torch_impl.model import SFTModel
+from torch_impl.model import LanguageModel
 
 
 
@@ -52,12 +52,23 @@ GENERATION_ROOM = 32  # positions beyond the longest example, to generate into (
 MIN_POSITIONS = 64
 
 
-def default_model_config(tokenizer, examples, objective: str) -> ModelConfig:
+def default_model_config(tokenizer, examples, objective: str, architecture: str = "bert"):
     """A small model suited to the data: vocabulary from the tokenizer, positions for the longest
     example plus room to generate (a multiple of GENERATION_ROOM, at least MIN_POSITIONS), 2 layers
-    of width 128."""
+    of width 128 with 4 heads, in any of the three architectures. The feed-forward layers hold the
+    same number of weights in each: 2 x 128 x 512 for BERT's and GPT-2's, 3 x 128 x 344 for
+    Llama's SwiGLU (three matrices; 344 ~ 2/3 of 512, as Llama sizes it). GPT-2 and Llama start and end
+    sequences with the tokenizer's [CLS] and [SEP] and tie the LM head to the embeddings, as BERT."""
     longest = max(len(e.input_ids) for e in examples)
     positions = max(MIN_POSITIONS, int(math.ceil((longest + GENERATION_ROOM) / GENERATION_ROOM)) * GENERATION_ROOM)
+    tokens = dict(bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id, pad_token_id=tokenizer.pad_id)
+    if architecture == "gpt2":
+        return GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=positions, n_embd=128, n_layer=2, n_head=4,
+                          n_inner=512, **tokens)
+    if architecture == "llama":
+        return LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, intermediate_size=344,
+                           num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=positions,
+                           tie_word_embeddings=True, **tokens)
     return ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, num_hidden_layers=2,
                        num_attention_heads=4, intermediate_size=512, max_position_embeddings=positions,
                        pad_token_id=tokenizer.pad_id,
@@ -134,12 +145,14 @@ def task_rewards(model, examples, tokenizer, max_length, batch_size=64, max_new_
 
 # ----------------------------------------------------------------------------- LoRA
 
-def add_lora(model: SFTModel, rank: int, alpha: float):
-    """Wrap the attention projections (query, key, value) with LoRA adapters via `peft`;
-    everything else is frozen. Returns the peft `LoraModel` (its `.model` is our SFTModel)."""
+def add_lora(model: LanguageModel, rank: int, alpha: float):
+    """Wrap the architecture's LoRA targets (BERT: query, key, value; the decoders: every linear
+    layer of a block) with LoRA adapters via `peft`; everything else is frozen. Returns the peft
+    `LoraModel` (its `.model` is our model)."""
     import peft
 
-    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
+    targets = LORA_TARGETS_BY_ARCHITECTURE[architecture_of(model.config)]
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets))
     lora = peft.tuners.lora.LoraModel(model, config, "default")
     for name, p in lora.named_parameters():
         p.requires_grad = "lora_" in name
@@ -162,8 +175,8 @@ def load_lora_state_dict(lora, state: dict) -> None:
             params[f"model.{module_path}.lora_{leaf.replace('.weight', '.default.weight')}"].copy_(torch.as_tensor(value))
 
 
-def merged_copy(module) -> SFTModel:
-    """A plain SFTModel: LoRA adapters merged into the base weights (W + B A alpha / r)."""
+def merged_copy(module) -> LanguageModel:
+    """A plain model: LoRA adapters merged into the base weights (W + B A alpha / r)."""
     module = copy.deepcopy(module)
     return module.merge_and_unload() if hasattr(module, "merge_and_unload") else module
 
@@ -191,7 +204,7 @@ class SFTRun:
     """One training run: the model (LoRA-wrapped, DDP-wrapped where asked), its optimizer, the
     loop's state and its logs. Each phase of `train` is a method."""
 
-    def __init__(self, model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
+    def __init__(self, model: LanguageModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
                  device, quiet, task_weights, log, precision, compile_model=False):
         self.rank, self.world = distributed()
         self.is_main = self.rank == 0
@@ -430,7 +443,7 @@ class SFTRun:
         return summary
 
 
-def train(model: SFTModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
+def train(model: LanguageModel, tokenizer, train_examples, eval_examples, config: SFTConfig, out_dir,
           device="cpu", quiet=False, resume=False, task_weights=None, log=print, stop_after=None,
           precision="fp32", compile_model=False):
     """Train, checkpoint, export the best (or final) weights to `out_dir`. Returns the summary.

@@ -13,6 +13,16 @@ REWARD_HELP = ("task (partial credit), task-exact (sparse), bleu (against each r
                "trained reward model), or FILE.py:FUNCTION (your own FUNCTION(prompt, completion, reference) -> float)")
 
 
+def check_vocabulary(model_config, tokenizer, source: str) -> None:
+    """The tokenizer must be the model's: a BERT model of ours has exactly its rows; a downloaded
+    decoder's embedding table may have spare rows beyond the tokenizer (Qwen2's is padded to a
+    multiple of 128), never fewer."""
+    rows, tokens = model_config.vocab_size, tokenizer.vocab_size
+    if rows < tokens or (model_config.model_type == "bert" and rows != tokens):
+        raise SftrlError(f"{source}: the model's vocabulary has {rows} tokens but the tokenizer has {tokens}; "
+                         "use the tokenizer the model was trained with")
+
+
 def load_user_reward(spec: str):
     """`FILE.py:FUNCTION` -> the function, wrapped so that anything it raises or a non-number it
     returns becomes a one-line error naming the file (and the line it failed on)."""

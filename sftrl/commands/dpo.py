@@ -10,7 +10,7 @@ from pathlib import Path
 from shared.config import DPOConfig
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
-from sftrl.commands.common import compare_on_held_out, reward_function
+from sftrl.commands.common import check_vocabulary, compare_on_held_out, reward_function
 from sftrl.commands.flags import add_config_flags, config_from_args
 
 # The DPOConfig fields that are flags of `sftrl dpo`, in the order of --help.
@@ -106,9 +106,7 @@ def run(args) -> int:
     if not policy.config.is_causal:
         raise SftrlError(f"--policy {args.policy}: a bidirectional (masked-LM) model cannot score completions "
                          "left to right; train the SFT model with --objective clm")
-    if policy.config.vocab_size != tokenizer.vocab_size:
-        raise SftrlError(f"--policy {args.policy}: model vocabulary {policy.config.vocab_size} != tokenizer "
-                         f"vocabulary {tokenizer.vocab_size}")
+    check_vocabulary(policy.config, tokenizer, f"--policy {args.policy}")
     if args.pairs_from_samples:
         records = sampled_pairs(args, reference, tokenizer, records, out)
     max_length = min(config.max_length, policy.config.max_position_embeddings)

@@ -5,6 +5,7 @@ the other way round)."""
 
 from __future__ import annotations
 
+from shared.config import ARCHITECTURES
 from shared.errors import SftrlError
 
 
@@ -18,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true",
                    help="study only: skip the runs that finished, resume the interrupted one, rewrite the report")
     p.add_argument("--out", default="runs/pipeline", help="run directory (default runs/pipeline)")
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="bert",
+                   help="the architecture of the pipeline's models: bert, gpt2 or llama, at the same size "
+                   "(quick and default presets; default bert)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -28,10 +32,13 @@ def run(args, run_command) -> int:
                          "resumes alone: the report's commands, with --resume)")
     import tf_impl  # noqa: F401  (the input is fine: now TensorFlow, imported quietly)
 
+    if args.preset == "study" and args.architecture != "bert":
+        raise SftrlError("--architecture: the study compares the architectures itself; use it with --preset "
+                         "quick or default")
     if args.preset == "study":
         from sftrl.pipeline import study
         study.run(args.out, run_command, size=args.size, seed=args.seed, quiet=args.quiet, resume=args.resume)
         return 0
     from sftrl.pipeline import stages
-    stages.run(args.preset, args.out, run_command, quiet=args.quiet, seed=args.seed)
+    stages.run(args.preset, args.out, run_command, quiet=args.quiet, seed=args.seed, architecture=args.architecture)
     return 0

@@ -15,7 +15,7 @@ from shared.constants import LOSS_NORMALISATIONS
 from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
-from sftrl.commands.common import REWARD_HELP, compare_on_held_out, reward_function
+from sftrl.commands.common import REWARD_HELP, check_vocabulary, compare_on_held_out, reward_function
 from sftrl.commands.flags import add_config_flags, config_from_args
 
 # The PPOConfig fields that are flags of `sftrl rl` (--algorithm first), in the order of --help.
@@ -111,7 +111,7 @@ def configure_tensorflow(device: str, distribute: str, minibatch_size: int, flag
 def load_inputs(args):
     """Everything a user can get wrong, checked before TensorFlow is imported (fast errors).
     Returns (config, records, eval_records, tokenizer)."""
-    from shared.config import ModelConfig
+    from shared.config import load_model_config
     from shared.data import check_prompts_fit, load_jsonl
     from shared.io import latest_checkpoint
     from shared.tokenizer import Tokenizer
@@ -124,11 +124,12 @@ def load_inputs(args):
     eval_records = load_jsonl(args.eval_prompts, "prompt") if args.eval_prompts else []
     policy_dir = Path(args.policy)
     if not (policy_dir / "tokenizer.json").exists():
-        raise SftrlError(f"--policy {policy_dir}: no tokenizer.json (expected an `sftrl sft` output folder)")
+        raise SftrlError(f"--policy {policy_dir}: no tokenizer.json (expected an `sftrl sft` output folder or a "
+                         "transformers model folder with its tokenizer)")
     tokenizer = Tokenizer.load(policy_dir / "tokenizer.json")
     if (policy_dir / "config.json").exists():
         try:
-            context = ModelConfig.from_json_file(policy_dir / "config.json").max_position_embeddings
+            context = load_model_config(policy_dir / "config.json").max_position_embeddings
         except SftrlError as e:
             raise SftrlError(f"--policy: {e}") from None
         check_prompts_fit(args.prompts, records, tokenizer, config.max_new_tokens, context, "--prompts",
@@ -174,9 +175,7 @@ def run(args) -> int:
         policy, reference = rl_run.load_policy_and_reference(policy_dir, dtype=dtype,
                                                              lora=(config.lora_rank, config.lora_alpha),
                                                              with_value_head=config.spec.critic)
-    if policy.config.vocab_size != tokenizer.vocab_size:
-        raise SftrlError(f"--policy {policy_dir}: model vocabulary {policy.config.vocab_size} != tokenizer "
-                         f"vocabulary {tokenizer.vocab_size}")
+    check_vocabulary(policy.config, tokenizer, f"--policy {policy_dir}")
     trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, strategy=strategy)
     summary = rl_run.train(trainer, records, args.out, resume=args.resume, quiet=args.quiet, is_chief=is_chief)
     if "interrupted_at" in summary:

@@ -6,10 +6,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from shared.config import SFTConfig
+from shared.config import ARCHITECTURES, SFTConfig
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED, interrupted_message
 from shared.random_streams import integer_seed
+from sftrl.commands.common import check_vocabulary
 from sftrl.commands.flags import add_config_flags, config_from_args
 
 
@@ -22,11 +23,16 @@ def add_arguments(p, pretrain: bool) -> None:
     p.add_argument("--out", required=True, help="run directory")
     add_config_flags(p, SFTConfig, ["objective", "mlm_probability"], choices={"objective": ("clm", "mlm")},
                      defaults={"objective": "mlm"} if pretrain else None)
-    p.add_argument("--init", help="start from a model folder (ours, or a Hugging Face BERT folder)")
+    p.add_argument("--init", help="start from a model folder: ours, or a transformers folder of a BERT, GPT-2, "
+                   "Llama, Qwen2 or Mistral model (config.json + model.safetensors + tokenizer files)")
     p.add_argument("--tokenizer", help="tokenizer.json to use (default: the --init folder's, else "
                    "one trained on the training data)")
     p.add_argument("--vocab-size", type=int, default=512, help="size of a tokenizer trained here")
-    p.add_argument("--model-config", help="config.json of the model to train from scratch")
+    p.add_argument("--model-config", help="config.json of the model to train from scratch (any architecture)")
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="bert",
+                   help="the architecture of a model trained from scratch without --model-config: bert "
+                   "(post-LN, learned positions), gpt2 (pre-LN) or llama (RMSNorm, rotary positions, SwiGLU); "
+                   "2 layers of width 128 each (default bert)")
     add_config_flags(p.add_mutually_exclusive_group(), SFTConfig, ["steps", "epochs"])
     add_config_flags(p, SFTConfig, ["batch_size", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "max_length",
                                     "eval_every", "early_stopping_patience", "save_every", "keep_checkpoints",
@@ -113,6 +119,9 @@ def load_inputs(args, pretrain: bool):
     if wanted is not None:
         records = [r for r in records if r.get("task") in wanted]
         eval_records = [r for r in eval_records if r.get("task") in wanted]
+    if args.architecture != "bert" and (args.init or args.model_config):
+        raise SftrlError(f"--architecture: only for a model trained from scratch without --model-config "
+                         f"(the config.json of {'--init' if args.init else '--model-config'} names its architecture)")
     model_config = load_model_config(args.model_config) if args.model_config and not args.init else None
     return config, records, eval_records, weights, model_config
 
@@ -136,24 +145,31 @@ def build_model(args, config, model_config, tokenizer, examples):
     """--init, --model-config, or a small default; its attention type set by the objective."""
     import torch
 
+    from shared.config import ModelConfig
+    from torch_impl.architectures import build_model as build_architecture
     from torch_impl.checkpoint import load_pretrained
-    from torch_impl.model import SFTModel
     from torch_impl.sft import default_model_config
 
     wanted_type = "causal" if config.objective == "clm" else "bidirectional"
     if args.init:
         model, source = load_pretrained(args.init), f"--init {args.init}"
     else:
-        model_config = model_config or default_model_config(tokenizer, examples, config.objective)
+        model_config = model_config or default_model_config(tokenizer, examples, config.objective, args.architecture)
         torch.manual_seed(integer_seed("init", config.seed))  # the initial weights
-        model = SFTModel(dataclasses.replace(model_config, attention_type=wanted_type))
+        if isinstance(model_config, ModelConfig):
+            model_config = dataclasses.replace(model_config, attention_type=wanted_type)
+        model = build_architecture(model_config)
         source = f"--model-config {args.model_config}" if args.model_config else "the default config"
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise SftrlError(f"{source}: the model's vocabulary has {model.config.vocab_size} tokens but the "
-                         f"tokenizer has {tokenizer.vocab_size}; use the tokenizer the model was trained with")
-    if model.config.attention_type != wanted_type:  # e.g. a BERT (MLM) checkpoint fine-tuned causally
-        model.config = dataclasses.replace(model.config, attention_type=wanted_type)
+    check_vocabulary(model.config, tokenizer, source)
+    bert = isinstance(model.config, ModelConfig)
+    if model.config.attention_type != wanted_type:
+        if not bert:
+            raise SftrlError(f"{source}: a {model.config.model_type} model is a decoder: it trains with "
+                             "--objective clm only")
+        model.config = dataclasses.replace(model.config, attention_type=wanted_type)  # e.g. BERT (MLM) -> causal
         model.bert.config = model.config
+    if config.objective == "mlm" and tokenizer.mask_id is None:
+        raise SftrlError("--objective mlm: the tokenizer has no mask token")
     return model
 
 

@@ -41,6 +41,7 @@ class Case:
     min_error: dict | None = None                    # known-difference cases: {dtype: the gap that must show}
     note: str = ""
     shows: tuple = ()                                # (numpy, torch, tf) objects `--show` prints
+    reference_name: str = "numpy"                    # what `numpy` computes with (a library, for the library cases)
 
     def __post_init__(self):
         if self.level not in LEVELS:
@@ -114,8 +115,8 @@ def run_case(case: Case, dtype: str) -> Result:
     tf_out = case.tf(cast, dtype)
     if case.numpy is not None:
         reference = case.numpy(_cast(cast, "float64"))
-        comparisons = [_compare(torch_out, reference, "torch-numpy"),
-                       _compare(tf_out, reference, "tf-numpy")]
+        comparisons = [_compare(torch_out, reference, f"torch-{case.reference_name}"),
+                       _compare(tf_out, reference, f"tf-{case.reference_name}")]
     else:
         comparisons = [_compare(torch_out, tf_out, "torch-tf")]
     max_abs = max(c[0] for c in comparisons)

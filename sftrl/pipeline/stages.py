@@ -53,9 +53,11 @@ def _run(argv, commands, log, run_command):
         raise SftrlError(f"pipeline stage `{argv[0]}` failed (exit code {code}); see the message above")
 
 
-def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=print):
+def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=print, architecture: str = "bert"):
     """Every stage, then the report. run_command(argv) -> exit code runs one `sftrl` command
-    (the CLI's `main`, passed in: the CLI calls the pipeline, not the other way round)."""
+    (the CLI's `main`, passed in: the CLI calls the pipeline, not the other way round).
+    architecture: of the model the first training stage builds from scratch (the later ones
+    start from it)."""
     from shared.tasks import write_builtin_data
 
     if preset not in PRESETS:
@@ -65,6 +67,7 @@ def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=p
     if (out / "report.md").exists() or (out / "sft" / "checkpoints").exists():
         raise SftrlError(f"--out: {out} already holds a pipeline run; choose another directory or delete it")
     q = ["--quiet"] if quiet else []
+    scratch = ["--architecture", architecture] if architecture != "bert" else []
     commands, finished, started = [], {}, time.perf_counter()
     estimates, current = STAGE_SECONDS[preset], {}
 
@@ -85,9 +88,9 @@ def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=p
     if p["pretrain"] is not None:
         stage("pretrain")
         _run(["pretrain", "--objective", "clm", "--data", data / "text.train.jsonl", "--eval-data", data / "text.eval.jsonl",
-              "--out", out / "pretrain", "--seed", seed, *p["pretrain"], *q], commands, log, run_command)
+              "--out", out / "pretrain", "--seed", seed, *scratch, *p["pretrain"], *q], commands, log, run_command)
     stage("sft")
-    init = ["--init", out / "pretrain"] if p["pretrain"] is not None else []
+    init = ["--init", out / "pretrain"] if p["pretrain"] is not None else scratch
     _run(["sft", "--data", data / "sft.train.jsonl", "--eval-data", data / "sft.eval.jsonl", *init,
           "--out", out / "sft", "--seed", seed, *p["sft"], *q], commands, log, run_command)
     if p["reward_model"] is not None:

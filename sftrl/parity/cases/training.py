@@ -19,12 +19,13 @@ from shared.config import PPOConfig
 from shared.constants import ADAM_BETAS, IGNORE_INDEX, REWARD_MODEL_ADAM_EPS
 from shared.data import build_attention_mask
 from tf_impl import losses as tf_losses
+from tf_impl import architectures as tf_architectures
 from tf_impl import model as tf_model
 from tf_impl import ppo as tf_ppo
 from tf_impl import reward_model as tf_reward_model
 from tf_impl.convert import assign_numpy_state_dict, hf_name, to_numpy_state_dict
 from torch_impl import losses as torch_losses
-from torch_impl import model as torch_model
+from torch_impl import architectures as torch_architectures
 from torch_impl import ppo as torch_ppo
 from torch_impl.checkpoint import load_state_dict_strict, state_dict_for_saving
 
@@ -255,7 +256,7 @@ def reward_model_inputs(rng):
 def reward_model_step_torch(d, dtype):
     """The Bradley-Terry step written with torch_impl.losses; Adam with Keras' epsilon placement
     (eps / sqrt(1 - beta2^t) in torch's terms, t = 1) and the reward model's epsilon."""
-    model = torch_model.RewardModel(tiny_config("causal")).to(getattr(torch, dtype)).eval()
+    model = torch_architectures.RewardModel(tiny_config("causal")).to(getattr(torch, dtype)).eval()
     load_state_dict_strict(model, {k: T(v) for k, v in d["state"].items()}, "parity")
     optimizer = torch.optim.Adam(model.parameters(), lr=RM_LR, betas=ADAM_BETAS,
                                  eps=torch_ppo.keras_epsilon(REWARD_MODEL_ADAM_EPS, 1))
@@ -267,7 +268,7 @@ def reward_model_step_torch(d, dtype):
 
 def reward_model_step_keras(d, dtype):
     """tf_impl.reward_model's own traced step, with the optimizer `train_reward_model` builds."""
-    model = tf_model.RewardModel(tiny_config("causal"), dtype=dtype)
+    model = tf_architectures.RewardModel(tiny_config("causal"), dtype=dtype)
     assign_numpy_state_dict(model, d["state"], "parity")
     optimizer = tf_reward_model.reward_model_optimizer(RM_LR)
     optimizer.build(model.trainable_variables)
