@@ -17,6 +17,8 @@ can be re-rendered at any time and holds no number a run did not write.
     rl_reward_{partial,exact,model}     shaped vs sparse verifier vs learned reward model
     rl_rm_beta_{low,high}               the reward model with less / more KL penalty (over-optimisation)
     rl_scratch                          RL after SFT from random weights (pretraining's effect on RL)
+    sft_<arch>, rl_<arch>               the same from-scratch SFT and short RL with a GPT-2-style and a
+                                        Llama-style model of the same size (arch: gpt2, llama)
     eval                                every model on the held-out prompts (one `sftrl eval`)
     human_eval                          the blind A/B sheet of SFT vs the best RL model
 
@@ -35,6 +37,8 @@ from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
 from shared.tasks import TASKS
+
+DECODERS = ("gpt2", "llama")  # the architectures compared with the BERT-style model from scratch
 
 @dataclass
 class StudySize:
@@ -77,8 +81,10 @@ SIZES = {
         dpo=["--pairs-from-samples", "4", "--steps", "600"], dpo_pairs="samples",
         lora=["--lora-rank", "8", "--lr", "3e-3"],
         compute_steps=(600, 4000),
-        seconds={"data": 2, "pretrain": 50, "sft": 28, "reward_model": 45, "ppo": 115, "short_rl": 66,
-                 "family": 75, "dpo": 75, "compute": 110, "eval": 110, "human_eval": 10, "report": 60}),
+        # the longest run of each kind in the full study of 2026-12-02 on this project's 2-core machine
+        # (957 s in all), x 1.5: the earlier AVX2 EPYC machine took about 1.8x as long per run
+        seconds={"data": 1, "pretrain": 53, "sft": 46, "reward_model": 39, "ppo": 94, "short_rl": 69,
+                 "family": 51, "dpo": 47, "compute": 83, "eval": 23, "human_eval": 1, "report": 8}),
     "tiny": StudySize(
         sizes={"sft.train": 48, "sft.eval": 16, "prompt.train": 64, "prompt.eval": 24, "preference.train": 32,
                "preference.eval": 16, "text.train": 200, "text.eval": 16},
@@ -172,6 +178,10 @@ def plan(size: StudySize, seed: int = 0) -> list[Run]:
     p.rl("rl_rm_beta_low", "sft", s.short_rl, "--reward", reward_model, "--kl-coef", s.beta_low, kind="short_rl")
     p.rl("rl_rm_beta_high", "sft", s.short_rl, "--reward", reward_model, "--kl-coef", s.beta_high, kind="short_rl")
     p.rl("rl_scratch", "sft_scratch", s.short_rl, "--reward", "task", kind="short_rl")
+    for architecture in DECODERS:  # beside sft_scratch / rl_scratch (BERT-style): the same runs, another model
+        p.sft(f"sft_{architecture}", "--tokenizer", lambda o: o / "pretrain" / "tokenizer.json",
+              "--architecture", architecture, init=False)
+        p.rl(f"rl_{architecture}", f"sft_{architecture}", s.short_rl, "--reward", "task", kind="short_rl")
     p.add("eval", "eval", lambda o: [
         "eval", *[a for name in evaluated(p.runs) for a in ("--model", o / name)],
         "--prompts", _data(o, "prompt.eval.jsonl"), "--out", o / "eval", "--seed", seed], done="eval.json", resumable=False)

@@ -16,7 +16,7 @@ from sftrl.reports.plots import attention_heatmap, calibration, curves
 
 REPORT = """# sftrl pipeline report (preset `{preset}`)
 
-{pretraining}SFT in PyTorch{sft_init} on {sft_examples} labelled examples, then PPO in
+{pretraining}SFT of a {architecture} model in PyTorch{sft_init} on {sft_examples} labelled examples, then PPO in
 TensorFlow on {ppo_prompts} prompts with the task's
 verifier as reward and a KL penalty to the SFT model. Everything below is measured on the
 {eval_prompts} held-out prompts of `data/prompt.eval.jsonl` (greedy decoding); differences are RL
@@ -125,8 +125,13 @@ def ngram_baselines(out) -> tuple[float, float]:
     return ngram_ppl, laplace_ppl
 
 
+ARCHITECTURE_NAMES = {"bert": "BERT-style (post-LN)", "gpt2": "GPT-2-style (pre-LN)",
+                      "llama": "Llama-style (RMSNorm, rotary, SwiGLU)"}
+
+
 def write_report(out, commands, preset):
     """report.md and its figures from the run's own files; returns the numbers for summary.json."""
+    from shared.config import architecture_of
     from shared.data import load_jsonl
     from shared.tokenizer import Tokenizer
     from torch_impl.checkpoint import load_pretrained
@@ -149,8 +154,9 @@ def write_report(out, commands, preset):
     completions = list(evaluation["completions"].values())
     pd = rl_row.get("partial_credit_difference", {"mean": float("nan"), "ci95": [float("nan")] * 2})
     env = versions()
+    architecture = ARCHITECTURE_NAMES[architecture_of(models[0].config)]
     report = REPORT.format(
-        preset=preset, sft_examples=len(load_jsonl(out / "data" / "sft.train.jsonl", "sft")),
+        preset=preset, architecture=architecture, sft_examples=len(load_jsonl(out / "data" / "sft.train.jsonl", "sft")),
         ppo_prompts=len(load_jsonl(out / "data" / "prompt.train.jsonl", "prompt")), eval_prompts=len(records),
         models_table=format_table(rows_named, task_names), findings=model_findings(rl_row),
         partial_difference=f"{pd['mean']:+.3f} [{pd['ci95'][0]:+.3f}, {pd['ci95'][1]:+.3f}]",
@@ -162,7 +168,8 @@ def write_report(out, commands, preset):
         commands="\n".join(commands), versions=", ".join(f"{k} {v}" for k, v in env.items()))
     atomic_write_text(out / "report.md", report)
     write_html(out, report, f"sftrl pipeline report ({preset})")
-    return {"exact_match": {"sft": sft_row["exact_match"], "rl": rl_row["exact_match"],
+    return {"architecture": architecture_of(models[0].config),
+            "exact_match": {"sft": sft_row["exact_match"], "rl": rl_row["exact_match"],
                             "difference": rl_row["exact_match_difference"]["mean"],
                             "ci95": rl_row["exact_match_difference"]["ci95"]},
             "partial_credit": {"sft": sft_row["partial_credit"], "rl": rl_row["partial_credit"]},
