@@ -253,7 +253,7 @@ def test_the_tiny_study_writes_every_section_from_its_runs(tmp_path):
     assert "Not run yet" not in report and "Incomplete" not in report
     for title in summary["sections"]:
         assert f"## {title}" in report
-    assert len(summary["sections"]) == 12
+    assert len(summary["sections"]) == 13
     for line in summary["findings"]:
         assert f"- **Finding:** {line}." in report
     evaluation = json.loads((out / "eval" / "eval.json").read_text())
@@ -261,6 +261,11 @@ def test_the_tiny_study_writes_every_section_from_its_runs(tmp_path):
     seeds = summary["sections"]["SFT against RL, three seeds"]["seeds"]
     for seed, (a, b) in zip(seeds, [("sft", "rl_ppo"), ("sft_seed1", "rl_ppo_seed1"), ("sft_seed2", "rl_ppo_seed2")]):
         assert seed["sft"] == rows[a]["exact_match"] and seed["rl"] == rows[b]["exact_match"]
+    arch = summary["sections"]["Architectures: BERT-style, GPT-2-style and Llama-style models of one size"]
+    for architecture, (a, b) in {"bert": ("sft_scratch", "rl_scratch"), "gpt2": ("sft_gpt2", "rl_gpt2"),
+                                 "llama": ("sft_llama", "rl_llama")}.items():
+        assert arch["exact_match"][architecture] == {"sft": rows[a]["exact_match"], "rl": rows[b]["exact_match"]}
+        assert json.loads((out / a / "config.json").read_text())["model_type"] == architecture
     lora = summary["sections"]["LoRA against full fine-tuning"]
     state = json.loads((out / "sft_lora" / "trainer_state.json").read_text())
     assert lora["trainable_parameters"]["lora"] == state["trainable_parameters"] < state["total_parameters"]

@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sftrl.parity.cases import training
 from sftrl.parity.cases.common import EXACT, T, TF, np_out
-from sftrl.parity.registry import FORWARD_TOL, Case
+from sftrl.parity.registry import FORWARD_TOL, GRADIENT_TOL, Case
 from shared import reference as ref
 from shared.config import GPT2Config, LlamaConfig
 from shared.data import build_attention_mask, collate
@@ -500,3 +501,49 @@ def library_greedy_case(architecture):
 
 CASES += [*(library_case(a) for a in ("gpt2", "llama", "qwen2")),
           *(library_greedy_case(a) for a in ("gpt2", "llama", "qwen2"))]
+
+
+# ----------------------------------------------------------------------------- one PPO update on a decoder
+
+def decoder_policy_torch(architecture):
+    def build(state, dtype, with_value_head):
+        config = CONFIGS[architecture]
+        model = torch_architectures.build_model(config, with_value_head=with_value_head).to(getattr(torch, dtype))
+        model.load_state_dict({k: T(v) for k, v in state.items()}, strict=True)
+        return model.eval()
+    return build
+
+
+def decoder_policy_keras(architecture):
+    def build(state, dtype, with_value_head):
+        config = CONFIGS[architecture]
+        model = tf_architectures.build_model(config, with_value_head=with_value_head, dtype=dtype)
+        assign_numpy_state_dict(model, keras_layout(state, config), "parity")
+        return model
+    return build
+
+
+def decoder_ppo_case(architecture):
+    """training.ppo_update's rollout and K = 4 steps, on a decoder: tf_impl.ppo.PPOTrainer's own
+    traced step against its torch twin, every parameter's gradient and every weight after."""
+    config, logits_of = CONFIGS[architecture], MODEL_CLASSES[architecture][0]
+
+    def inputs(rng):
+        return training.ppo_inputs(rng, config, decoder_state(config, rng), logits_of)
+
+    def run_torch(d, dtype):
+        out = training.ppo_update_torch(d, dtype, build=decoder_policy_torch(architecture))
+        return {k: v for k, v in out.items() if k != "weight/lm_head.weight" or not config.tie_word_embeddings}
+
+    def run_keras(d, dtype):
+        return training.ppo_update_keras(d, dtype, build=decoder_policy_keras(architecture))
+
+    return Case(
+        f"training.ppo_update.{architecture}", "training",
+        "K = 4 minibatch steps of L^CLIP + c_V L^V - c_H H, global-norm clip, Adam, on a decoder with a value head",
+        inputs, None, run_torch, run_keras, tol=dict(GRADIENT_TOL),
+        note="As `training.ppo_update`, with the decoder as the policy (Llama: GQA, untied head, rope_theta 500).",
+        shows=(None, torch_architectures.build_model, tf_architectures.build_model))
+
+
+CASES += [decoder_ppo_case("llama")]

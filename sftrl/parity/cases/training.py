@@ -122,11 +122,12 @@ PPO = PPOConfig(lr=2.0 ** -8, temperature=0.7, clip_range=0.2, clip_range_value=
 PPO_ROWS, PROMPT, RESPONSE = 8, 5, 6
 
 
-def ppo_inputs(rng):
+def ppo_inputs(rng, config=None, state=None, logits_of=ref.model_logits):
     """A rollout as `tf_impl.ppo` makes one (left-padded prompts, responses ending early) and
-    minibatch orders for K = 4 steps (2 epochs x 2 minibatches of 4 rows)."""
-    config = tiny_config("causal")
-    state = random_state(config, rng)
+    minibatch orders for K = 4 steps (2 epochs x 2 minibatches of 4 rows). The BERT-style model by
+    default; a decoder's case passes its config, its seeded state and its NumPy logits."""
+    config = config or tiny_config("causal")
+    state = dict(state if state is not None else random_state(config, rng))
     state["value_head.dense.weight"] = rng.normal(0.0, 0.1, size=(1, config.hidden_size))
     state["value_head.dense.bias"] = rng.normal(0.0, 0.1, size=(1,))
     query, query_mask = padded_ids(rng, PPO_ROWS, list(rng.integers(2, PROMPT + 1, size=PPO_ROWS)), 23, side="left")
@@ -136,7 +137,7 @@ def ppo_inputs(rng):
     mask = np.concatenate([query_mask, response_mask], 1)
     ids = np.concatenate([query, response * response_mask], 1)
     position_ids = np.maximum(np.cumsum(mask, -1) - 1, 0)
-    logits = ref.model_logits(state, ids, build_attention_mask(mask, True), config, position_ids)
+    logits = logits_of(state, ids, build_attention_mask(mask, True), config, position_ids)
     logprobs = ref.categorical_log_prob(logits[:, PROMPT - 1:-1] / PPO.temperature, response)
     old_values = rng.normal(0.0, 0.5, size=(PPO_ROWS, RESPONSE))
     advantages = rng.normal(size=(PPO_ROWS, RESPONSE))
@@ -168,10 +169,18 @@ def update_state(d, config):
     return {k: v for k, v in d["state"].items() if config.spec.critic or not k.startswith("value_head.")}
 
 
-def ppo_update_torch(d, dtype, config=PPO):
+def bert_torch(state, dtype, with_value_head):
+    return torch_sft(tiny_config("causal"), state, dtype, with_value_head=with_value_head)
+
+
+def bert_keras(state, dtype, with_value_head):
+    return keras_policy(tiny_config("causal"), state, dtype, with_value_head=with_value_head)
+
+
+def ppo_update_torch(d, dtype, config=PPO, build=bert_torch):
     """K minibatch steps of torch_impl.ppo's twin: the first step's gradients, each step's loss,
-    the final weights."""
-    model = torch_sft(tiny_config("causal"), update_state(d, config), dtype, with_value_head=config.spec.critic)
+    the final weights. build(state, dtype, with_value_head): the policy (BERT-style by default)."""
+    model = build(update_state(d, config), dtype, config.spec.critic)
     trainer = torch_ppo.PPOTrainer(model, config)
     names = [name for name, _ in model.named_parameters()]
 
@@ -185,10 +194,9 @@ def ppo_update_torch(d, dtype, config=PPO):
                                                      if not is_key_bias(n)})
 
 
-def ppo_update_keras(d, dtype, config=PPO):
+def ppo_update_keras(d, dtype, config=PPO, build=bert_keras):
     """The same K steps through tf_impl.ppo.PPOTrainer's own traced train step."""
-    model = keras_policy(tiny_config("causal"), update_state(d, config), dtype,
-                         with_value_head=config.spec.critic)
+    model = build(update_state(d, config), dtype, config.spec.critic)
     trainer = tf_ppo.PPOTrainer(model, None, None, config, None)
     names = [hf_name(v, model)[0] for v in model.trainable_variables]
 
