@@ -90,7 +90,7 @@ def test_lora_bf16_reward_model_and_dpo_on_a_llama_folder(tmp_path):
         names = set(f.keys())
     assert "reward_head.dense.weight" in names and "model.layers.1.mlp.down_proj.weight" in names
 
-    result = run_cli("dpo", "--policy", sft, "--data", data / "preference.train.jsonl", "--out", tmp_path / "dpo",
+    result = run_cli("dpo", "--init", sft, "--data", data / "preference.train.jsonl", "--out", tmp_path / "dpo",
                      "--steps", "4", "--batch-size", "4", "--quiet", timeout=300)
     assert result.returncode == 0, result.stderr
     assert_loads_in_transformers_with_our_logits(tmp_path / "dpo")

@@ -19,8 +19,9 @@ CONFIG_FLAGS = ("beta", "steps", "batch_size", "lr", "weight_decay", "warmup_ste
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--policy", required=True, help="the SFT model folder (causal): the policy to train and the "
-                   "frozen reference")
+    p.add_argument("--policy", "--init", dest="policy", required=True,
+                   help="the SFT model folder (causal; ours, or a transformers GPT-2, Llama, Qwen2 or Mistral "
+                   "folder; --init is the same flag): the policy to train and the frozen reference")
     p.add_argument("--data", required=True, help="JSONL of 'preference' records (prompt, chosen, rejected); "
                    "with --pairs-from-samples, JSONL of 'prompt' records instead")
     p.add_argument("--eval-data", help="held-out preference records: eval/loss (the exported model is the one "
