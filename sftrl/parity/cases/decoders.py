@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sftrl.parity.cases import training
+from sftrl.parity.cases.training import ppo_inputs, ppo_update_keras, ppo_update_torch
 from sftrl.parity.cases.common import EXACT, T, TF, np_out
 from sftrl.parity.registry import FORWARD_TOL, GRADIENT_TOL, Case
 from shared import reference as ref
@@ -529,14 +529,14 @@ def decoder_ppo_case(architecture):
     config, logits_of = CONFIGS[architecture], MODEL_CLASSES[architecture][0]
 
     def inputs(rng):
-        return training.ppo_inputs(rng, config, decoder_state(config, rng), logits_of)
+        return ppo_inputs(rng, config, decoder_state(config, rng), logits_of)
 
     def run_torch(d, dtype):
-        out = training.ppo_update_torch(d, dtype, build=decoder_policy_torch(architecture))
+        out = ppo_update_torch(d, dtype, build=decoder_policy_torch(architecture))
         return {k: v for k, v in out.items() if k != "weight/lm_head.weight" or not config.tie_word_embeddings}
 
     def run_keras(d, dtype):
-        return training.ppo_update_keras(d, dtype, build=decoder_policy_keras(architecture))
+        return ppo_update_keras(d, dtype, build=decoder_policy_keras(architecture))
 
     return Case(
         f"training.ppo_update.{architecture}", "training",
