@@ -20,7 +20,7 @@ from hf_folders import KINDS, make_folder
 from shared.errors import CheckpointError
 from shared.tokenizer import Tokenizer
 from torch_impl.checkpoint import load_pretrained, save_pretrained
-from torch_impl.generate import generate
+from torch_impl.generate import generate, greedy_completions
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,14 @@ def test_an_exported_folder_loads_in_auto_classes_with_our_logits(folders, kind,
         diff = theirs(input_ids=ids, attention_mask=mask, position_ids=positions).logits - ours(ids, mask, position_ids=positions)
     assert diff[mask.bool()].abs().max().item() <= 1e-5
     assert load_pretrained(tmp_path).state_dict().keys() == ours.state_dict().keys()
+    # transformers' text-generation pipeline, the prompt laid out as the project lays it out
+    # (`<bos> prompt <eos>`, the special tokens written as text), greedy, stopping at the end token
+    # (the exported generation_config): our greedy completions
+    expected, _ = greedy_completions(ours, tokenizer, TEXTS, 8)
+    generator = transformers.pipeline("text-generation", model=str(tmp_path), device="cpu")
+    got = [generator(tokenizer.roles["cls"] + p + tokenizer.roles["sep"], add_special_tokens=False, max_new_tokens=8,
+                     do_sample=False, return_full_text=False)[0]["generated_text"] for p in TEXTS]
+    assert got == expected and any(expected), expected  # an end token at once matches too; some text must show
 
 
 def test_a_sharded_folder_loads(folders, tmp_path):
