@@ -45,6 +45,21 @@ def tf_bf16_env() -> dict:
     return env
 
 
+def bf16_result(module: str, function: str, *args, run_here):
+    """`module.function(*args)`'s JSON result, computed where TensorFlow's bfloat16 runs: in a
+    subprocess with its oneDNN ops off where they would crash on bfloat16 under this CPU setting
+    (see `tf_bf16_env`), else here, by `run_here()`."""
+    if not onednn_bf16_would_crash_tensorflow():
+        return run_here()
+    import json
+    code = (f"import json, sys; sys.path.insert(0, 'tests'); import {module} as t; "
+            f"print(json.dumps(t.{function}(*{args!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env=tf_bf16_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # bfloat16 keeps 8 significant bits: rounding a value moves it by up to 2^-9 of itself, and an op
 # that rounds its inputs and its output moves its result by up to about BF16_UNIT = 2^-8 of it.
 BF16_UNIT = 2.0 ** -8

@@ -15,18 +15,15 @@ reads it, so logits are compared on the real positions only.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save_file
 
-from conftest import REPO, bf16_relative_error_bound, tf_bf16_env
+from conftest import bf16_relative_error_bound, bf16_result
 from shared.config import GPT2Config, LlamaConfig
 from shared.constants import GPT2_CONV1D_LAYERS
-from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import CheckpointError
 from tf_impl.convert import assign_numpy_state_dict, load_pretrained, to_numpy_state_dict
 from torch_impl.architectures import build_model as torch_build_model
@@ -260,15 +257,8 @@ def bf16_against_fp32(folder, kind, fp32=None) -> dict:
 def test_mixed_bfloat16_decoders_build_and_run_close_to_float32(folders, keras_models, kind):
     """Bound: `conftest.bf16_relative_error_bound` for 2 layers (a pre-norm block rounds about as
     many times as the post-LN one it counts)."""
-    if onednn_bf16_would_crash_tensorflow():  # in a process with TensorFlow's own bf16 kernels
-        code = ("import json, sys; sys.path.insert(0, 'tests'); import test_decoders_keras as t; "
-                f"print(json.dumps(t.bf16_against_fp32({str(folders[kind])!r}, {kind!r})))")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                              env=tf_bf16_env(), timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    else:
-        result = bf16_against_fp32(folders[kind], kind, keras_models(kind))
+    result = bf16_result("test_decoders_keras", "bf16_against_fp32", str(folders[kind]), kind,
+                         run_here=lambda: bf16_against_fp32(folders[kind], kind, keras_models(kind)))
     print(f"{kind} bf16 vs fp32:", json.dumps(result))
     assert result["logits_dtype"] == "bfloat16" and result["cache_dtype"] == "bfloat16"
     assert result["variable_dtypes"] == ["float32"]

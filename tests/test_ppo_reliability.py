@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, bf16_relative_error_bound, run_cli, tf_bf16_env
+from conftest import REPO, bf16_relative_error_bound, bf16_result, run_cli
 from shared.config import PPOConfig
-from shared.cpu import onednn_bf16_would_crash_tensorflow
 from shared.errors import SftrlError
 from shared.io import latest_checkpoint
 from shared.rewards import task_partial
@@ -281,15 +280,8 @@ def test_one_bf16_update_is_close_to_the_fp32_update(sft_dir):  # noqa: F811
     minus an entropy bonus of 0.04 with a policy term of about 0, so its relative error says
     nothing about bfloat16. Each term is compared on its own scale instead.
     """
-    if onednn_bf16_would_crash_tensorflow():  # in a process with TensorFlow's own bf16 kernels
-        code = ("import json, sys; sys.path.insert(0, 'tests'); import test_ppo_reliability as t; "
-                f"print(json.dumps(t.bf16_against_fp32({str(sft_dir)!r})))")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                              env=tf_bf16_env(), timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    else:
-        result = bf16_against_fp32(sft_dir)
+    result = bf16_result("test_ppo_reliability", "bf16_against_fp32", str(sft_dir),
+                         run_here=lambda: bf16_against_fp32(sft_dir))
     print("bf16 vs fp32:", json.dumps(result))
     eps, eps_g = bf16_relative_error_bound(result["layers"]), bf16_relative_error_bound(result["layers"], True)
     s32, s16 = result["stats32"], result["stats16"]
