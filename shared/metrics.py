@@ -19,22 +19,30 @@ from shared.constants import IGNORE_INDEX
 from shared.random_streams import generator
 
 
-def paired_bootstrap(a, b, samples: int = 2000, confidence: float = 0.95, seed: int = 0):
-    """Mean of b - a over paired items, with a percentile-bootstrap interval.
+def bootstrap_mean(values, samples: int = 2000, confidence: float = 0.95, seed: int = 0):
+    """Mean of per-item values, with a percentile-bootstrap interval.
 
-    Resample the n pairs with replacement `samples` times; the interval is the
-    ((1 - c) / 2, (1 + c) / 2) quantiles of the resampled mean differences. Pairs (the same
-    prompt scored under both models) cancel per-prompt difficulty, which independent samples
-    would not. Returns (mean difference, low, high).
+    Resample the n items with replacement `samples` times (the stream `bootstrap`); the interval
+    is the ((1 - c) / 2, (1 + c) / 2) quantiles of the resampled means. Returns (mean, low, high).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError("bootstrap_mean needs a 1-D array of non-zero length")
+    rng = generator("bootstrap", seed)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(values.mean()), float(low), float(high)
+
+
+def paired_bootstrap(a, b, samples: int = 2000, confidence: float = 0.95, seed: int = 0):
+    """Mean of b - a over paired items, with a percentile-bootstrap interval (`bootstrap_mean` of
+    the differences). Pairs (the same prompt scored under both models) cancel per-prompt
+    difficulty, which independent samples would not. Returns (mean difference, low, high).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError("paired_bootstrap needs two 1-D arrays of the same, non-zero length")
-    diff = b - a
-    rng = generator("bootstrap", seed)
-    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(diff.mean()), float(low), float(high)
+    return bootstrap_mean(b - a, samples, confidence, seed)
 
 
 # ----------------------------------------------------------------------------- BLEU

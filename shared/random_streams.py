@@ -38,6 +38,8 @@ STREAMS = {s.name: s for s in (
     Stream("preference_order", 9, ("epoch",), "reward model: the shuffle of the pairs in an epoch"),
     Stream("bootstrap", 10, (), "evaluation: the resampled prompts of the paired bootstrap"),
     Stream("init", 11, (), "a model built from scratch (SFT, the reward model's head): its initial weights"),
+    Stream("eval_sampling", 12, ("prompt", "sample"),
+           "evaluation: the Gumbel noise of each prompt's sampled completions (the Monte-Carlo sequence KL)"),
 )}
 assert len({s.key for s in STREAMS.values()}) == len(STREAMS), "every stream needs its own key"
 

@@ -22,7 +22,7 @@ def test_quick_pipeline_writes_a_report_holding_the_measured_numbers(tmp_path):
     d = rl["exact_match_difference"]
     assert "- **Finding:** " + comparison_finding("SFT", "RL", "held-out exact match", d["mean"], *d["ci95"]) in report
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["exact_match"]["rl"] == rl["exact_match"] and summary["kl"] == rl["kl_to_first"]
+    assert summary["exact_match"]["rl"] == rl["exact_match"] and summary["sequence_kl_to_sft"] == rl["sequence_kl_to_first"]
     assert list(summary["stage_seconds"]) == ["data", "sft", "ppo", "eval", "report"]  # quick: no pretraining, no RM
     assert summary["pretraining"] is None and summary["reward_model_accuracy"] is None
     assert "from random weights (this preset skips pretraining)" in report

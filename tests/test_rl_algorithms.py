@@ -272,7 +272,9 @@ def test_every_model_is_evaluated_alike_and_loads_in_transformers(sft_dir, dpo_r
     assert [row["model"] for row in rows] == [str(sft_dir), str(grpo), str(dpo_dir)]
     for row in rows[1:]:  # each against the first model (SFT): a paired-bootstrap interval, and the KL
         low, high = row["exact_match_difference"]["ci95"]
-        assert low <= row["exact_match_difference"]["mean"] <= high and row["kl_to_first"] >= -1e-6
+        kl = row["sequence_kl_to_first"]
+        assert low <= row["exact_match_difference"]["mean"] <= high
+        assert -1e-6 <= kl["ci95"][0] <= kl["mean"] <= kl["ci95"][1]  # sums of exact per-token KLs: >= 0
     model = AutoModelForCausalLM.from_pretrained(dpo_dir)
     tok = AutoTokenizer.from_pretrained(dpo_dir)
     ids = tok("add: 1 + 2", return_tensors="pt")

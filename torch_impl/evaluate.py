@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 from shared.constants import IGNORE_INDEX
 from shared.data import collate, encode_prompt, encode_sft
+from shared.generation import completion_ids, gumbel_noise, prompt_batches
+from shared.random_streams import generator
+from torch_impl.generate import generate
 from torch_impl.losses import shift_for_next_token, token_nll
 
 
@@ -41,27 +44,75 @@ def reference_nll(model, tokenizer, prompts, references, batch_size=64):
 
 
 @torch.no_grad()
-def sequence_kl(model, reference_model, tokenizer, prompts, completions_ids, batch_size=64):
-    """Per prompt: sum over the model's own completion tokens of KL(p_model || p_reference) over the
-    whole vocabulary at each position (exact, not a sampled estimate)."""
+def completion_kls(model, reference_model, tokenizer, prompts, completions_ids, batch_size=64,
+                   max_prompt_length=None):
+    """Per completion y of its prompt x, two sums over the positions that chose y's tokens:
+    sum_t KL(p_model(.|x, y_<t) || p_reference(.|x, y_<t)), exact over the whole vocabulary, and
+    sum_t log p_model(y_t|x, y_<t) - log p_reference(y_t|x, y_<t). Returns (kl (N,), log_ratio (N,)).
+    Each prompt is `[CLS] prompt [SEP]`, cut as `generate`'s caller cut it (max_prompt_length)."""
     model.eval()
     reference_model.eval()
     room = model.config.max_position_embeddings
-    out = []
+    kl_out, log_ratio_out = [], []
     for start in range(0, len(prompts), batch_size):
         chunk = list(zip(prompts[start:start + batch_size], completions_ids[start:start + batch_size]))
         sequences, spans = [], []
         for prompt, ids in chunk:
-            context = encode_prompt(tokenizer, prompt, room - len(ids))[0]
+            cut = room - len(ids) if max_prompt_length is None else min(room - len(ids), max_prompt_length)
+            context = encode_prompt(tokenizer, prompt, cut)[0]
             sequences.append(context + list(ids))
             spans.append((len(context) - 1, len(context) - 1 + len(ids)))  # positions that chose the tokens
         batch = collate(sequences, tokenizer.pad_id)
         ids, mask = torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["attention_mask"])
-        logp = F.log_softmax(model(ids, mask).float(), -1)
+        logp = F.log_softmax(model(ids, mask).float(), -1)                   # (B, T, V)
         logq = F.log_softmax(reference_model(ids, mask).float(), -1)
         kl = (logp.exp() * (logp - logq)).sum(-1)                           # (B, T)
-        out += [float(kl[i, a:b].sum()) for i, (a, b) in enumerate(spans)]
-    return np.array(out)
+        chosen = ids[:, 1:, None]                                           # (B, T-1, 1): the token chosen at t
+        log_ratio = (logp[:, :-1].gather(-1, chosen) - logq[:, :-1].gather(-1, chosen))[..., 0]  # (B, T-1)
+        kl_out += [float(kl[i, a:b].sum()) for i, (a, b) in enumerate(spans)]
+        log_ratio_out += [float(log_ratio[i, a:b].sum()) for i, (a, b) in enumerate(spans)]
+    return np.array(kl_out), np.array(log_ratio_out)
+
+
+@torch.no_grad()
+def sample_completions(model, tokenizer, prompts, max_new_tokens, samples, seed, batch_size=64):
+    """`samples` completions of every prompt drawn from the model at temperature 1, no top-k (as
+    the RL rollouts sample), each up to and including [SEP] or max_new_tokens tokens. Sample k of
+    prompt i uses the Gumbel noise of (seed, i, k) from the stream `eval_sampling`: the draw does
+    not depend on the batching, and every model evaluated with one seed gets the same noise.
+    Returns token-id lists, prompt-major (sample k of prompt i is row i * samples + k)."""
+    room = model.config.max_position_embeddings - max_new_tokens
+    rows = [(i, k) for i in range(len(prompts)) for k in range(samples)]
+    token_lists = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = next(prompt_batches(tokenizer, [prompts[i] for i, _ in chunk], room, len(chunk)))
+        noise = np.stack([gumbel_noise(generator("eval_sampling", seed, i, k), (max_new_tokens, model.config.vocab_size))
+                          for i, k in chunk])                               # (B, max_new_tokens, V)
+        new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, do_sample=True,
+                       temperature=1.0, eos_id=tokenizer.sep_id, noise=noise)
+        token_lists += [completion_ids(row, tokenizer.sep_id) for row in new.tolist()]
+    return token_lists
+
+
+def mc_sequence_kl(model, reference_model, tokenizer, prompts, max_new_tokens, samples, seed, batch_size=64):
+    """Monte-Carlo sequence KL between the models' distributions over completions, per prompt:
+
+        KL(pi || pi_ref)(x) = E_{y ~ pi(.|x)} [log pi(y|x) - log pi_ref(y|x)]                  (log-ratio)
+                            = E_{y ~ pi(.|x)} [sum_t KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t))]    (path KL)
+
+    both estimated from the same `samples` completions of each prompt (`sample_completions`).
+    The second form replaces each log-ratio term by its expectation given y_<t (the chain rule of
+    KL): the same mean, lower variance, never negative. A completion ends at [SEP] or after
+    max_new_tokens tokens, so this is the KL of the truncated completion distribution (a lower
+    bound on the untruncated one: truncation is a function of y). Returns the per-prompt means
+    over its samples, (path KL (N,), log-ratio (N,)), in nats per completion.
+    """
+    completions = sample_completions(model, tokenizer, prompts, max_new_tokens, samples, seed, batch_size)
+    repeated = [p for p in prompts for _ in range(samples)]
+    kl, log_ratio = completion_kls(model, reference_model, tokenizer, repeated, completions, batch_size,
+                                   model.config.max_position_embeddings - max_new_tokens)
+    return kl.reshape(len(prompts), samples).mean(1), log_ratio.reshape(len(prompts), samples).mean(1)
 
 
 @torch.no_grad()

@@ -21,7 +21,12 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="folder for eval.json and eval.md")
     p.add_argument("--max-new-tokens", type=int, default=16, help="longest greedy completion (default 16)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per batch (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap (default 0)")
+    p.add_argument("--kl-samples", type=int, default=4, metavar="K",
+                   help="completions sampled per prompt from each model (temperature 1, as RL samples) for its "
+                        "Monte-Carlo sequence KL to the first model, with a bootstrap interval over prompts; "
+                        "0 turns the KL off (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals and of the KL's samples "
+                   "(default 0)")
 
 
 def _mean(values):
@@ -38,6 +43,8 @@ def load_inputs(args):
 
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise SftrlError("--max-new-tokens and --batch-size must be >= 1")
+    if args.kl_samples < 0:
+        raise SftrlError(f"--kl-samples must be >= 0 (0 turns the KL off), got {args.kl_samples}")
     records = load_jsonl(args.prompts, "prompt")
     references = [r.get("reference") for r in records]
     if args.refs:
@@ -69,22 +76,48 @@ def masked_lm_row(folder, model, tokenizer, prompts, references, task_names, bat
     texts = [f"{p} {r}" for p, r in zip(prompts, references)]
     pppl, masked_loss = pseudo_perplexity(model, tokenizer, texts, batch_size)
     return {"model": folder, "masked_lm": True, "pseudo_perplexity": pppl, "masked_token_loss": masked_loss,
-            "exact_match": None, "partial_credit": None, "kl_to_first": None, "mean_length_words": None,
+            "exact_match": None, "partial_credit": None, "sequence_kl_to_first": None, "mean_length_words": None,
             "samples_per_s": None, **{f"{t}/{m}": None for t in task_names for m in ("exact_match", "partial_credit")}}
+
+
+ESTIMATOR = ("Monte-Carlo E_x E_{y~model(.|x)} [sum_t KL(model || first)(.|x, y_<t)]: K completions per prompt "
+             "sampled at temperature 1, ending at [SEP] or --max-new-tokens (the truncated completion distribution), "
+             "exact per-token KL summed along each; mean over prompts of the per-prompt means; ci95: percentile "
+             "bootstrap over prompts; nats per completion")
+
+
+def sequence_kl_row(args, folder, model, tokenizer, prompts, baseline):
+    """eval.json's `sequence_kl_to_first`: KL(model || first model) between their distributions
+    over completions (`torch_impl.evaluate.mc_sequence_kl`), with a bootstrap interval over prompts.
+    The first model's is 0 by definition; None when --kl-samples is 0."""
+    from shared.metrics import bootstrap_mean
+    from torch_impl.evaluate import mc_sequence_kl
+
+    if args.kl_samples == 0:
+        return None
+    mean, low, high = 0.0, 0.0, 0.0  # the first model is the baseline
+    if baseline is not None:
+        first_model = baseline[0]
+        if first_model.config.vocab_size != model.config.vocab_size:
+            raise SftrlError(f"--model {folder}: vocabulary differs from the first model's; KL needs the same one")
+        per_prompt, _ = mc_sequence_kl(model, first_model, tokenizer, prompts, args.max_new_tokens, args.kl_samples,
+                                       args.seed, args.batch_size)
+        mean, low, high = bootstrap_mean(per_prompt, seed=args.seed)
+    return {"mean": mean, "ci95": [low, high], "samples_per_prompt": args.kl_samples, "estimator": ESTIMATOR}
 
 
 def causal_row(args, folder, model, tokenizer, records, references, task_names, baseline):
     """Greedy completions scored per task, reference perplexity and BLEU, and -- against the
-    baseline (the first model's model and per-prompt scores, None for the first) -- the exact KL and
-    paired-bootstrap differences. Returns (row, per-prompt scores)."""
+    baseline (the first model's model and per-prompt scores, None for the first) -- the Monte-Carlo
+    sequence KL (`sequence_kl_row`) and paired-bootstrap differences. Returns (row, per-prompt scores)."""
     from shared.metrics import corpus_bleu, paired_bootstrap, perplexity
     from shared.tasks import task_scores
-    from torch_impl.evaluate import reference_nll, sequence_kl
+    from torch_impl.evaluate import reference_nll
     from torch_impl.generate import greedy_completions
 
     prompts = [r["prompt"] for r in records]
     started = time.perf_counter()
-    texts, ids = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
+    texts, _ = greedy_completions(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
     exact, partial = task_scores(prompts, texts)
     row = {"model": folder, "samples_per_s": len(prompts) / (time.perf_counter() - started),
            "mean_length_words": float(np.mean([len(t.split()) for t in texts])),
@@ -97,12 +130,9 @@ def causal_row(args, folder, model, tokenizer, records, references, task_names, 
         chosen = [i for i, r in enumerate(records) if r.get("task") == task]
         row[f"{task}/exact_match"] = _mean([exact[i] for i in chosen])
         row[f"{task}/partial_credit"] = _mean([partial[i] for i in chosen])
-    row["kl_to_first"] = 0.0  # the first model is the baseline
+    row["sequence_kl_to_first"] = sequence_kl_row(args, folder, model, tokenizer, prompts, baseline)
     if baseline is not None:
-        first_model, first_scores = baseline
-        if first_model.config.vocab_size != model.config.vocab_size:
-            raise SftrlError(f"--model {folder}: vocabulary differs from the first model's; KL needs the same one")
-        row["kl_to_first"] = float(np.mean(sequence_kl(model, first_model, tokenizer, prompts, ids, args.batch_size)))
+        first_scores = baseline[1]
         for name, values in (("exact_match", exact), ("partial_credit", partial)):
             base = first_scores[name]
             if None not in values and None not in base:

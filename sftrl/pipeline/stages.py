@@ -117,10 +117,12 @@ def run(preset: str, out, run_command, quiet: bool = False, seed: int = 0, log=p
 
 def one_screen(summary, out) -> str:
     e = summary["exact_match"]
+    kl = summary["sequence_kl_to_sft"]  # eval.json's Monte-Carlo sequence KL of RL to SFT
+    kl_text = "off" if kl is None else f"{kl['mean']:.3f} [{kl['ci95'][0]:.3f}, {kl['ci95'][1]:.3f}]"
     lines = [f"pipeline done in {summary['seconds']} s -> {out}/report.md",
              f"  held-out exact match: SFT {e['sft']:.3f}  RL {e['rl']:.3f}  difference {e['difference']:+.3f} "
              f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]",
-             f"  KL(RL || SFT) per completion: {summary['kl']:.3f}" + (
+             f"  KL(RL || SFT) per sampled completion: {kl_text}" + (
                  f"   reward model held-out accuracy: {summary['reward_model_accuracy']:.3f}"
                  if summary["reward_model_accuracy"] is not None else ""),
              f"  {summary['ngram']['order']}-gram Kneser-Ney baseline: {summary['ngram']['perplexity']:.2f} "

@@ -173,7 +173,7 @@ def write_report(out, commands, preset):
                             "difference": rl_row["exact_match_difference"]["mean"],
                             "ci95": rl_row["exact_match_difference"]["ci95"]},
             "partial_credit": {"sft": sft_row["partial_credit"], "rl": rl_row["partial_credit"]},
-            "kl": rl_row["kl_to_first"],
+            "sequence_kl_to_sft": rl_row["sequence_kl_to_first"],
             "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy") if reward_model else None,
             "pretraining": pretraining_numbers(out),
             "ngram": {"order": 3, "perplexity": ngram_ppl, "laplace_bigram_perplexity": laplace_ppl},
