@@ -81,7 +81,8 @@ def cmd_bench(args) -> int:
 
 def cmd_eval(args) -> int:
     """Evaluate models on the same prompts: reward per task, BLEU, perplexity of the references,
-    KL to the first model, length and speed, with paired-bootstrap intervals of the differences."""
+    the Monte-Carlo sequence KL to the first model (from sampled completions), length and speed,
+    with bootstrap intervals (of the KL, and paired ones of the differences)."""
     from sftrl.commands import eval as eval_command
     return eval_command.run(args)
 

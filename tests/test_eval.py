@@ -53,7 +53,8 @@ def test_eval_rows_and_differences(trained, tmp_path):
     assert "| model | exact match |" in table and "(baseline)" in table
     assert f"| {kl['mean']:.3f} [{kl['ci95'][0]:.3f}, {kl['ci95'][1]:.3f}] |" in table
     assert "KL to first (MC, nats/seq) [95% CI]" in table
-    bad = run_cli("eval", "--model", trained / "a", "--prompts", prompts, "--out", tmp_path / "bad", "--kl-samples", "-1")
+    bad = run_cli("eval", "--model", trained / "a", "--prompts", prompts, "--out", tmp_path / "bad",
+                  "--kl-samples", "-1")
     assert bad.returncode == 2 and "error: --kl-samples must be >= 0" in bad.stderr
 
 

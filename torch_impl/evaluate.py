@@ -87,8 +87,8 @@ def sample_completions(model, tokenizer, prompts, max_new_tokens, samples, seed,
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         batch = next(prompt_batches(tokenizer, [prompts[i] for i, _ in chunk], room, len(chunk)))
-        noise = np.stack([gumbel_noise(generator("eval_sampling", seed, i, k), (max_new_tokens, model.config.vocab_size))
-                          for i, k in chunk])                               # (B, max_new_tokens, V)
+        shape = (max_new_tokens, model.config.vocab_size)
+        noise = np.stack([gumbel_noise(generator("eval_sampling", seed, i, k), shape) for i, k in chunk])  # (B, T, V)
         new = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, do_sample=True,
                        temperature=1.0, eos_id=tokenizer.sep_id, noise=noise)
         token_lists += [completion_ids(row, tokenizer.sep_id) for row in new.tolist()]

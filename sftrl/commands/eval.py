@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
                    "perplexity and BLEU, 'task' for per-task rewards)")
     p.add_argument("--refs", help="references, one per line (plain text), instead of the records' 'reference'")
     p.add_argument("--out", required=True, help="folder for eval.json and eval.md")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="longest greedy completion (default 16)")
+    p.add_argument("--max-new-tokens", type=int, default=16,
+                   help="longest completion, greedy or sampled for the KL (default 16)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per batch (default 64)")
     p.add_argument("--kl-samples", type=int, default=4, metavar="K",
                    help="completions sampled per prompt from each model (temperature 1, as RL samples) for its "
