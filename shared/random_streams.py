@@ -38,6 +38,7 @@ STREAMS = {s.name: s for s in (
     Stream("preference_order", 9, ("epoch",), "reward model: the shuffle of the pairs in an epoch"),
     Stream("bootstrap", 10, (), "evaluation: the resampled prompts of the paired bootstrap"),
     Stream("init", 11, (), "a model built from scratch (SFT, the reward model's head): its initial weights"),
+    Stream("pretraining_text", 12, ("split",), "built-in data: the lines of the clean pretraining corpus (text.*)"),
 )}
 assert len({s.key for s in STREAMS.values()}) == len(STREAMS), "every stream needs its own key"
 
