@@ -29,7 +29,9 @@ class _Parser(argparse.ArgumentParser):
 # Each runs its module of sftrl/commands/, imported only when it runs; the docstring is its --help.
 
 def cmd_data(args) -> int:
-    """Write the built-in task data as JSONL files."""
+    """Write the built-in task data as JSONL files: sft, prompt, preference, text (the clean
+    pretraining corpus: no solved task instance) and text_contaminated ("prompt = answer" lines,
+    to measure pretraining on solved instances), each .train and .eval."""
     from sftrl.commands import data
     return data.run_data(args)
 

@@ -40,6 +40,7 @@ STREAMS = {s.name: s for s in (
     Stream("init", 11, (), "a model built from scratch (SFT, the reward model's head): its initial weights"),
     Stream("eval_sampling", 12, ("prompt", "sample"),
            "evaluation: the Gumbel noise of each prompt's sampled completions (the Monte-Carlo sequence KL)"),
+    Stream("pretraining_text", 13, ("split",), "built-in data: the lines of the clean pretraining corpus (text.*)"),
 )}
 assert len({s.key for s in STREAMS.values()}) == len(STREAMS), "every stream needs its own key"
 

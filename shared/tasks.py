@@ -13,7 +13,10 @@ prompts alone while SFT needs (prompt, completion) pairs. Two scorers per answer
   compared position by position (digits of a sum aligned from the right) and divided by the
   longer of the two lengths, so extra or missing items cost credit.
 
-Generation uses `random.Random(seed)` only, so the same seed gives byte-identical files.
+Generation uses `random.Random(seed)` only, so the same seed gives byte-identical files. The
+pretraining text comes in two variants: `text.*`, the clean corpus of `shared/corpus.py` (no
+solved instance, its own random stream), and `text_contaminated.*`, "prompt = answer" lines --
+solved task instances, i.e. labelled data, kept to measure what such pretraining text is worth.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import random
 import string
 from pathlib import Path
 
+from shared.corpus import make_clean_text
 from shared.errors import DataError
 from shared.io import atomic_write_text
 
@@ -37,9 +41,12 @@ DEFAULT_SIZES = {
     "sft.train": 400, "sft.eval": 200,
     "prompt.train": 4000, "prompt.eval": 400,
     "preference.train": 1000, "preference.eval": 200,
-    # Unlabelled text ("prompt = answer" lines) is the most plentiful of all: enough of it that
-    # causal-LM pretraining measurably lowers SFT's held-out loss (the pipeline's first stage).
+    # Pretraining text is the most plentiful of all (the pipeline's first stage, causal LM).
+    # text: the clean corpus (shared/corpus.py), unlabelled: task symbols, prompts without
+    # answers, no solved instance. text_contaminated: "prompt = answer" lines, solved instances;
+    # its sizes default to text's (the same amount of text, to compare the two).
     "text.train": 20000, "text.eval": 200,
+    "text_contaminated.train": 20000, "text_contaminated.eval": 200,
 }
 
 
@@ -136,6 +143,11 @@ def make_prompt(task: str, rng: random.Random) -> str:
     return f"{task}: " + " ".join(rng.choice(SYMBOLS) for _ in range(n))
 
 
+def random_prompt(rng: random.Random) -> str:
+    """A prompt of a task drawn at random (the clean corpus's unanswered prompts)."""
+    return make_prompt(rng.choice(TASKS), rng)
+
+
 def corrupt(prompt: str, answer: str, rng: random.Random) -> str:
     """A plausible wrong answer (for preference pairs): never equal to `answer`."""
     task, _ = parse_prompt(prompt)
@@ -177,20 +189,30 @@ def _unique_prompts(rng: random.Random, count: int, seen: set[str]) -> list[str]
 
 
 def make_builtin_data(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, list[dict]]:
-    """All built-in files as lists of records. No prompt appears in two files.
+    """All built-in files as lists of records. No prompt appears in two files (nor, as a line, in
+    the clean text).
 
-    Evaluation splits are drawn first, so changing a training size leaves them unchanged.
+    Evaluation splits are drawn first, so changing a training size leaves them unchanged (the
+    clean text.eval but for a line whose drawn prompt a training file holds). The task files
+    draw from `random.Random(seed)` in the order they always have (text_contaminated where text
+    was), the clean text from its own stream after them, so the task files stay as they were.
     """
-    sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    unknown = set(sizes) - set(DEFAULT_SIZES)
+    given = dict(sizes or {})
+    unknown = set(given) - set(DEFAULT_SIZES)
     if unknown:
         raise ValueError(f"unknown split(s): {', '.join(sorted(unknown))}")
+    for split in ("train", "eval"):
+        if f"text.{split}" in given:
+            given.setdefault(f"text_contaminated.{split}", given[f"text.{split}"])
+    sizes = {**DEFAULT_SIZES, **given}
     rng = random.Random(seed)
     seen: set[str] = set()
     names = sorted(sizes, key=lambda name: (not name.endswith(".eval"), name))
     files: dict[str, list[dict]] = {}
     for name in names:
         kind = name.split(".")[0]
+        if kind == "text":
+            continue  # the clean corpus: below, from its own stream
         records = []
         for prompt in _unique_prompts(rng, sizes[name], seen):
             task, answer = parse_prompt(prompt)[0], solve(prompt)
@@ -204,6 +226,10 @@ def make_builtin_data(seed: int = 0, sizes: dict[str, int] | None = None) -> dic
             else:
                 records.append({"text": f"{prompt} = {answer}"})
         files[name] = records
+    exclude = set(seen)  # every prompt of every other file
+    for split in ("eval", "train"):
+        files[f"text.{split}"] = make_clean_text(seed, split, sizes[f"text.{split}"], exclude, random_prompt)
+        exclude |= {r["text"] for r in files[f"text.{split}"] if is_task_prompt(r["text"])}
     return {name: files[name] for name in DEFAULT_SIZES if name in files}
 
 

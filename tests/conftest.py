@@ -24,7 +24,9 @@ def builtin_data():
 
 @pytest.fixture(scope="session")
 def tokenizer(builtin_data):
-    texts = [r["text"] for r in builtin_data["text.train"]]
+    # trained on the texts it always was (the old text.train, now text_contaminated.train), so the
+    # tests' token ids did not move when text.train became the clean corpus
+    texts = [r["text"] for r in builtin_data["text_contaminated.train"]]
     return Tokenizer.train(texts, vocab_size=300)
 
 

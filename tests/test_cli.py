@@ -35,7 +35,7 @@ def test_console_script_is_installed():
 def test_data_and_tokenizer_commands(tmp_path):
     result = run_cli("data", "--out", tmp_path / "data", "--seed", "1")
     assert result.returncode == 0, result.stderr
-    expected = [f"{kind}.{split}.jsonl" for kind in ("sft", "prompt", "preference", "text")
+    expected = [f"{kind}.{split}.jsonl" for kind in ("sft", "prompt", "preference", "text", "text_contaminated")
                 for split in ("train", "eval")]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(expected)
     first = json.loads((tmp_path / "data" / "sft.train.jsonl").read_text().splitlines()[0])

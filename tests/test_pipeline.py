@@ -140,7 +140,7 @@ def test_the_default_pipeline_pretrains_and_starts_sft_from_the_pretrained_model
     assert pretrain[:3] == ["pretrain", "--objective", "clm"]
     assert pretrain[pretrain.index("--data") + 1] == str(tmp_path / "run" / "data" / "text.train.jsonl")
     assert sft[sft.index("--init") + 1] == str(tmp_path / "run" / "pretrain")
-    # the text split is the biggest: unlabelled text is what there is most of
+    # the text split (clean, unlabelled) is the biggest: pretraining text is what there is most of
     texts = (tmp_path / "run" / "data" / "text.train.jsonl").read_text().splitlines()
     assert len(texts) == DEFAULT_SIZES["text.train"] == max(DEFAULT_SIZES.values())
     assert "to finish it run: sftrl reward-model" in capsys.readouterr().err

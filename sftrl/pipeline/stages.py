@@ -1,5 +1,5 @@
-"""`sftrl pipeline`: the main job. Built-in data -> causal-LM pretraining on the unlabelled text
--> SFT from the pretrained model (PyTorch) -> reward model and PPO (TensorFlow) -> evaluation of
+"""`sftrl pipeline`: the main job. Built-in data -> causal-LM pretraining on the clean text
+(text.train: no solved task instance) -> SFT from the pretrained model (PyTorch) -> reward model and PPO (TensorFlow) -> evaluation of
 SFT against RL -> report.md with tables and plots. `--preset study` runs the whole study
 (sftrl/pipeline/study.py) instead.
 

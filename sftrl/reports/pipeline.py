@@ -101,8 +101,8 @@ def pretraining_line(out) -> str:
     numbers = pretraining_numbers(out)
     if numbers is None:
         return ""
-    return (f"Causal-LM pretraining on {numbers['texts']:,} unlabelled texts ({numbers['steps']} steps, held-out "
-            f"loss {numbers['held_out_loss']:.3f} per token), then ")
+    return (f"Causal-LM pretraining on {numbers['texts']:,} clean texts (no solved task instance; "
+            f"{numbers['steps']} steps, held-out loss {numbers['held_out_loss']:.3f} per token), then ")
 
 
 def reward_model_line(state) -> str:
