@@ -38,6 +38,10 @@ STREAMS = {s.name: s for s in (
     Stream("preference_order", 9, ("epoch",), "reward model: the shuffle of the pairs in an epoch"),
     Stream("bootstrap", 10, (), "evaluation: the resampled prompts of the paired bootstrap"),
     Stream("init", 11, (), "a model built from scratch (SFT, the reward model's head): its initial weights"),
+    Stream("sign_flip", 12, (), "evaluation: the random signs of the paired permutation test"),
+    Stream("ar1_bootstrap", 13, ("length", "rho_index"),
+           "evaluation: the AR(1) series that calibrate the over-optimisation test at a fitted autocorrelation"),
+    Stream("simulation", 14, (), "tests: the simulated studies and curves that measure an inference method's error rates"),
 )}
 assert len({s.key for s in STREAMS.values()}) == len(STREAMS), "every stream needs its own key"
 
