@@ -22,7 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from shared.metrics import paired_bootstrap
+from shared.metrics import paired_bootstrap, wilson_interval
 from shared.random_streams import generator
 
 
@@ -433,8 +433,10 @@ def pair_shares(outcomes_by_pair, samples: int = 2000, confidence: float = 0.95,
     its raters first, then pairs are resampled with replacement. Ratings of one pair are not
     independent (raters share the pair's difficulty), so a Wilson interval over ratings is too
     narrow by up to sqrt(raters per pair); here two raters who agree count as one pair, as they
-    should. Returns {"pairs": n, "win": (share, low, high), "tie": ..., "loss": ...}.
-    A mapping pair id -> outcomes is taken as its values.
+    should. Where every pair has the same share of an outcome (all won, none tied) the bootstrap
+    collapses to a point; that outcome gets the Wilson interval over pairs instead (Wilson 1927;
+    exact for one rating a pair). Returns {"pairs": n, "win": (share, low, high), "tie": ..., "loss":
+    ...}. A mapping pair id -> outcomes is taken as its values.
     """
     groups = list(outcomes_by_pair.values() if hasattr(outcomes_by_pair, "values") else outcomes_by_pair)
     groups = [list(g) for g in groups if len(g)]
@@ -447,4 +449,7 @@ def pair_shares(outcomes_by_pair, samples: int = 2000, confidence: float = 0.95,
     means = per_pair[rng.integers(0, len(groups), size=(samples, len(groups)))].mean(axis=1)  # (samples, 3)
     low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
     shares = per_pair.mean(axis=0)
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    for i in np.flatnonzero(np.ptp(per_pair, axis=0) == 0):                  # no spread: no bootstrap interval
+        low[i], high[i] = wilson_interval(round(shares[i] * len(groups)), len(groups), z)
     return {"pairs": len(groups), **{o: (float(shares[i]), float(low[i]), float(high[i])) for i, o in enumerate(OUTCOMES)}}

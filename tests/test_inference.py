@@ -10,7 +10,7 @@ import pytest
 from shared.findings import interval
 from shared.inference import (Estimate, benjamini_hochberg, fit_gao, holm, overoptimisation_test, paired_test,
                               pair_shares, seed_prompt_test, sign_flip_p, t_cdf, t_quantile, t_sf)
-from shared.metrics import paired_bootstrap
+from shared.metrics import paired_bootstrap, wilson_interval
 from shared.random_streams import generator
 
 
@@ -298,3 +298,9 @@ def test_pair_shares_count_pairs_not_ratings():
     win = np.mean([o == "win" for o in outcomes])
     half = 1.959963984540054 * math.sqrt(win * (1 - win) / 200)            # normal approximation over pairs
     assert one["win"][2] - one["win"][1] == pytest.approx(2 * half, rel=0.15)
+
+
+def test_pair_shares_without_spread_use_wilson_over_pairs():
+    shares = pair_shares([["win", "win"], ["win"], ["win", "win", "win"], ["win"]])   # every pair won
+    assert shares["win"][0] == 1.0 and shares["win"][1:] == pytest.approx(wilson_interval(4, 4))
+    assert shares["loss"][1:] == pytest.approx(wilson_interval(0, 4)) and shares["loss"][1] == 0.0
