@@ -41,6 +41,10 @@ STREAMS = {s.name: s for s in (
     Stream("eval_sampling", 12, ("prompt", "sample"),
            "evaluation: the Gumbel noise of each prompt's sampled completions (the Monte-Carlo sequence KL)"),
     Stream("pretraining_text", 13, ("split",), "built-in data: the lines of the clean pretraining corpus (text.*)"),
+    Stream("sign_flip", 14, (), "evaluation: the random signs of the paired permutation test"),
+    Stream("ar1_bootstrap", 15, ("length", "rho_index"),
+           "evaluation: the AR(1) series that calibrate the over-optimisation test at a fitted autocorrelation"),
+    Stream("simulation", 16, (), "tests: the simulated studies and curves that measure an inference method's error rates"),
 )}
 assert len({s.key for s in STREAMS.values()}) == len(STREAMS), "every stream needs its own key"
 

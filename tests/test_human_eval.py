@@ -6,6 +6,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from sftrl.reports import human_eval
+from shared.metrics import wilson_interval
 
 import os
 import subprocess
@@ -101,3 +102,34 @@ def test_score_without_ratings_is_a_clear_error(tmp_path):
     result = run_cli("human-eval", "score", tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path}: no ratings yet (collect some with `sftrl human-eval rate`)"
+
+
+def rate_all(tmp_path, pairs, key, rater, prefer):
+    """`rater` answers every pair for model `prefer` (None: tie), as `rate` would save it."""
+    for pair in pairs:
+        choice = "tie" if prefer is None else ("A" if key["pairs"][pair["id"]]["A"] == prefer else "B")
+        human_eval.append_durably(tmp_path / "ratings.jsonl", {"id": pair["id"], "rater": rater, "choice": choice})
+
+
+def test_score_intervals_count_pairs_not_ratings(tmp_path):
+    """A second rater who agrees on every pair adds ratings, not pairs: the shares and their intervals
+    stay those of one rater (a Wilson interval over the doubled ratings would have narrowed)."""
+    pairs, key = make_export(tmp_path, n=8)
+    half = len(pairs) // 2
+    rate_all(tmp_path, pairs[:half], key, "ann", "rl")
+    rate_all(tmp_path, pairs[half:], key, "ann", "sft")
+    one = human_eval.score(tmp_path)
+    rate_all(tmp_path, pairs[:half], key, "bob", "rl")
+    rate_all(tmp_path, pairs[half:], key, "bob", "sft")
+    two = human_eval.score(tmp_path)
+    assert (one["ratings"], one["pairs"], two["ratings"], two["pairs"]) == (8, 8, 16, 8)
+    assert two["models"] == one["models"] and "bootstrap over pairs" in two["intervals"]
+    rl = two["models"]["rl"]
+    assert set(rl) == {"win", "win_ci95", "tie", "tie_ci95", "loss", "loss_ci95", "mean_fluency", "mean_correctness"}
+    assert rl["win"] == 0.5 and rl["win_ci95"] == two["models"]["sft"]["loss_ci95"]   # one bootstrap, seen from both sides
+    low, high = rl["win_ci95"]
+    assert high - low > 0.4                      # 8 pairs: about 2 x 1.96 x sqrt(0.25 / 8) = 0.69 wide
+    wilson_low, wilson_high = wilson_interval(8, 16)
+    assert high - low > (wilson_high - wilson_low) * 1.2
+    assert rl["tie_ci95"] == pytest.approx(list(wilson_interval(0, 8)))   # no tie anywhere: Wilson over 8 pairs
+    assert "16 ratings of 8 pairs by 2 rater(s)" in human_eval.format_score(two)

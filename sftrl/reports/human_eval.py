@@ -4,8 +4,9 @@
             HTML sheet); which model is A is kept apart, in unblinding-key.json
     rate    a rater answers in the terminal (A / B / tie, optional 1-5 scores); every answer is
             appended to ratings.jsonl and flushed to disk at once, so a rater can stop and resume
-    score   unblind; win/tie/loss rates with 95% Wilson intervals; agreement between raters
-            (Cohen's kappa for two, Fleiss' kappa for more)
+    score   unblind; win/tie/loss shares with 95% intervals from a bootstrap over pairs (each pair's
+            ratings averaged first: raters of one pair are not independent draws); agreement
+            between raters (Cohen's kappa for two, Fleiss' kappa for more)
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from shared.errors import SftrlError
 from shared.io import atomic_write_text
-from shared.metrics import cohens_kappa, fleiss_kappa, wilson_interval
+from shared.inference import pair_shares
+from shared.metrics import cohens_kappa, fleiss_kappa
 
 CHOICES = {"a": "A", "b": "B", "t": "tie"}
 SCORE_FIELDS = ("fluency_A", "correctness_A", "fluency_B", "correctness_B")
@@ -155,7 +157,9 @@ def rate(directory, rater, read=input, write=print):
 # ----------------------------------------------------------------------------- score
 
 def score(directory):
-    """Unblinded win/tie/loss of each model with Wilson intervals, and inter-rater agreement."""
+    """Unblinded win/tie/loss shares of each model, and inter-rater agreement. A share is the mean
+    over rated pairs of the pair's share among its ratings; its interval is a bootstrap over pairs
+    (`shared.inference.pair_shares`), so a second rater narrows it only as far as they disagree."""
     key_path = Path(directory) / "unblinding-key.json"
     if not key_path.exists():
         raise SftrlError(f"{directory}: no unblinding-key.json")
@@ -164,26 +168,23 @@ def score(directory):
     if not ratings:
         raise SftrlError(f"{directory}: no ratings yet (collect some with `sftrl human-eval rate`)")
     first, second = key["models"]
-    n = len(ratings)
-    wins = {m: 0 for m in key["models"]}
-    ties = 0
+    outcomes = {m: {} for m in key["models"]}       # model -> pair id -> its outcome in each rating
     sums = {m: {"fluency": [], "correctness": []} for m in key["models"]}
     for r in ratings:
-        if r["choice"] == "tie":
-            ties += 1
-        else:
-            wins[key["pairs"][r["id"]][r["choice"]]] += 1
+        winner = None if r["choice"] == "tie" else key["pairs"][r["id"]][r["choice"]]
+        for m in key["models"]:
+            outcomes[m].setdefault(r["id"], []).append("tie" if winner is None else "win" if winner == m else "loss")
         for side in ("A", "B"):
             model = key["pairs"][r["id"]][side]
             for aspect in ("fluency", "correctness"):
                 if f"{aspect}_{side}" in r:
                     sums[model][aspect].append(r[f"{aspect}_{side}"])
-    result = {"ratings": n, "raters": sorted({r["rater"] for r in ratings}), "models": {}}
-    for model, other in ((first, second), (second, first)):
+    result = {"ratings": len(ratings), "pairs": len(outcomes[first]), "raters": sorted({r["rater"] for r in ratings}),
+              "intervals": "95% percentile bootstrap over pairs, each pair's ratings averaged first", "models": {}}
+    for model in (first, second):
+        shares = pair_shares(outcomes[model])       # the same seed for both: one's win interval is the other's loss
         result["models"][model] = {
-            "win": wins[model] / n, "win_ci95": wilson_interval(wins[model], n),
-            "tie": ties / n, "tie_ci95": wilson_interval(ties, n),
-            "loss": wins[other] / n, "loss_ci95": wilson_interval(wins[other], n),
+            **{k: v for o in ("win", "tie", "loss") for k, v in ((o, shares[o][0]), (f"{o}_ci95", list(shares[o][1:])))},
             **{f"mean_{a}": (sum(v) / len(v) if v else None) for a, v in sums[model].items()}}
     by_rater = {}
     for r in ratings:
@@ -202,7 +203,9 @@ def score(directory):
 
 
 def format_score(result) -> str:
-    lines = [f"{result['ratings']} ratings by {len(result['raters'])} rater(s): {', '.join(result['raters'])}", "",
+    pairs = f" of {result['pairs']} pairs" if "pairs" in result else ""   # a score.json from before pairs counted
+    lines = [f"{result['ratings']} ratings{pairs} by {len(result['raters'])} rater(s): {', '.join(result['raters'])}"
+             + (f" (intervals: {result['intervals']})" if "intervals" in result else ""), "",
              "| model | win [95% CI] | tie | loss [95% CI] | fluency | correctness |", "| --- | --- | --- | --- | ---: | ---: |"]
     fmt = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
     for model, s in result["models"].items():
