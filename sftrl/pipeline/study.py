@@ -4,23 +4,29 @@ Every run is one `sftrl` command (the same code path as typing it), written into
 under OUT; the report (sftrl/reports/study.py) is computed from those folders' files only, so it
 can be re-rendered at any time and holds no number a run did not write.
 
-    data, pretrain                      the built-in data; causal-LM pretraining on its text split
-    sft, sft_scratch                    SFT from the pretrained model / from random weights (same
-                                        tokenizer and architecture: only the start differs)
-    sft_lora                            LoRA SFT from the pretrained model
+    data                                the built-in data (and two files derived from it)
+    pretrain, pretrain_contaminated     causal-LM pretraining on text without any solved task instance /
+                                        on as many "prompt = answer" lines (the contaminated variant)
+    sft, sft_scratch, sft_contaminated  SFT from the clean pretrained model / from random weights / from
+                                        the contaminated one (same tokenizer and architecture)
+    sft_lora_r<rank>                    LoRA SFT from the pretrained model, ranks LORA_RANKS, same steps
     sft_task_<task>                     one model per task, each with the multi-task model's steps
     sft_labels                          SFT on the RL prompts' references (the label-rich bound)
     reward_model, rl_ppo                the main chain; rl_ppo against SFT is the main comparison
-    sft_compute                         SFT given RL's wall time (the same compute)
-    sft_seed<k>, rl_ppo_seed<k>         the main comparison again, seeds 1 and 2
-    rl_grpo, rl_rloo, rl_reinforce, dpo the rest of the RL family
+    sft_compute                         SFT given the RL model's FLOPs (its SFT and its PPO run)
+    sft_seed<k>                         SFT again, seeds 1 and 2
+    rl_<algorithm>[_seed<k>], dpo[_seed<k>]
+                                        the RL family (PPO, GRPO, RLOO, REINFORCE) and DPO, each from
+                                        the SFT model of its seed, with the settings of FAMILY (declared
+                                        before any run, the same for every seed)
     rl_reward_{partial,exact,model}     shaped vs sparse verifier vs learned reward model
     rl_rm_beta_{low,high}               the reward model with less / more KL penalty (over-optimisation)
     rl_scratch                          RL after SFT from random weights (pretraining's effect on RL)
     sft_<arch>, rl_<arch>               the same from-scratch SFT and short RL with a GPT-2-style and a
                                         Llama-style model of the same size (arch: gpt2, llama)
     eval                                every model on the held-out prompts (one `sftrl eval`)
-    human_eval                          the blind A/B sheet of SFT vs the best RL model
+    human_eval                          the blind A/B sheet of SFT vs the best RL model, chosen on
+                                        held-out prompts that are not on the sheet
 
 `--resume` skips the runs that finished and resumes the one that was interrupted.
 """
@@ -33,12 +39,31 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
 from shared.tasks import TASKS
 
 DECODERS = ("gpt2", "llama")  # the architectures compared with the BERT-style model from scratch
+LORA_RANKS = (4, 16, 64)      # the LoRA sweep, each at the SFT run's steps and LoRA's default lr
+
+# The RL family's settings, declared before any run and shared by every seed: the project's PPO defaults
+# (`sftrl rl --help`) for what the algorithms share -- learning rate, iterations, completions per rollout,
+# KL coefficient -- and, for what each algorithm chooses, its paper's (or TRL's) setting. Nothing here was
+# tuned on this study's results.
+FAMILY = {
+    "ppo": ([], "Schulman et al. 2017 / TRL PPOTrainer: 4 epochs of minibatches per rollout, clip 0.2, value head, GAE"),
+    "grpo": (["--algorithm", "grpo", "--ppo-epochs", "1", "--kl-coef", "0.04"],
+             "Shao et al. 2024: one pass per rollout (μ = 1, TRL's num_iterations), β = 0.04 in the loss, "
+             "groups of 4"),
+    "rloo": (["--algorithm", "rloo"], "Ahmadian et al. 2024: k = 4 samples per prompt, leave-one-out baseline, one "
+             "step per rollout"),
+    "reinforce": (["--algorithm", "reinforce"], "Williams 1992: moving-average baseline (decay 0.9), one step per "
+                  "rollout"),
+}
+
 
 @dataclass
 class StudySize:
@@ -47,17 +72,16 @@ class StudySize:
     pretrain: list
     sft: list
     reward_model: list
-    ppo: list          # the main comparison's RL (PPO's defaults)
-    short_rl: list     # the reward-design, over-optimisation and from-scratch runs
-    family: dict       # algorithm -> its flags
+    rl: list           # every RL-family run (each algorithm adds its FAMILY flags)
+    short_rl: list     # the reward-design, over-optimisation, from-scratch and architecture runs
     dpo: list
     dpo_pairs: str     # "samples": pairs from the SFT model's samples ranked by the verifier; "builtin"
-    lora: list
-    compute_steps: tuple  # (least, most) steps of the compute-matched SFT
+    lora_ranks: tuple = LORA_RANKS
     seeds: tuple = (0, 1, 2)
     beta_low: float = 0.005    # the KL coefficients of the over-optimisation sweep, beside PPO's default
     beta_high: float = 0.3
     human_eval_prompts: int = 40
+    kl_samples: int = 2        # sampled completions per prompt and model for eval's Monte-Carlo KL
     seconds: dict = field(default_factory=dict)  # estimated seconds per kind of run, 2 cores
 
     @property
@@ -73,33 +97,26 @@ SIZES = {
         pretrain=["--steps", "1000", "--eval-every", "250"],
         sft=[],
         reward_model=[],
-        ppo=[],
+        rl=[],
         short_rl=["--iterations", "60"],
-        family={"grpo": ["--iterations", "150", "--lr", "3e-4", "--ppo-epochs", "1", "--minibatch-size", "64"],
-                "rloo": ["--iterations", "150", "--lr", "3e-4"],
-                "reinforce": ["--iterations", "150", "--lr", "3e-4"]},
         dpo=["--pairs-from-samples", "4", "--steps", "600"], dpo_pairs="samples",
-        lora=["--lora-rank", "8", "--lr", "3e-3"],
-        compute_steps=(600, 4000),
         # the longest run of each kind in the full study of 2026-12-02 on this project's 2-core machine
         # (957 s in all), x 1.5: the earlier AVX2 EPYC machine took about 1.8x as long per run
-        seconds={"data": 1, "pretrain": 53, "sft": 46, "reward_model": 39, "ppo": 94, "short_rl": 69,
-                 "family": 51, "dpo": 47, "compute": 83, "eval": 23, "human_eval": 1, "report": 8}),
+        seconds={"data": 1, "pretrain": 53, "sft": 46, "lora": 46, "reward_model": 39, "ppo": 94, "short_rl": 69,
+                 "family": 51, "dpo": 47, "compute": 120, "eval": 60, "human_eval": 1, "report": 10}),
     "tiny": StudySize(
         sizes={"sft.train": 48, "sft.eval": 16, "prompt.train": 64, "prompt.eval": 24, "preference.train": 32,
-               "preference.eval": 16, "text.train": 200, "text.eval": 16},
+               "preference.eval": 16, "text.train": 200, "text.eval": 16, "text_contaminated.train": 200,
+               "text_contaminated.eval": 16},
         pretrain=["--steps", "6", "--eval-every", "3", "--batch-size", "8"],
         sft=["--steps", "6", "--eval-every", "3", "--batch-size", "8"],
         reward_model=["--epochs", "1"],
-        ppo=["--iterations", "2", "--batch-size", "8", "--minibatch-size", "4", "--ppo-epochs", "1", "--no-xla"],
+        rl=["--iterations", "2", "--batch-size", "8", "--minibatch-size", "4", "--ppo-epochs", "1", "--no-xla"],
         short_rl=["--iterations", "2", "--batch-size", "8", "--minibatch-size", "4", "--ppo-epochs", "1", "--no-xla"],
-        family={name: ["--iterations", "2", "--batch-size", "8", "--minibatch-size", "8", "--ppo-epochs", "1",
-                       "--no-xla"] for name in ("grpo", "rloo", "reinforce")},
         dpo=["--steps", "4", "--batch-size", "4", "--eval-every", "2"], dpo_pairs="builtin",
-        lora=["--lora-rank", "2", "--lr", "3e-3"],
-        compute_steps=(6, 12), human_eval_prompts=6,
-        seconds={"data": 1, "pretrain": 3, "sft": 3, "reward_model": 5, "ppo": 6, "short_rl": 5, "family": 5,
-                 "dpo": 3, "compute": 3, "eval": 10, "human_eval": 2, "report": 10}),
+        lora_ranks=(2, 4), human_eval_prompts=6,
+        seconds={"data": 1, "pretrain": 3, "sft": 3, "lora": 3, "reward_model": 5, "ppo": 6, "short_rl": 5,
+                 "family": 5, "dpo": 3, "compute": 3, "eval": 10, "human_eval": 2, "report": 10}),
 }
 
 
@@ -118,6 +135,11 @@ def _data(out, name) -> Path:
     return Path(out) / "data" / name
 
 
+def seed_suffix(k: int) -> str:
+    """Run names of the repeats: `sft`, `sft_seed1`, `sft_seed2`; `rl_grpo`, `rl_grpo_seed1`, ..."""
+    return f"_seed{k}" if k else ""
+
+
 class _Plan:
     """The list of runs being built; each run's argv is a function of OUT."""
 
@@ -127,12 +149,12 @@ class _Plan:
     def add(self, name, kind, argv, **kw):
         self.runs.append(Run(name, kind, argv, **kw))
 
-    def sft(self, name, *extra, data="sft.train.jsonl", init=True, repeat=0, kind="sft"):
-        """An SFT run from the pretrained model (or not); `extra` items may be functions of OUT
-        (paths, or steps known only once earlier runs finished)."""
+    def sft(self, name, *extra, data="sft.train.jsonl", init="pretrain", repeat=0, kind="sft"):
+        """An SFT run from the pretrained folder `init` (None: random weights); `extra` items may be
+        functions of OUT (paths, or steps known only once earlier runs finished)."""
         self.add(name, kind, lambda o: [
             "sft", "--data", _data(o, data), "--eval-data", _data(o, "sft.eval.jsonl"),
-            *(["--init", o / "pretrain"] if init else []), "--out", o / name, "--seed", self.seed + repeat,
+            *(["--init", o / init] if init else []), "--out", o / name, "--seed", self.seed + repeat,
             *self.size.sft, *[a(o) if callable(a) else a for a in extra]])
 
     def rl(self, name, policy, flags, *extra, repeat=0, kind="ppo"):
@@ -141,34 +163,47 @@ class _Plan:
             "rl", "--policy", o / policy, "--prompts", _data(o, "prompt.train.jsonl"), "--out", o / name,
             "--seed", self.seed + repeat, *flags, *[a(o) if callable(a) else a for a in extra]])
 
+    def pretrain(self, name, text, *extra):
+        s = self.size
+        self.add(name, "pretrain", lambda o: [
+            "pretrain", "--objective", "clm", "--data", _data(o, f"{text}.train.jsonl"), "--eval-data",
+            _data(o, f"{text}.eval.jsonl"), "--out", o / name, "--seed", self.seed, *s.pretrain,
+            *[a(o) if callable(a) else a for a in extra]])
+
 
 def plan(size: StudySize, seed: int = 0) -> list[Run]:
-    """Every run of the study, in order (each needs only runs before it). Every run is seeded with
-    `seed`, but the main comparison's repeats, seeded seed + 1, seed + 2."""
+    """Every run of the study, in order (each needs only runs before it). Repeat k of a seeded
+    comparison is seeded seed + k and named with `seed_suffix(k)`."""
     s, p = size, _Plan(size, seed)
-    p.add("pretrain", "pretrain", lambda o: [
-        "pretrain", "--objective", "clm", "--data", _data(o, "text.train.jsonl"), "--eval-data",
-        _data(o, "text.eval.jsonl"), "--out", o / "pretrain", "--seed", seed, *s.pretrain])
+    p.pretrain("pretrain", "text")                              # text without any solved task instance
+    p.pretrain("pretrain_contaminated", "text_contaminated",    # as many "prompt = answer" lines, with the
+               "--tokenizer", lambda o: o / "pretrain" / "tokenizer.json")  # same tokenizer: losses compare
     p.sft("sft")
     p.sft("sft_scratch", "--tokenizer", lambda o: o / "pretrain" / "tokenizer.json",
-          "--model-config", lambda o: o / "pretrain" / "config.json", init=False)
-    p.sft("sft_lora", *s.lora)
+          "--model-config", lambda o: o / "pretrain" / "config.json", init=None)
+    p.sft("sft_contaminated", init="pretrain_contaminated")
+    for rank in s.lora_ranks:
+        p.sft(f"sft_lora_r{rank}", "--lora-rank", rank, kind="lora")
     for task in TASKS:
         p.sft(f"sft_task_{task}", "--tasks", task)
     p.sft("sft_labels", data="sft.rl_prompts.jsonl")
     p.add("reward_model", "reward_model", lambda o: [
         "reward-model", "--data", _data(o, "preference.train.jsonl"), "--eval-data", _data(o, "preference.eval.jsonl"),
         "--init", o / "sft", "--out", o / "reward_model", "--seed", seed, *s.reward_model])
-    p.rl("rl_ppo", "sft", s.ppo)
-    p.sft("sft_compute", "--steps", lambda o: compute_matched_steps(o, s), kind="compute")
-    for k in s.seeds[1:]:
-        p.sft(f"sft_seed{k}", repeat=k)
-        p.rl(f"rl_ppo_seed{k}", f"sft_seed{k}", s.ppo, repeat=k)
-    for algorithm, flags in s.family.items():
-        p.rl(f"rl_{algorithm}", "sft", ["--algorithm", algorithm, *flags], kind="family")
+    p.rl("rl_ppo", "sft", s.rl)
+    p.sft("sft_compute", "--steps", lambda o: compute_matched_steps(o), kind="compute")
     dpo_data = "prompt.train.jsonl" if s.dpo_pairs == "samples" else "preference.train.jsonl"
-    p.add("dpo", "dpo", lambda o: ["dpo", "--policy", o / "sft", "--data", _data(o, dpo_data), "--out", o / "dpo",
-                                   "--seed", seed, *s.dpo])
+    for k in s.seeds:
+        sft = f"sft{seed_suffix(k)}"
+        if k:
+            p.sft(sft, repeat=k)
+        for algorithm, (flags, _) in FAMILY.items():
+            name = f"rl_{algorithm}{seed_suffix(k)}"
+            if name != "rl_ppo":
+                p.rl(name, sft, [*s.rl, *flags], repeat=k, kind="ppo" if algorithm == "ppo" else "family")
+        p.add(f"dpo{seed_suffix(k)}", "dpo", lambda o, sft=sft, k=k: [
+            "dpo", "--policy", o / sft, "--data", _data(o, dpo_data), "--out", o / f"dpo{seed_suffix(k)}",
+            "--seed", seed + k, *s.dpo])
 
     def reward_model(o):
         return f"model:{o / 'reward_model'}"
@@ -180,13 +215,14 @@ def plan(size: StudySize, seed: int = 0) -> list[Run]:
     p.rl("rl_scratch", "sft_scratch", s.short_rl, "--reward", "task", kind="short_rl")
     for architecture in DECODERS:  # beside sft_scratch / rl_scratch (BERT-style): the same runs, another model
         p.sft(f"sft_{architecture}", "--tokenizer", lambda o: o / "pretrain" / "tokenizer.json",
-              "--architecture", architecture, init=False)
+              "--architecture", architecture, init=None)
         p.rl(f"rl_{architecture}", f"sft_{architecture}", s.short_rl, "--reward", "task", kind="short_rl")
     p.add("eval", "eval", lambda o: [
         "eval", *[a for name in evaluated(p.runs) for a in ("--model", o / name)],
-        "--prompts", _data(o, "prompt.eval.jsonl"), "--out", o / "eval", "--seed", seed], done="eval.json", resumable=False)
+        "--prompts", _data(o, "prompt.eval.jsonl"), "--kl-samples", s.kl_samples, "--out", o / "eval", "--seed", seed],
+        done="eval.json", resumable=False)
     p.add("human_eval", "human_eval", lambda o: [
-        "human-eval", "export", "--model", o / "sft", "--model", o / best_rl_model(o), "--prompts",
+        "human-eval", "export", "--model", o / "sft", "--model", o / best_rl_model(o, s.human_eval_prompts), "--prompts",
         _data(o, "human_eval.prompts.jsonl"), "--out", o / "human_eval", "--seed", seed], done="pairs.jsonl",
         resumable=False)
     return p.runs
@@ -197,20 +233,42 @@ def evaluated(runs) -> list[str]:
     return [r.name for r in runs if r.name.startswith(("sft", "rl_", "dpo"))]
 
 
-def compute_matched_steps(out, size: StudySize) -> int:
-    """Steps of SFT that take the main RL run's wall time, from the SFT run's own pace."""
+def family_runs(seeds) -> dict:
+    """algorithm label -> its run names, one per seed (DPO among them)."""
+    names = {a.upper(): [f"rl_{a}{seed_suffix(k)}" for k in seeds] for a in FAMILY}
+    names["DPO"] = [f"dpo{seed_suffix(k)}" for k in seeds]
+    return names
+
+
+def compute_matched_steps(out) -> int:
+    """Steps of SFT that cost the RL model's FLOPs: its SFT run plus its PPO run, counted by the cost
+    section's counter (pretraining, shared by both, is left out of both sides)."""
+    from sftrl.reports.study import run_flops
+
     sft = json.loads((Path(out) / "sft" / "trainer_state.json").read_text())
-    seconds = json.loads((Path(out) / "stage_seconds.json").read_text())["rl_ppo"]
-    per_step = sft["train_seconds"] / sft["step"]
-    least, most = size.compute_steps
-    return int(min(max(round(seconds / per_step), least), most))
+    flops = {name: run_flops(out, name) for name in ("sft", "rl_ppo")}
+    if not all(flops.values()):
+        raise SftrlError(f"{out}: cannot count the FLOPs of " + " and ".join(n for n, f in flops.items() if not f) +
+                         " (a model.safetensors, trainer_state.json or metrics.jsonl is missing)")
+    return max(1, round((flops["sft"] + flops["rl_ppo"]) / (flops["sft"] / sft["step"])))
 
 
-def best_rl_model(out) -> str:
-    """The RL run (any algorithm, seed 0) with the highest held-out exact match in eval.json."""
-    rows = json.loads((Path(out) / "eval" / "eval.json").read_text())["models"]
-    rl = [r for r in rows if Path(r["model"]).name in ("rl_ppo", "rl_grpo", "rl_rloo", "rl_reinforce", "dpo")]
-    return Path(max(rl, key=lambda r: (r["exact_match"], r["partial_credit"]))["model"]).name
+def best_rl_model(out, sheet_prompts: int) -> str:
+    """The RL run of seed 0 (any algorithm, DPO too) with the highest exact match on the held-out
+    prompts that are NOT on the human-evaluation sheet (the sheet takes the first `sheet_prompts`):
+    choosing on the sheet's own prompts would favour the model that was lucky on them."""
+    from shared.data import load_jsonl
+    from shared.tasks import task_scores
+
+    evaluation = json.loads((Path(out) / "eval" / "eval.json").read_text())
+    prompts = [r["prompt"] for r in load_jsonl(_data(out, "prompt.eval.jsonl"), "prompt")][sheet_prompts:]
+    candidates = [names[0] for names in family_runs((0,)).values()]
+
+    def selection_score(model):
+        exact, partial = task_scores(prompts, evaluation["completions"][model][sheet_prompts:])
+        return float(np.mean(exact)), float(np.mean(partial))
+    rl = [m for m in evaluation["completions"] if Path(m).name in candidates]
+    return Path(max(rl, key=selection_score)).name
 
 
 def write_study_data(out, seed, size: StudySize):
@@ -268,7 +326,7 @@ def run(out, run_command, size: str = "full", seed: int = 0, quiet: bool = False
     commands = [f"sftrl data --out {out / 'data'} --seed {seed}   # and the two derived files (sftrl/pipeline/study.py)"]
 
     def report(incomplete=None):
-        return write_study_report(out, commands, size, study.seeds, study.betas, incomplete=incomplete)
+        return write_study_report(out, commands, size, study.seeds, study.betas, study.lora_ranks, incomplete=incomplete)
 
     def record(name, seconds):
         finished[name] = round(seconds, 1)
