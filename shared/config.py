@@ -274,9 +274,9 @@ class DPOConfig(SFTConfig):
     """Direct preference optimisation (PyTorch): SFT's optimizer, schedule and checkpoints, on
     preference pairs, against the frozen SFT model."""
 
-    steps: int = 300                      # optimizer steps (ignored when epochs is set)
     full_fine_tuning_lr: ClassVar[float] = 1e-4  # lr when unset, without LoRA
 
+    steps: int = 300                      # optimizer steps (ignored when epochs is set)
     batch_size: int = 32                  # pairs per optimizer step
     lr: float | None = None               # peak AdamW learning rate; unset: 1e-4, or 10x that (1e-3) with
                                           # --lora-rank
