@@ -13,9 +13,10 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from shared.algorithms import ALGORITHMS, RL_ALGORITHMS, Algorithm
-from shared.constants import INIT_STD, LAYER_NORM_EPS, LOSS_NORMALISATIONS
+from shared.constants import INIT_STD, LAYER_NORM_EPS, LORA_ALPHA, LORA_LR_MULTIPLIER, LOSS_NORMALISATIONS
 from shared.errors import ConfigError
 from shared.io import atomic_write_text
 
@@ -67,6 +68,15 @@ def _float(cfg, name: str, low: float = 0.0, high: float = math.inf,
 def _choice(cfg, name: str, choices) -> None:
     value = getattr(cfg, name)
     _check(value in choices, name, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _resolve_lr(cfg) -> None:
+    """An unset learning rate (None) becomes the config's full fine-tuning one, times
+    LORA_LR_MULTIPLIER when LoRA adapters train (lora_rank > 0): LoRA's best learning rate is about
+    10x full fine-tuning's (Biderman et al. 2024; Schulman et al. 2025). The resolved value is the
+    one a run records (trainer_state.json's config)."""
+    if cfg.lr is None:
+        cfg.lr = cfg.full_fine_tuning_lr * (LORA_LR_MULTIPLIER if cfg.lora_rank else 1.0)
 
 
 class _Config:
@@ -213,11 +223,14 @@ class ModelConfig(_Config):
 class SFTConfig(_Config):
     """Supervised fine-tuning (PyTorch)."""
 
+    full_fine_tuning_lr: ClassVar[float] = 1e-3  # lr when unset, without LoRA
+
     objective: str = "clm"                # clm: causal next-token loss (completion-only on sft records); mlm: masked LM
     steps: int = 600                      # optimizer steps (ignored when epochs is set)
     epochs: float | None = None           # passes over the training data, instead of steps
     batch_size: int = 32                  # sequences per optimizer step
-    lr: float = 1e-3                      # peak AdamW learning rate
+    lr: float | None = None               # peak AdamW learning rate; unset: 1e-3, or 10x that (1e-2) with
+                                          # --lora-rank (LoRA's best learning rate is ~10x full fine-tuning's)
     weight_decay: float = 0.01            # AdamW decoupled weight decay (not on biases/LayerNorm)
     warmup_steps: int = 30                # linear warm-up from 0 to lr, then linear decay to 0
     max_grad_norm: float = 1.0            # global gradient-norm clip; 0 turns clipping off
@@ -228,12 +241,14 @@ class SFTConfig(_Config):
     early_stopping_patience: int = 0      # evaluations without improvement before stopping; 0 = off
     save_every: int = 0                   # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 2             # how many step-N checkpoints to keep
-    lora_rank: int = 0                    # LoRA rank (BERT: on query/key/value; GPT-2, Llama: on every
-                                          # linear layer of a block); 0 = full fine-tune
-    lora_alpha: float = 16.0              # LoRA scaling numerator (scale = alpha / rank)
+    lora_rank: int = 0                    # train only LoRA adapters of this rank, on every linear layer of
+                                          # every block (attention and feed-forward); 16 is a good start;
+                                          # 0 = full fine-tune
+    lora_alpha: float = LORA_ALPHA        # LoRA scaling numerator (scale = alpha / rank)
     seed: int = 0                         # seeds data order, masking, dropout and init
 
     def __post_init__(self):
+        _resolve_lr(self)
         _choice(self, "objective", ("clm", "mlm"))
         _int(self, "steps")
         if self.epochs is not None:
@@ -259,9 +274,12 @@ class DPOConfig(SFTConfig):
     """Direct preference optimisation (PyTorch): SFT's optimizer, schedule and checkpoints, on
     preference pairs, against the frozen SFT model."""
 
+    full_fine_tuning_lr: ClassVar[float] = 1e-4  # lr when unset, without LoRA
+
     steps: int = 300                      # optimizer steps (ignored when epochs is set)
     batch_size: int = 32                  # pairs per optimizer step
-    lr: float = 1e-4                      # peak AdamW learning rate
+    lr: float | None = None               # peak AdamW learning rate; unset: 1e-4, or 10x that (1e-3) with
+                                          # --lora-rank
     warmup_steps: int = 10                # linear warm-up from 0 to lr, then linear decay to 0
     beta: float = 0.1                     # inverse temperature of the implicit reward beta log(pi / ref)
 
@@ -275,6 +293,8 @@ class DPOConfig(SFTConfig):
 class PPOConfig(_Config):
     """RL with a KL penalty to the frozen SFT model (TensorFlow): PPO and its relatives."""
 
+    full_fine_tuning_lr: ClassVar[float] = 1e-4  # lr when unset, without LoRA
+
     algorithm: str = "ppo"                # ppo | grpo | rloo | reinforce (docs/guide.md compares them)
     iterations: int = 120                 # rollout-then-update rounds
     batch_size: int = 64                  # completions per rollout (grpo, rloo: of batch size / group size prompts)
@@ -285,7 +305,8 @@ class PPOConfig(_Config):
     baseline_decay: float = 0.9           # reinforce: baseline b <- decay b + (1 - decay) mean reward per rollout
     minibatch_size: int = 16              # ppo, grpo: sequences per gradient step (the others: the whole rollout)
     ppo_epochs: int = 4                   # ppo, grpo: passes over each rollout
-    lr: float = 1e-4                      # Adam learning rate of policy and value head
+    lr: float | None = None               # Adam learning rate of policy and value head; unset: 1e-4, or 10x
+                                          # that (1e-3) with --lora-rank (as for SFT)
     max_new_tokens: int = 16              # longest completion sampled per prompt
     temperature: float = 1.0              # sampling temperature, also applied to the log-probs
     top_k: int = 0                        # sample from the k most likely tokens; 0 = all
@@ -302,14 +323,15 @@ class PPOConfig(_Config):
     whiten_advantages: bool = True        # normalise advantages within each rollout
     max_grad_norm: float = 1.0            # global gradient-norm clip; 0 turns clipping off
     save_every: int = 0                   # iterations between checkpoints; 0 = only at the end
-    lora_rank: int = 0                    # train LoRA adapters of this rank (BERT: on query/key/value; GPT-2,
-                                          # Llama: on every linear layer of a block) and, with ppo, the
-                                          # value head only; 0 = train every weight
-    lora_alpha: float = 16.0              # LoRA scaling numerator (scale = alpha / rank)
+    lora_rank: int = 0                    # train only LoRA adapters of this rank, on every linear layer of
+                                          # every block (attention and feed-forward), and with ppo the value
+                                          # head; 16 is a good start; 0 = train every weight
+    lora_alpha: float = LORA_ALPHA        # LoRA scaling numerator (scale = alpha / rank)
     xla: bool = True                      # XLA-compile the traced train, scoring and decoding steps
     seed: int = 0                         # seeds sampling and minibatch order
 
     def __post_init__(self):
+        _resolve_lr(self)
         for name in ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
                      "kl_horizon"):
             _int(self, name)

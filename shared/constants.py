@@ -41,20 +41,28 @@ ADAM_EPS = 1e-8
 # The reward model's Adam epsilon: Keras' default, which it has always trained with.
 REWARD_MODEL_ADAM_EPS = 1e-7
 
-# LoRA: the layers that get adapters (the attention projections, in both frameworks) and the
-# prefix of an adapter's tensor names in the files `peft` writes (adapter_model.safetensors).
-LORA_TARGETS = ("query", "key", "value")
-# Each architecture's LoRA targets, as paths inside one block (peft matches them as name suffixes;
-# tf_impl.lora walks them): BERT's attention projections; for the decoders every linear layer of a
-# block, attention and feed-forward, as QLoRA (Dettmers et al. 2023) and later practice do.
+# LoRA: each architecture's targets, as paths inside one block: every linear layer of a block,
+# attention and feed-forward, as QLoRA (Dettmers et al. 2023) and later practice do -- adapters on
+# the attention projections alone learn far less (Biderman et al. 2024; Schulman et al. 2025,
+# "LoRA without regret"). Outside the blocks nothing is adapted: not the embeddings, not the LM
+# head (BERT's `cls.predictions.transform.dense` is part of the head, which GPT-2 and Llama do not
+# have, and which QLoRA's "all linear layers" leaves out too), not the value head. peft wraps the
+# full module names of these paths in every block (torch_impl.sft.lora_module_names), tf_impl.lora
+# walks the same paths: the one table both frameworks read.
 LORA_TARGETS_BY_ARCHITECTURE = {
-    "bert": tuple(f"attention.self.{target}" for target in LORA_TARGETS),
+    "bert": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "intermediate.dense", "output.dense"),
     "gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
     "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
 }
+# LoRA's defaults (Schulman et al. 2025): the scale is alpha / rank with alpha fixed, so the best
+# learning rate hardly depends on the rank, and it is about 10x full fine-tuning's -- for SFT and RL.
+LORA_ALPHA = 32.0
+LORA_LR_MULTIPLIER = 10.0
 # Where each architecture's backbone keeps its list of blocks.
 BLOCKS = {"bert": "encoder.layer", "gpt2": "h", "llama": "layers"}
+# The prefix of an adapter's tensor names in the files `peft` writes (adapter_model.safetensors).
 PEFT_PREFIX = "base_model.model."
 
 # GPT-2's projections, stored by `transformers` as Conv1D weights of shape (in, out) -- the layout

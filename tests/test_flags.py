@@ -42,15 +42,27 @@ def parser_with(config_class, fields, **kw):
 
 
 def test_flags_take_type_default_and_help_from_the_dataclass():
-    p = parser_with(PPOConfig, ["lr", "iterations", "target_kl"])
+    p = parser_with(PPOConfig, ["kl_coef", "iterations", "target_kl"])
     actions = {a.dest: a for a in p._actions}
-    assert (actions["lr"].type, actions["lr"].default) == (float, 1e-4)
+    assert (actions["kl_coef"].type, actions["kl_coef"].default) == (float, 0.05)
     assert (actions["iterations"].type, actions["iterations"].default) == (int, 120)
-    assert actions["lr"].help == "Adam learning rate of policy and value head (default 0.0001)"
+    assert actions["kl_coef"].help == "initial per-token KL penalty coefficient beta (default 0.05)"
     assert (actions["target_kl"].type, actions["target_kl"].default) == (float, None)
     assert "default" not in actions["target_kl"].help  # unset: nothing to show
-    args = p.parse_args(["--lr", "3e-4", "--target-kl", "6"])
-    assert (args.lr, args.iterations, args.target_kl) == (3e-4, 120, 6.0)
+    args = p.parse_args(["--kl-coef", "0.1", "--target-kl", "6"])
+    assert (args.kl_coef, args.iterations, args.target_kl) == (0.1, 120, 6.0)
+
+
+@pytest.mark.parametrize("config_class, full, lora", [(SFTConfig, 1e-3, 1e-2), (DPOConfig, 1e-4, 1e-3),
+                                                     (PPOConfig, 1e-4, 1e-3)])
+def test_an_unset_lr_is_full_fine_tunings_or_ten_times_that_with_lora(config_class, full, lora):
+    """No --lr: full fine-tuning's learning rate, LORA_LR_MULTIPLIER (10) times it with --lora-rank;
+    a given --lr is kept either way. The help says what unset means (no "(default None)")."""
+    p = parser_with(config_class, ["lr", "lora_rank"])
+    assert "10x" in {a.dest: a for a in p._actions}["lr"].help and "default None" not in p.format_help()
+    lr_of = lambda *argv: config_from_args(config_class, p.parse_args(list(argv))).lr  # noqa: E731
+    assert lr_of() == full and lr_of("--lora-rank", "16") == lora
+    assert lr_of("--lr", "3e-3") == lr_of("--lr", "3e-3", "--lora-rank", "16") == 3e-3
 
 
 def test_boolean_fields_are_switches_away_from_their_default():

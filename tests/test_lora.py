@@ -1,6 +1,7 @@
 """LoRA in both frameworks: adapters cross between peft (PyTorch) and Keras 3's enable_lora through
-peft's own files, and `sftrl ppo --lora-rank` trains only the adapters and the value head and
-exports a merged plain model."""
+peft's own files, `sftrl ppo --lora-rank` trains only the adapters and the value head and
+exports a merged plain model, and `sftrl sft --lora-rank` with the default learning rate learns
+near full fine-tuning and exports its best weights merged."""
 
 import json
 
@@ -12,7 +13,7 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 from conftest import run_cli, train_causal_sft
-from shared.constants import LORA_TARGETS
+from shared.constants import LORA_TARGETS_BY_ARCHITECTURE
 from tf_impl import lora as tf_lora
 from tf_impl import rl_run
 from tf_impl.convert import assign_numpy_state_dict, load_safetensors
@@ -20,6 +21,7 @@ from tf_impl.generate import greedy_completions as keras_greedy
 from tf_impl.model import PolicyModel
 from torch_impl.checkpoint import load_pretrained
 from torch_impl.generate import greedy_completions as torch_greedy
+from torch_impl.sft import lora_module_names
 
 RANK, ALPHA = 4, 8.0
 
@@ -40,8 +42,9 @@ def test_adapters_cross_between_peft_files_and_keras(sft_dir, tmp_path):
     safetensors, loads with peft's own `set_peft_model_state_dict` and gives Keras' logits."""
     ids = np.array([[2, 40, 41, 42, 43, 3, 50, 51], [2, 60, 61, 3, 70, 0, 0, 0]])
     mask = (ids != 0).astype(np.int64)
-    config = peft.LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
-    torch_model = peft.get_peft_model(load_pretrained(sft_dir).eval(), config)
+    plain = load_pretrained(sft_dir).eval()
+    config = peft.LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=lora_module_names(plain))
+    torch_model = peft.get_peft_model(plain, config)
     keras_model = PolicyModel(torch_model.base_model.model.config)
     load_safetensors(keras_model, sft_dir / "model.safetensors")
     tf_lora.enable_lora(keras_model, RANK, ALPHA)
@@ -52,6 +55,10 @@ def test_adapters_cross_between_peft_files_and_keras(sft_dir, tmp_path):
     peft.set_peft_model_state_dict(torch_model, {k: torch.tensor(v) for k, v in random_adapters(
         {k: tuple(v.shape) for k, v in state.items()}, rng).items()})
     torch_model.save_pretrained(tmp_path / "adapter")
+    # A and B for every linear layer of every block, and nothing else (not the LM head's transform)
+    targets = [f"bert.encoder.layer.{i}.{t}" for i in range(2) for t in LORA_TARGETS_BY_ARCHITECTURE["bert"]]
+    written = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert sorted(written) == sorted(f"base_model.model.{t}.lora_{m}.weight" for t in targets for m in "AB")
     tf_lora.load_lora_state_dict(keras_model, load_file(str(tmp_path / "adapter" / "adapter_model.safetensors")))
     with torch.no_grad():
         expected = torch_model(torch.tensor(ids), torch.tensor(mask)).numpy()
@@ -72,8 +79,8 @@ def test_adapters_cross_between_peft_files_and_keras(sft_dir, tmp_path):
 
 
 def test_ppo_with_lora_trains_only_adapters_and_exports_the_merged_model(sft_dir, builtin_data, tokenizer, tmp_path):
-    """`sftrl ppo --lora-rank 4`: prints the trainable share (< 10 %), moves only query/key/value
-    (merged) among the exported weights, and the exported plain model -- loaded by
+    """`sftrl ppo --lora-rank 4`: prints the trainable count (adapters and value head), moves exactly the linear layers
+    of the blocks (merged) among the exported weights, and the exported plain model -- loaded by
     load_pretrained and by transformers -- completes prompts as the Keras policy with its
     adapters does."""
     out = tmp_path / "ppo"
@@ -84,11 +91,14 @@ def test_ppo_with_lora_trains_only_adapters_and_exports_the_merged_model(sft_dir
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("trainable parameters:"))
     trainable, total = (int(x.replace(",", "")) for x in line.split(":")[1].split("(")[0].split(" of "))
-    assert trainable / total < 0.10
+    # A (r x in), B (out x r) on query, key, value, attention output (32 -> 32), feed-forward in (32 -> 64)
+    # and out (64 -> 32) of both blocks, and the value head (32 weights and a bias)
+    assert trainable == 2 * (4 * RANK * (32 + 32) + 2 * RANK * (32 + 64)) + 33 and trainable < total / 5
     before, after = load_file(str(sft_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert before.keys() == after.keys()
     moved = {k for k in before if not np.array_equal(before[k], after[k])}
-    assert moved and all(k.split(".")[-2] in LORA_TARGETS and k.endswith(".weight") for k in moved)
+    targets = [f"bert.encoder.layer.{i}.{t}.weight" for i in range(2) for t in LORA_TARGETS_BY_ARCHITECTURE["bert"]]
+    assert sorted(moved) == sorted(targets)  # every linear layer of every block, merged; nothing else
 
     # the Keras policy with its (unmerged) adapters, as the last checkpoint holds it
     policy, _ = rl_run.load_policy_and_reference(sft_dir, lora=(RANK, ALPHA), log=lambda *a: None)
@@ -101,3 +111,102 @@ def test_ppo_with_lora_trains_only_adapters_and_exports_the_merged_model(sft_dir
     ids = torch.tensor([[2, 40, 41, 42, 3]])
     with torch.no_grad():
         np.testing.assert_allclose(hf(ids).logits.numpy(), exported(ids).numpy(), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- LoRA SFT: learns, and exports merged
+
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def lora_and_full(tmp_path_factory, builtin_data, tokenizer):
+    """A briefly pretrained causal model (width 64; 60 steps of next-token loss on the built-in text),
+    then `sftrl sft` on the built-in SFT data for STEPS steps from it, evaluated every 10 steps: with
+    `--lora-rank 16` and every other flag at its default (the learning rate too), and fully."""
+    import torch
+
+    from shared.config import ModelConfig, SFTConfig
+    from torch_impl.data import encode_records
+    from torch_impl.model import SFTModel
+    from torch_impl.sft import train
+
+    root = tmp_path_factory.mktemp("lora_sft")
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=256, max_position_embeddings=64, attention_type="causal",
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=tokenizer.pad_id)
+    torch.manual_seed(0)
+    text = encode_records(builtin_data["text.train"], "text", tokenizer, "clm", 48)[0]
+    train(SFTModel(config), tokenizer, text, [], SFTConfig(steps=60, batch_size=16, warmup_steps=5), root / "init",
+          quiet=True, log=lambda *a: None)
+    for split in ("sft.train", "sft.eval"):
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in builtin_data[split]))
+    runs = {}
+    for name, extra in (("lora", ["--lora-rank", 16]), ("full", [])):
+        result = run_cli("sft", "--init", root / "init", "--data", root / "sft.train.jsonl", "--eval-data",
+                         root / "sft.eval.jsonl", "--out", root / name, "--steps", STEPS, "--batch-size", 16,
+                         "--warmup-steps", 5, "--eval-every", 10, "--quiet", *extra, timeout=300)
+        assert result.returncode == 0, result.stderr
+        runs[name] = root / name
+    return root / "init", runs
+
+
+def held_out_loss(model, tokenizer, builtin_data):
+    """`evaluate`'s held-out loss, as the trainer computes it (the same batches and seed)."""
+    from torch_impl.data import encode_records
+    from torch_impl.sft import evaluate
+
+    examples = encode_records(builtin_data["sft.eval"], "sft", tokenizer, "clm", 64)[0]
+    return evaluate(model, examples, tokenizer, "clm", 0, 16, "cpu")["eval/loss"]
+
+
+def test_lora_sft_lowers_the_held_out_loss_near_full_fine_tuning(lora_and_full, tokenizer, builtin_data):
+    """`sftrl sft --lora-rank 16` with the defaults (lr 10x full fine-tuning's, alpha 32, every linear
+    layer of both blocks): the best held-out loss falls well below the starting model's, and by at
+    least a quarter of what full fine-tuning gains in the same steps. Why a quarter, not parity: in a
+    model this small the embeddings and the tied LM head, which only full fine-tuning trains, are
+    a third of the weights, and the adapters start from B = 0; the margin still fails the old setup
+    (adapters on query/key/value only at lr 3e-3, alpha 16), which gains a small fraction of that."""
+    init, runs = lora_and_full
+    start = held_out_loss(load_pretrained(init).eval(), tokenizer, builtin_data)
+    lora, full = (json.loads((runs[n] / "trainer_state.json").read_text()) for n in ("lora", "full"))
+    assert lora["config"]["lr"] == 10 * full["config"]["lr"] == 1e-2  # the resolved lr is recorded
+    assert (lora["config"]["lora_rank"], lora["config"]["lora_alpha"]) == (16, 32.0)
+    assert lora["trainable_parameters"] == 2 * 16 * (4 * (64 + 64) + 2 * (64 + 256))  # A (r, in), B (out, r)
+    gained = {n: start - s["best_eval_loss"] for n, s in (("lora", lora), ("full", full))}
+    assert gained["lora"] > 0.1, (start, gained)
+    assert gained["lora"] >= 0.25 * gained["full"], (start, gained)
+
+
+def test_lora_sft_exports_the_best_weights_merged(lora_and_full, tokenizer, builtin_data):
+    """The exported folder is a plain model (no adapter tensors): load_pretrained and transformers'
+    AutoModelForCausalLM read it and give the held-out loss the adapter model had at its best
+    evaluation (trainer_state.json's best_eval_loss). Merging, W + (alpha / r) B A, changes only the
+    float32 rounding: the logits move by at most about 3 sqrt(n) 2^-23 of their largest size over
+    the n rounded ops to them, and a token's loss, log-softmax, by at most twice that."""
+    import torch
+
+    from conftest import bf16_ops_to_logits
+    from torch_impl.data import encode_records
+
+    out = lora_and_full[1]["lora"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    evaluations = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert state["best_eval_loss"] == min(m["eval/loss"] for m in evaluations if "eval/loss" in m)
+    assert not any("lora" in name for name in load_file(str(out / "model.safetensors")))
+
+    class Logits(torch.nn.Module):  # transformers' model, called as ours is
+        def __init__(self, hf):
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, input_ids, attention_mask):
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    ours = load_pretrained(out).eval()
+    hf = Logits(transformers.AutoModelForCausalLM.from_pretrained(out).eval())
+    examples = encode_records(builtin_data["sft.eval"], "sft", tokenizer, "clm", 64)[0]
+    with torch.no_grad():
+        largest = max(float(ours(torch.tensor([e.input_ids])).abs().max()) for e in examples)
+    tol = 2 * 3 * bf16_ops_to_logits(2) ** 0.5 * 2.0 ** -23 * largest
+    for model in (ours, hf):
+        assert abs(held_out_loss(model, tokenizer, builtin_data) - state["best_eval_loss"]) <= tol, tol

@@ -9,6 +9,7 @@ import transformers
 
 from conftest import run_cli
 from shared.config import ModelConfig, SFTConfig
+from shared.constants import LORA_TARGETS_BY_ARCHITECTURE
 from shared.data import plan_epoch
 from torch_impl.checkpoint import load_pretrained
 from torch_impl.model import SFTModel
@@ -100,8 +101,9 @@ def test_lora_trains_adapters_only_and_merges_exactly(tokenizer, sft_examples, t
     messages = []
     config = SFTConfig(steps=20, batch_size=8, lr=1e-2, lora_rank=4, lora_alpha=8)
     summary = train(model, tokenizer, sft_examples[:32], [], config, tmp_path, quiet=True, log=messages.append)
-    # adapters: A (r x C) and B (C x r) on query, key and value of both layers
-    assert summary["trainable_parameters"] == 2 * 3 * (4 * 32 + 32 * 4)
+    # adapters on every linear layer of both blocks: A (r x in), B (out x r) on query, key, value and the
+    # attention output (32 -> 32), the feed-forward in (32 -> 64) and out (64 -> 32)
+    assert summary["trainable_parameters"] == 2 * (4 * 4 * (32 + 32) + 2 * 4 * (32 + 64))
     assert f"trainable parameters: {summary['trainable_parameters']:,}" in messages[0]
     # peft wrapped the projections in place; the base weights under them did not move
     after = {k.replace(".base_layer", ""): v for k, v in model.state_dict().items() if "lora_" not in k}
@@ -111,7 +113,9 @@ def test_lora_trains_adapters_only_and_merges_exactly(tokenizer, sft_examples, t
     exported = load_pretrained(tmp_path)
     assert set(exported.state_dict()) == set(SFTModel(tiny_config(tokenizer)).state_dict())
     changed = [n for n, t in exported.state_dict().items() if not torch.equal(t, before[n])]
-    assert changed and all(n.split(".")[-2] in ("query", "key", "value") for n in changed)
+    # every target moved (B starts at zero, so a target that moved got adapters), nothing else did
+    targets = [f"bert.encoder.layer.{i}.{t}.weight" for i in range(2) for t in LORA_TARGETS_BY_ARCHITECTURE["bert"]]
+    assert sorted(changed) == sorted(targets)
     # merging is exact: the exported plain model computes what base + adapters computed
     model.eval()
     ids = torch.tensor([sft_examples[0].input_ids])

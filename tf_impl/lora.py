@@ -2,7 +2,7 @@
 (W + (alpha / r) A B) x with A (in, r), B (r, out), A random and B zero at the start, W frozen.
 
 The same layers as `peft` on the PyTorch side (`shared.constants.LORA_TARGETS_BY_ARCHITECTURE`:
-BERT's query, key, value; every linear layer of a GPT-2 or Llama block), the same scale
+every linear layer of a block -- attention and feed-forward -- in BERT, GPT-2 and Llama), the same scale
 alpha / r, and `peft`'s tensor names: Keras' `lora_kernel_a` is
 `lora_A.weight` transposed, `lora_kernel_b` is `lora_B.weight` transposed
 (`tf_impl.convert.hf_name`), so an adapter file written on one side loads on the other.
@@ -22,8 +22,10 @@ from tf_impl.convert import hf_name, to_numpy_state_dict
 
 
 def sublayer(layer, path: str):
-    """The layer at a dotted attribute path ("attention.self.query") below `layer`."""
-    return functools.reduce(getattr, path.split("."), layer)
+    """The layer at a dotted path of PyTorch attribute names ("attention.output.dense") below `layer`.
+    Keras keeps `output` for itself: our layers hold that one as `output_` (named "output")."""
+    return functools.reduce(lambda parent, name: getattr(parent, "output_" if name == "output" else name),
+                            path.split("."), layer)
 
 
 def lora_layers(model):

@@ -20,6 +20,7 @@ step, evaluate_and_keep_best, checkpoint, export). The checkpoint tensors are
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -31,7 +32,8 @@ from safetensors.torch import load_file, save
 
 from shared import tasks as builtin_tasks
 from shared.config import GPT2Config, LlamaConfig, ModelConfig, SFTConfig, architecture_of
-from shared.constants import ADAM_BETAS, ADAM_EPS, IGNORE_INDEX, LORA_TARGETS_BY_ARCHITECTURE, PEFT_PREFIX
+from shared.constants import (ADAM_BETAS, ADAM_EPS, BLOCKS, IGNORE_INDEX, LORA_TARGETS_BY_ARCHITECTURE,
+                              PEFT_PREFIX)
 from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
@@ -145,14 +147,24 @@ def task_rewards(model, examples, tokenizer, max_length, batch_size=64, max_new_
 
 # ----------------------------------------------------------------------------- LoRA
 
+def lora_module_names(model: LanguageModel) -> list[str]:
+    """The full names of the layers that take adapters, in order: the architecture's targets
+    (`shared.constants.LORA_TARGETS_BY_ARCHITECTURE`) in every block, as `tf_impl.lora.lora_layers`
+    walks them. peft gets these exact names: a short target such as "output.dense" would match every
+    name that ends in it (BERT's attention.output.dense too), whatever the table says."""
+    architecture = architecture_of(model.config)
+    blocks = functools.reduce(getattr, BLOCKS[architecture].split("."), model.backbone)
+    names = {module: name for name, module in model.named_modules()}
+    return [names[functools.reduce(getattr, target.split("."), block)]
+            for block in blocks for target in LORA_TARGETS_BY_ARCHITECTURE[architecture]]
+
+
 def add_lora(model: LanguageModel, rank: int, alpha: float):
-    """Wrap the architecture's LoRA targets (BERT: query, key, value; the decoders: every linear
-    layer of a block) with LoRA adapters via `peft`; everything else is frozen. Returns the peft
-    `LoraModel` (its `.model` is our model)."""
+    """Wrap every linear layer of every block (`lora_module_names`) with LoRA adapters via `peft`;
+    everything else is frozen. Returns the peft `LoraModel` (its `.model` is our model)."""
     import peft
 
-    targets = LORA_TARGETS_BY_ARCHITECTURE[architecture_of(model.config)]
-    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets))
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=lora_module_names(model))
     lora = peft.tuners.lora.LoraModel(model, config, "default")
     for name, p in lora.named_parameters():
         p.requires_grad = "lora_" in name

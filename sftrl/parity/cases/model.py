@@ -9,7 +9,7 @@ import torch
 from sftrl.parity.cases.common import T, TF, keras_policy, np_out, padded_ids, random_state, tiny_config, torch_sft
 from sftrl.parity.registry import GRADIENT_TOL, Case
 from shared import reference as ref
-from shared.constants import IGNORE_INDEX, LORA_TARGETS, PEFT_PREFIX
+from shared.constants import IGNORE_INDEX, LORA_TARGETS_BY_ARCHITECTURE, PEFT_PREFIX
 from shared.data import build_attention_mask
 from tf_impl import lora as tf_lora
 from tf_impl import losses as tf_losses
@@ -128,20 +128,33 @@ LORA_RANK, LORA_ALPHA = 4, 8.0  # scale alpha / r = 2
 
 
 def lora_inputs(rng):
-    """A causal model, non-zero adapters on query/key/value of both blocks in `peft`'s names, and a
-    batch. Adapter entries are multiples of 2^-10 below 2^-1: exact in float32, and so is A B,
-    which Keras computes in float32 (its adapter kernels are float32 whatever the model's dtype)."""
+    """A causal model, non-zero adapters on every target of both blocks (every linear layer: query,
+    key, value, attention output, both feed-forward layers) in `peft`'s names, and a batch. Adapter
+    entries are multiples of 2^-10 below 2^-1: exact in float32, and so is A B, which Keras computes
+    in float32 (its adapter kernels are float32 whatever the model's dtype)."""
     config = tiny_config("causal")
-    C = config.hidden_size
+    state = random_state(config, rng)
     adapters = {}
     for i in range(config.num_hidden_layers):
-        for target in LORA_TARGETS:
-            name = f"{PEFT_PREFIX}bert.encoder.layer.{i}.attention.self.{target}"
-            adapters[f"{name}.lora_A.weight"] = rng.integers(-512, 512, size=(LORA_RANK, C)) / 2.0 ** 10
-            adapters[f"{name}.lora_B.weight"] = rng.integers(-512, 512, size=(C, LORA_RANK)) / 2.0 ** 10
+        for target in LORA_TARGETS_BY_ARCHITECTURE["bert"]:
+            name = f"bert.encoder.layer.{i}.{target}"
+            n_out, n_in = state[f"{name}.weight"].shape
+            adapters[f"{PEFT_PREFIX}{name}.lora_A.weight"] = rng.integers(-512, 512, size=(LORA_RANK, n_in)) / 2.0 ** 10
+            adapters[f"{PEFT_PREFIX}{name}.lora_B.weight"] = rng.integers(-512, 512, size=(n_out, LORA_RANK)) / 2.0 ** 10
     input_ids, attention_mask = padded_ids(rng, 3, [9, 6, 4], 23)
-    return {"state": random_state(config, rng), "adapters": adapters, "input_ids": input_ids,
-            "attention_mask": attention_mask}
+    return {"state": state, "adapters": adapters, "input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def lora_merged(d, alpha=LORA_ALPHA):
+    """The reference: each adapted weight merged, W + (alpha / r) B A, through the plain model."""
+    state = dict(d["state"])
+    for name in d["adapters"]:
+        if name.endswith(".lora_A.weight"):
+            layer = name.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
+            B, A = d["adapters"][name.replace(".lora_A.", ".lora_B.")], d["adapters"][name]
+            state[f"{layer}.weight"] = state[f"{layer}.weight"] + (alpha / LORA_RANK) * B @ A    # (out, in)
+    mask = build_attention_mask(d["attention_mask"], causal=True)
+    return {"logits": ref.model_logits(state, d["input_ids"], mask, tiny_config("causal"))}
 
 
 def lora_torch(d, dtype, alpha=LORA_ALPHA):
@@ -176,17 +189,19 @@ def only(prefix, run):
 
 
 CASES += [
-    Case("model.lora", "model", "logits of W x + (alpha / r) B A x on query/key/value: peft vs Keras enable_lora",
-         lora_inputs, None, only("logits", lora_torch), only("logits", lora_keras),
-         note="Non-zero adapters (rank 4, alpha 8) converted between peft's and Keras' names "
-              "(tf_impl.lora). Gradients: `model.lora.gradients`.",
-         shows=(None, torch_sft_lora.add_lora, tf_lora.enable_lora)),
+    Case("model.lora", "model", "logits of W x + (alpha / r) B A x on every linear layer of every block: "
+         "merged weights vs peft vs Keras enable_lora",
+         lora_inputs, lora_merged, only("logits", lora_torch), only("logits", lora_keras),
+         note="Non-zero adapters (rank 4, alpha 8) on query, key, value, attention output and both "
+              "feed-forward layers, converted between peft's and Keras' names (tf_impl.lora); the "
+              "reference merges them into the weights. Gradients: `model.lora.gradients`.",
+         shows=(lora_merged, torch_sft_lora.add_lora, tf_lora.enable_lora)),
     Case("model.lora.gradients", "model", "d(completion loss)/d(every adapter A, B): peft vs Keras enable_lora",
          lora_inputs, None, only("grad", lora_torch), only("grad", lora_keras),
          tol={"float32": GRADIENT_TOL["float32"], "float64": GRADIENT_TOL["float32"]},
          min_error={"float64": 1e-13},
          note="Known difference: Keras keeps LoRA kernels in float32 whatever the layer's dtype, so a "
-              "float64 model's adapter gradients carry float32 round-off (~1e-8 here) where peft's are "
+              "float64 model's adapter gradients carry float32 round-off (~5e-8 here) where peft's are "
               "float64. The matched row is float32, the precision LoRA trains in: there they agree to 1e-4.",
          shows=(None, torch_sft_lora.add_lora, tf_lora.enable_lora)),
 ]
