@@ -72,11 +72,11 @@ def _choice(cfg, name: str, choices) -> None:
 
 def _resolve_lr(cfg) -> None:
     """An unset learning rate (None) becomes the config's full fine-tuning one, times
-    LORA_LR_MULTIPLIER when LoRA adapters train (lora_rank > 0): LoRA's best learning rate is about
-    10x full fine-tuning's (Biderman et al. 2024; Schulman et al. 2025). The resolved value is the
-    one a run records (trainer_state.json's config)."""
+    LORA_LR_MULTIPLIER when LoRA adapters train (lora_rank > 0): LoRA's best learning rate is a
+    multiple of full fine-tuning's (Biderman et al. 2024; Schulman et al. 2025; shared/constants.py
+    says why 3x here). The resolved value is the one a run records (trainer_state.json's config)."""
     if cfg.lr is None:
-        cfg.lr = cfg.full_fine_tuning_lr * (LORA_LR_MULTIPLIER if cfg.lora_rank else 1.0)
+        cfg.lr = float(f"{cfg.full_fine_tuning_lr * (LORA_LR_MULTIPLIER if cfg.lora_rank else 1.0):.12g}")
 
 
 class _Config:
@@ -229,8 +229,8 @@ class SFTConfig(_Config):
     steps: int = 600                      # optimizer steps (ignored when epochs is set)
     epochs: float | None = None           # passes over the training data, instead of steps
     batch_size: int = 32                  # sequences per optimizer step
-    lr: float | None = None               # peak AdamW learning rate; unset: 1e-3, or 10x that (1e-2) with
-                                          # --lora-rank (LoRA's best learning rate is ~10x full fine-tuning's)
+    lr: float | None = None               # peak AdamW learning rate; unset: 1e-3, or 3x that (3e-3) with
+                                          # --lora-rank (LoRA's best learning rate is a multiple of full FT's)
     weight_decay: float = 0.01            # AdamW decoupled weight decay (not on biases/LayerNorm)
     warmup_steps: int = 30                # linear warm-up from 0 to lr, then linear decay to 0
     max_grad_norm: float = 1.0            # global gradient-norm clip; 0 turns clipping off
@@ -278,7 +278,7 @@ class DPOConfig(SFTConfig):
 
     steps: int = 300                      # optimizer steps (ignored when epochs is set)
     batch_size: int = 32                  # pairs per optimizer step
-    lr: float | None = None               # peak AdamW learning rate; unset: 1e-4, or 10x that (1e-3) with
+    lr: float | None = None               # peak AdamW learning rate; unset: 1e-4, or 3x that (3e-4) with
                                           # --lora-rank
     warmup_steps: int = 10                # linear warm-up from 0 to lr, then linear decay to 0
     beta: float = 0.1                     # inverse temperature of the implicit reward beta log(pi / ref)
@@ -305,8 +305,8 @@ class PPOConfig(_Config):
     baseline_decay: float = 0.9           # reinforce: baseline b <- decay b + (1 - decay) mean reward per rollout
     minibatch_size: int = 16              # ppo, grpo: sequences per gradient step (the others: the whole rollout)
     ppo_epochs: int = 4                   # ppo, grpo: passes over each rollout
-    lr: float | None = None               # Adam learning rate of policy and value head; unset: 1e-4, or 10x
-                                          # that (1e-3) with --lora-rank (as for SFT)
+    lr: float | None = None               # Adam learning rate of policy and value head; unset: 1e-4, or 3x
+                                          # that (3e-4) with --lora-rank (as for SFT)
     max_new_tokens: int = 16              # longest completion sampled per prompt
     temperature: float = 1.0              # sampling temperature, also applied to the log-probs
     top_k: int = 0                        # sample from the k most likely tokens; 0 = all

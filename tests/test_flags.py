@@ -53,13 +53,13 @@ def test_flags_take_type_default_and_help_from_the_dataclass():
     assert (args.kl_coef, args.iterations, args.target_kl) == (0.1, 120, 6.0)
 
 
-@pytest.mark.parametrize("config_class, full, lora", [(SFTConfig, 1e-3, 1e-2), (DPOConfig, 1e-4, 1e-3),
-                                                     (PPOConfig, 1e-4, 1e-3)])
-def test_an_unset_lr_is_full_fine_tunings_or_ten_times_that_with_lora(config_class, full, lora):
-    """No --lr: full fine-tuning's learning rate, LORA_LR_MULTIPLIER (10) times it with --lora-rank;
+@pytest.mark.parametrize("config_class, full, lora", [(SFTConfig, 1e-3, 3e-3), (DPOConfig, 1e-4, 3e-4),
+                                                     (PPOConfig, 1e-4, 3e-4)])
+def test_an_unset_lr_is_full_fine_tunings_or_three_times_that_with_lora(config_class, full, lora):
+    """No --lr: full fine-tuning's learning rate, LORA_LR_MULTIPLIER (3) times it with --lora-rank;
     a given --lr is kept either way. The help says what unset means (no "(default None)")."""
     p = parser_with(config_class, ["lr", "lora_rank"])
-    assert "10x" in {a.dest: a for a in p._actions}["lr"].help and "default None" not in p.format_help()
+    assert "3x" in {a.dest: a for a in p._actions}["lr"].help and "default None" not in p.format_help()
     lr_of = lambda *argv: config_from_args(config_class, p.parse_args(list(argv))).lr  # noqa: E731
     assert lr_of() == full and lr_of("--lora-rank", "16") == lora
     assert lr_of("--lr", "3e-3") == lr_of("--lr", "3e-3", "--lora-rank", "16") == 3e-3

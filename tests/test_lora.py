@@ -160,7 +160,7 @@ def held_out_loss(model, tokenizer, builtin_data):
 
 
 def test_lora_sft_lowers_the_held_out_loss_near_full_fine_tuning(lora_and_full, tokenizer, builtin_data):
-    """`sftrl sft --lora-rank 16` with the defaults (lr 10x full fine-tuning's, alpha 32, every linear
+    """`sftrl sft --lora-rank 16` with the defaults (lr 3x full fine-tuning's, alpha 32, every linear
     layer of both blocks): the best held-out loss falls well below the starting model's, and by at
     least a quarter of what full fine-tuning gains in the same steps. Why a quarter, not parity: in a
     model this small the embeddings and the tied LM head, which only full fine-tuning trains, are
@@ -169,7 +169,7 @@ def test_lora_sft_lowers_the_held_out_loss_near_full_fine_tuning(lora_and_full, 
     init, runs = lora_and_full
     start = held_out_loss(load_pretrained(init).eval(), tokenizer, builtin_data)
     lora, full = (json.loads((runs[n] / "trainer_state.json").read_text()) for n in ("lora", "full"))
-    assert lora["config"]["lr"] == 10 * full["config"]["lr"] == 1e-2  # the resolved lr is recorded
+    assert (lora["config"]["lr"], full["config"]["lr"]) == (3e-3, 1e-3)  # the resolved lr is recorded
     assert (lora["config"]["lora_rank"], lora["config"]["lora_alpha"]) == (16, 32.0)
     assert lora["trainable_parameters"] == 2 * 16 * (4 * (64 + 64) + 2 * (64 + 256))  # A (r, in), B (out, r)
     gained = {n: start - s["best_eval_loss"] for n, s in (("lora", lora), ("full", full))}

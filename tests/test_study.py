@@ -288,7 +288,7 @@ def test_over_optimisation_is_called_only_when_the_gold_score_falls_while_the_pr
     assert section.findings[0].text.endswith(test["verdict"]) and test["verdict"].startswith("over-optimisation")
     gao = section.numbers["gao"]  # the fitted gold peak lies mid-run (the sine's peak: KL 1.6)
     assert gao == test["gao"] and gao["peak_inside"] and 0.8 < gao["kl_peak"] < 2.4
-    assert f"its gold peak at KL {gao['kl_peak']:.2f}" in section.findings[1].text and section.findings[1].p is None
+    assert f": its gold peak at KL {gao['kl_peak']:.2f}" in section.findings[1].text and section.findings[1].p is None
     assert (files / "o.png").exists()
     assert section.findings[2].text.startswith("training against the reward model at β = 0.005 lowered held-out gold partial")
     write_curve(files / "rl_rm_beta_low", list(0.5 + 0.004 * t + noise[2]), proxy, kl)  # the gold score keeps rising
@@ -333,12 +333,14 @@ def test_the_tiny_study_writes_every_section_from_its_runs(tmp_path):
     assert "Not run yet" not in report and "Incomplete" not in report
     for title in summary["sections"]:
         assert f"## {title}" in report
-    assert len(summary["sections"]) == 13
+    assert len(summary["sections"]) == 15
+    assert len(summary["tests"]) == sum(" p = " in line or " p < " in line for line in summary["findings"]) > 20
+    assert all(t["holm_p"] >= t["p"] for t in summary["tests"])
     for line in summary["findings"]:
         assert f"- **Finding:** {line}." in report
     evaluation = json.loads((out / "eval" / "eval.json").read_text())
     rows = {Path(r["model"]).name: r for r in evaluation["models"]}
-    seeds = summary["sections"]["SFT against RL, three seeds"]["seeds"]
+    seeds = summary["sections"]["SFT against RL, 3 seeds"]["seeds"]
     for seed, (a, b) in zip(seeds, [("sft", "rl_ppo"), ("sft_seed1", "rl_ppo_seed1"), ("sft_seed2", "rl_ppo_seed2")]):
         assert seed["sft"] == rows[a]["exact_match"] and seed["rl"] == rows[b]["exact_match"]
     arch = summary["sections"]["Architectures: BERT-style, GPT-2-style and Llama-style models of one size"]
@@ -347,11 +349,16 @@ def test_the_tiny_study_writes_every_section_from_its_runs(tmp_path):
         assert arch["exact_match"][architecture] == {"sft": rows[a]["exact_match"], "rl": rows[b]["exact_match"]}
         assert json.loads((out / a / "config.json").read_text())["model_type"] == architecture
     lora = summary["sections"]["LoRA against full fine-tuning"]
-    state = json.loads((out / "sft_lora" / "trainer_state.json").read_text())
-    assert lora["trainable_parameters"]["lora"] == state["trainable_parameters"] < state["total_parameters"]
+    for rank in study.SIZES["tiny"].lora_ranks:
+        state = json.loads((out / f"sft_lora_r{rank}" / "trainer_state.json").read_text())
+        assert lora["ranks"][str(rank)]["trainable_parameters"] == state["trainable_parameters"] < state["total_parameters"]
+    family = summary["sections"]["The RL family against SFT: PPO, GRPO, RLOO, REINFORCE, DPO"]
+    assert family["GRPO"]["runs"] == ["rl_grpo", "rl_grpo_seed1", "rl_grpo_seed2"]
+    assert family["DPO"]["exact_match"] == [rows[n]["exact_match"] for n in ("dpo", "dpo_seed1", "dpo_seed2")]
     curve = [json.loads(line) for line in (out / "rl_rm_beta_low" / "metrics.jsonl").read_text().splitlines()]
     over = summary["sections"]["Reward over-optimisation and the reward-KL frontier"]
     assert over["curve"]["gold"] == [r["objective/gold_partial"] for r in curve]  # window 1 at this size
+    assert not over["fell"] and "too few iterations" in over["test"]["verdict"]  # 2 iterations tell nothing
     seconds = json.loads((out / "stage_seconds.json").read_text())
     assert summary["stage_seconds"] == seconds and set(seconds) == {"data", "report", *(r.name for r in study.plan(
         study.SIZES["tiny"]))}
