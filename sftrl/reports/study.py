@@ -936,3 +936,8 @@ def headline_table(summary: dict) -> str:
                          f"time, {cost['rl_ppo']['flops'] / cost['sft']['flops']:.1f}× the FLOPs"))
     return "\n".join(["| question (seed) | comparison | result [95% CI] |", "| --- | --- | --- |",
                       *[f"| {q} | {c} | {r} |" for q, c, r in rows]])
+
+
+if __name__ == "__main__":  # python -m sftrl.reports.study DIR: the README's table of DIR/summary.json
+    import sys
+    print(headline_table(json.loads((Path(sys.argv[1]) / "summary.json").read_text())))
