@@ -172,9 +172,42 @@ def write_report(out, commands, preset):
             "exact_match": {"sft": sft_row["exact_match"], "rl": rl_row["exact_match"],
                             "difference": rl_row["exact_match_difference"]["mean"],
                             "ci95": rl_row["exact_match_difference"]["ci95"]},
-            "partial_credit": {"sft": sft_row["partial_credit"], "rl": rl_row["partial_credit"]},
+            "partial_credit": {"sft": sft_row["partial_credit"], "rl": rl_row["partial_credit"],
+                               "difference": pd["mean"], "ci95": pd["ci95"]},
+            "reference_perplexity": {"sft": sft_row.get("reference_perplexity"), "rl": rl_row.get("reference_perplexity")},
+            "bleu": {"sft": sft_row.get("bleu"), "rl": rl_row.get("bleu")},
             "sequence_kl_to_sft": rl_row["sequence_kl_to_first"],
             "reward_model_accuracy": reward_model.get("eval/pairwise_accuracy") if reward_model else None,
             "pretraining": pretraining_numbers(out),
             "ngram": {"order": 3, "perplexity": ngram_ppl, "laplace_bigram_perplexity": laplace_ppl},
             "ece": eces, "versions": env}
+
+
+def readme_table(summary: dict) -> str:
+    """The README's table of `make run`, from its summary.json (never typed by hand:
+    tests/test_pipeline.py checks the README holds exactly this for docs/results/main/summary.json)."""
+    def diff(m):
+        return f"{m['difference']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]"
+    e, p, kl = summary["exact_match"], summary["partial_credit"], summary["sequence_kl_to_sft"]
+    rows = [("held-out exact match", f"{e['sft']:.3f}", f"{e['rl']:.3f} ({diff(e)})"),
+            ("partial credit", f"{p['sft']:.3f}", f"{p['rl']:.3f} ({diff(p)})")]
+    if summary.get("reference_perplexity", {}).get("sft") is not None:
+        ppl, bleu = summary["reference_perplexity"], summary["bleu"]
+        rows.append(("reference perplexity (per token) / BLEU", f"{ppl['sft']:.2f} / {bleu['sft']:.1f}",
+                     f"{ppl['rl']:.2f} / {bleu['rl']:.1f}"))
+    if kl is not None:
+        rows.append(("KL to SFT per completion (Monte-Carlo, nats)", "0",
+                     f"{kl['mean']:.2f} [{kl['ci95'][0]:.2f}, {kl['ci95'][1]:.2f}]"))
+    rows.append(("next-token ECE", f"{summary['ece']['SFT']:.3f}", f"{summary['ece']['RL']:.3f}"))
+    if summary.get("reward_model_accuracy") is not None:
+        rows.append(("reward model, held-out pairwise accuracy", "", f"{summary['reward_model_accuracy']:.3f}"))
+    if pre := summary.get("pretraining"):
+        rows.append((f"pretraining on {pre['texts']:,} clean texts, {pre['steps']} steps: held-out loss per token",
+                     f"{pre['held_out_loss']:.3f}", ""))
+    return "\n".join(["| | SFT (PyTorch) | RL: PPO (TensorFlow) |", "| --- | ---: | ---: |",
+                      *[f"| {a} | {b} | {c} |" for a, b, c in rows]])
+
+
+if __name__ == "__main__":  # python -m sftrl.reports.pipeline DIR: the README's table of DIR/summary.json
+    import sys
+    print(readme_table(json.loads((Path(sys.argv[1]) / "summary.json").read_text())))
