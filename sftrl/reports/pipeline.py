@@ -204,6 +204,15 @@ def readme_table(summary: dict) -> str:
     if pre := summary.get("pretraining"):
         rows.append((f"pretraining on {pre['texts']:,} clean texts, {pre['steps']} steps: held-out loss per token",
                      f"{pre['held_out_loss']:.3f}", ""))
+    if ngram := summary.get("ngram"):
+        rows.append(("word-level baselines on `text.eval`: Kneser–Ney trigram / Laplace bigram perplexity per word",
+                     f"{ngram['perplexity']:.2f} / {ngram['laplace_bigram_perplexity']:.2f}", ""))
+    if stages := summary.get("stage_seconds"):
+        sft_side = [k for k in ("pretrain", "sft") if k in stages]
+        rl_side = [k for k in ("reward model", "ppo") if k in stages]
+        rows.append((f"wall seconds on this machine ({' + '.join(sft_side)}; {' + '.join(rl_side)}; the whole pipeline "
+                     f"{summary['seconds']:.0f} s)", f"{sum(stages[k] for k in sft_side):.0f}",
+                     f"{sum(stages[k] for k in rl_side):.0f}"))
     return "\n".join(["| | SFT (PyTorch) | RL: PPO (TensorFlow) |", "| --- | ---: | ---: |",
                       *[f"| {a} | {b} | {c} |" for a, b, c in rows]])
 
