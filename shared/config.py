@@ -79,6 +79,15 @@ def _resolve_lr(cfg) -> None:
         cfg.lr = float(f"{cfg.full_fine_tuning_lr * (LORA_LR_MULTIPLIER if cfg.lora_rank else 1.0):.12g}")
 
 
+def _lora_embeddings(cfg) -> None:
+    """--lora-embeddings adds to the adapters: without them (lora_rank 0) every weight trains already."""
+    _check(isinstance(cfg.lora_embeddings, bool), "lora_embeddings",
+           f"must be true or false, got {cfg.lora_embeddings!r}")
+    _check(not cfg.lora_embeddings or cfg.lora_rank > 0, "lora_embeddings",
+           "needs --lora-rank > 0 (it trains the embeddings beside the LoRA adapters; without "
+           "--lora-rank every weight trains)")
+
+
 class _Config:
     """JSON round trip shared by every config dataclass."""
 
@@ -245,6 +254,9 @@ class SFTConfig(_Config):
                                           # every block (attention and feed-forward); 16 is a good start;
                                           # 0 = full fine-tune
     lora_alpha: float = LORA_ALPHA        # LoRA scaling numerator (scale = alpha / rank)
+    lora_embeddings: bool = False         # with --lora-rank: also train the embedding layer(s) in full (and an
+                                          # untied LM head), as peft's modules_to_save: in a small model the
+                                          # frozen embeddings can be what holds LoRA back
     seed: int = 0                         # seeds data order, masking, dropout and init
 
     def __post_init__(self):
@@ -266,6 +278,7 @@ class SFTConfig(_Config):
         _int(self, "keep_checkpoints")
         _int(self, "lora_rank", minimum=0)
         _float(self, "lora_alpha", 0.0, low_open=True)
+        _lora_embeddings(self)
         _int(self, "seed", minimum=0)
 
 
@@ -327,6 +340,8 @@ class PPOConfig(_Config):
                                           # every block (attention and feed-forward), and with ppo the value
                                           # head; 16 is a good start; 0 = train every weight
     lora_alpha: float = LORA_ALPHA        # LoRA scaling numerator (scale = alpha / rank)
+    lora_embeddings: bool = False         # with --lora-rank: also train the embedding layer(s) in full (and an
+                                          # untied LM head), as peft's modules_to_save (as for SFT)
     xla: bool = True                      # XLA-compile the traced train, scoring and decoding steps
     seed: int = 0                         # seeds sampling and minibatch order
 
@@ -355,6 +370,7 @@ class PPOConfig(_Config):
         _int(self, "save_every", minimum=0)
         _int(self, "lora_rank", minimum=0)
         _float(self, "lora_alpha", 0.0, low_open=True)
+        _lora_embeddings(self)
         _int(self, "seed", minimum=0)
         _choice(self, "loss_normalisation", LOSS_NORMALISATIONS)
         _float(self, "baseline_decay", 0.0, 1.0, high_open=True)

@@ -61,6 +61,19 @@ LORA_TARGETS_BY_ARCHITECTURE = {
 # thousands wide; LoRA's step relative to full fine-tuning's grows like alpha / sqrt(rank * width),
 # and at this project's width (128) 10x diverged (SFT, rank 4 and 16: the loss spiked to ~8 within
 # 40 steps) while 3x trained to the same loss at rank 4 and 16 -- so 3x, for SFT and RL alike.
+# --lora-embeddings: what trains in full beside the adapters (as peft's `modules_to_save` does), as
+# Hugging Face module paths -- each architecture's embedding layer(s): BERT's whole `bert.embeddings`
+# (word, position and token-type tables and their LayerNorm), GPT-2's token and position tables,
+# Llama's token table; and the LM head where it is untied (GPT-2, Llama). With a tied head (this
+# project's default) the token table is the head's matrix, so it trains both roles; an untied head
+# trains too, or the switch would train what tokens mean on the way in and not on the way out --
+# the SFT layout's new role (answers after [SEP]) is in both. BERT's head transform and bias stay
+# frozen. A listed module the model does not have (a tied `lm_head` is the token table) adds nothing.
+LORA_EMBEDDINGS_BY_ARCHITECTURE = {
+    "bert": ("bert.embeddings",),
+    "gpt2": ("transformer.wte", "transformer.wpe", "lm_head"),
+    "llama": ("model.embed_tokens", "lm_head"),
+}
 LORA_ALPHA = 32.0
 LORA_LR_MULTIPLIER = 3.0
 # Where each architecture's backbone keeps its list of blocks.

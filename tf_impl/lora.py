@@ -16,7 +16,7 @@ import functools
 import numpy as np
 
 from shared.config import architecture_of
-from shared.constants import BLOCKS, LORA_TARGETS_BY_ARCHITECTURE, PEFT_PREFIX
+from shared.constants import BLOCKS, LORA_EMBEDDINGS_BY_ARCHITECTURE, LORA_TARGETS_BY_ARCHITECTURE, PEFT_PREFIX
 from shared.errors import CheckpointError
 from tf_impl.convert import hf_name, to_numpy_state_dict
 
@@ -35,13 +35,17 @@ def lora_layers(model):
     return [sublayer(block, target) for block in blocks for target in LORA_TARGETS_BY_ARCHITECTURE[architecture]]
 
 
-def enable_lora(model, rank: int, alpha: float) -> int:
+def enable_lora(model, rank: int, alpha: float, embeddings: bool = False) -> int:
     """Adapters of rank `rank` on every target layer; everything else frozen but the value head
-    (which PPO trains from zero). Returns the number of trainable parameters."""
+    (which PPO trains from zero) and, with `embeddings`, the embedding layer(s) and an untied LM head
+    (`shared.constants.LORA_EMBEDDINGS_BY_ARCHITECTURE`, as `torch_impl.sft.add_lora`), trained in
+    full. Returns the number of trainable parameters."""
     for layer in lora_layers(model):
         layer.enable_lora(rank, lora_alpha=alpha)
+    trained = ("value_head",) + (LORA_EMBEDDINGS_BY_ARCHITECTURE[architecture_of(model.config)] if embeddings else ())
     for variable in model.weights:
-        variable.trainable = "lora_kernel" in variable.path or hf_name(variable, model)[0].startswith("value_head.")
+        variable.trainable = ("lora_kernel" in variable.path
+                              or hf_name(variable, model)[0].startswith(tuple(f"{path}." for path in trained)))
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 

@@ -36,13 +36,15 @@ from tf_impl.ppo import NonFiniteLossError, PPOTrainer
 # ----------------------------------------------------------------------------- models in and out
 
 def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print,
-                              with_value_head=True) -> tuple[LanguageModel, LanguageModel]:
+                              with_value_head=True, lora_embeddings=False) -> tuple[LanguageModel, LanguageModel]:
     """The policy (with a zero-initialised value head: PPO's critic; with_value_head=False for the
     critic-free algorithms) and the frozen reference, both from the SFT checkpoint (`config.json`
     + `model.safetensors`, written by PyTorch, or any folder `tf_impl.convert.load_pretrained` reads:
     BERT, GPT-2, Llama, Qwen2, Mistral).
 
     dtype: a Keras dtype policy, e.g. "mixed_bfloat16" (float32 variables, bfloat16 compute).
+    lora: (rank, alpha) of LoRA adapters on the policy (rank 0: none); lora_embeddings: its
+    embedding layer(s) train in full beside them (`tf_impl.lora.enable_lora`).
     Called inside `strategy.scope()`, the variables are mirrored on every replica."""
     sft_dir = Path(sft_dir)
     try:
@@ -61,10 +63,11 @@ def load_policy_and_reference(sft_dir, dtype=None, lora=(0, 0.0), log=print,
     reference.trainable = False
     rank, alpha = lora
     if rank:
-        trainable = enable_lora(policy, rank, alpha)
+        trainable = enable_lora(policy, rank, alpha, lora_embeddings)
         total = sum(int(np.prod(v.shape)) for v in policy.weights)
         log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%): LoRA adapters "
             f"of rank {rank} on {'/'.join(LORA_TARGETS_BY_ARCHITECTURE[architecture_of(config)])}"
+            + (", the embeddings in full" if lora_embeddings else "")
             + (", and the value head" if with_value_head else ""))
     return policy, reference
 

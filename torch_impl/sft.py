@@ -32,8 +32,8 @@ from safetensors.torch import load_file, save
 
 from shared import tasks as builtin_tasks
 from shared.config import GPT2Config, LlamaConfig, ModelConfig, SFTConfig, architecture_of
-from shared.constants import (ADAM_BETAS, ADAM_EPS, BLOCKS, IGNORE_INDEX, LORA_TARGETS_BY_ARCHITECTURE,
-                              PEFT_PREFIX)
+from shared.constants import (ADAM_BETAS, ADAM_EPS, BLOCKS, IGNORE_INDEX, LORA_EMBEDDINGS_BY_ARCHITECTURE,
+                              LORA_TARGETS_BY_ARCHITECTURE, PEFT_PREFIX)
 from shared.errors import SftrlError
 from shared.io import (append_jsonl, atomic_write_text, latest_checkpoint, truncate_jsonl,
                        write_checkpoint)
@@ -159,15 +159,28 @@ def lora_module_names(model: LanguageModel) -> list[str]:
             for block in blocks for target in LORA_TARGETS_BY_ARCHITECTURE[architecture]]
 
 
-def add_lora(model: LanguageModel, rank: int, alpha: float):
+def embedding_modules(model: LanguageModel) -> list[torch.nn.Module]:
+    """The modules --lora-embeddings trains in full: the architecture's embedding layer(s) and an
+    untied LM head (`shared.constants.LORA_EMBEDDINGS_BY_ARCHITECTURE`), those the model has."""
+    paths = LORA_EMBEDDINGS_BY_ARCHITECTURE[architecture_of(model.config)]
+    modules = dict(model.named_modules())
+    return [modules[path] for path in paths if path in modules]
+
+
+def add_lora(model: LanguageModel, rank: int, alpha: float, embeddings: bool = False):
     """Wrap every linear layer of every block (`lora_module_names`) with LoRA adapters via `peft`;
-    everything else is frozen. Returns the peft `LoraModel` (its `.model` is our model)."""
+    everything else is frozen -- but the embedding layer(s) (`embedding_modules`) with `embeddings`,
+    trained in full as peft's `modules_to_save`: they stay plain parameters of our model, so
+    checkpoints, the best weights and the merged export (`merge_and_unload`) carry them as they are.
+    Returns the peft `LoraModel` (its `.model` is our model)."""
     import peft
 
     config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=lora_module_names(model))
     lora = peft.tuners.lora.LoraModel(model, config, "default")
     for name, p in lora.named_parameters():
         p.requires_grad = "lora_" in name
+    for module in embedding_modules(model) if embeddings else []:
+        module.requires_grad_(True)
     return lora
 
 
@@ -227,7 +240,8 @@ class SFTRun:
         self.total_steps = total_steps_for(config, len(train_examples))
         torch.manual_seed(integer_seed("dropout", config.seed, self.rank))  # a stream per process
         model.to(device).train()
-        self.module = add_lora(model, config.lora_rank, config.lora_alpha) if config.lora_rank else model
+        self.module = (add_lora(model, config.lora_rank, config.lora_alpha, config.lora_embeddings)
+                       if config.lora_rank else model)
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
         # the training forward: compiled (dynamic shapes: batch lengths vary) or the module itself
         self.forward = torch.compile(self.module, dynamic=True) if compile_model else self.module

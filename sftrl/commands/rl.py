@@ -22,7 +22,7 @@ from sftrl.commands.flags import add_config_flags, config_from_args
 CONFIG_FLAGS = ("iterations", "batch_size", "group_size", "minibatch_size", "ppo_epochs", "lr", "max_new_tokens",
                 "temperature", "top_k", "gamma", "lam", "clip_range", "clip_range_value", "vf_coef", "ent_coef",
                 "kl_coef", "target_kl", "kl_horizon", "baseline_decay", "max_grad_norm", "save_every", "lora_rank",
-                "lora_alpha", "seed", "loss_normalisation", "whiten_rewards", "xla")
+                "lora_alpha", "lora_embeddings", "seed", "loss_normalisation", "whiten_rewards", "xla")
 CHOICES = {"algorithm": RL_ALGORITHMS, "loss_normalisation": LOSS_NORMALISATIONS}
 HELP = {
     "algorithm": "; ".join(f"{a.name}: {a.summary}" for a in ALGORITHMS.values())
@@ -174,6 +174,7 @@ def run(args) -> int:
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         policy, reference = rl_run.load_policy_and_reference(policy_dir, dtype=dtype,
                                                              lora=(config.lora_rank, config.lora_alpha),
+                                                             lora_embeddings=config.lora_embeddings,
                                                              with_value_head=config.spec.critic)
     check_vocabulary(policy.config, tokenizer, f"--policy {policy_dir}")
     trainer = PPOTrainer(policy, reference, tokenizer, config, reward_fn, strategy=strategy)

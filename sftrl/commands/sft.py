@@ -36,7 +36,7 @@ def add_arguments(p, pretrain: bool) -> None:
     add_config_flags(p.add_mutually_exclusive_group(), SFTConfig, ["steps", "epochs"])
     add_config_flags(p, SFTConfig, ["batch_size", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "max_length",
                                     "eval_every", "early_stopping_patience", "save_every", "keep_checkpoints",
-                                    "lora_rank", "lora_alpha"])
+                                    "lora_rank", "lora_alpha", "lora_embeddings"])
     p.add_argument("--tasks", help="only these tasks, optionally weighted: 'copy,add' or 'copy=1,add=3' "
                    "(default: every task, sampled equally often)")
     add_config_flags(p, SFTConfig, ["seed"])
