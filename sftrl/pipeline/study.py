@@ -9,7 +9,8 @@ can be re-rendered at any time and holds no number a run did not write.
                                         on as many "prompt = answer" lines (the contaminated variant)
     sft, sft_scratch, sft_contaminated  SFT from the clean pretrained model / from random weights / from
                                         the contaminated one (same tokenizer and architecture)
-    sft_lora_r<rank>                    LoRA SFT from the pretrained model, ranks LORA_RANKS, same steps
+    sft_lora_r<rank>[_embeddings]       LoRA SFT from the pretrained model, ranks LORA_RANKS, same steps;
+                                        at the middle rank also with the embeddings trained
     sft_task_<task>                     one model per task, each with the multi-task model's steps
     sft_labels                          SFT on the RL prompts' references (the label-rich bound)
     reward_model, rl_ppo                the main chain; rl_ppo against SFT is the main comparison
@@ -184,6 +185,7 @@ def plan(size: StudySize, seed: int = 0) -> list[Run]:
     p.sft("sft_contaminated", init="pretrain_contaminated")
     for rank in s.lora_ranks:
         p.sft(f"sft_lora_r{rank}", "--lora-rank", rank, kind="lora")
+    p.sft(lora_embeddings_run(s), "--lora-rank", s.lora_ranks[1], "--lora-embeddings", kind="lora")
     for task in TASKS:
         p.sft(f"sft_task_{task}", "--tasks", task)
     p.sft("sft_labels", data="sft.rl_prompts.jsonl")
@@ -226,6 +228,11 @@ def plan(size: StudySize, seed: int = 0) -> list[Run]:
         _data(o, "human_eval.prompts.jsonl"), "--out", o / "human_eval", "--seed", seed], done="pairs.jsonl",
         resumable=False)
     return p.runs
+
+
+def lora_embeddings_run(size: StudySize) -> str:
+    """The LoRA run that also trains the embeddings (the sweep's middle rank)."""
+    return f"sft_lora_r{size.lora_ranks[1]}_embeddings"
 
 
 def evaluated(runs) -> list[str]:

@@ -302,6 +302,8 @@ def architectures(st: Study) -> Section:
 def lora(st: Study, ranks) -> Section:
     s = Section("LoRA against full fine-tuning", "§2.2.3")
     names = {rank: f"sft_lora_r{rank}" for rank in ranks}
+    if len(ranks) > 1:  # the middle rank again, with the embeddings trained (--lora-embeddings)
+        names[f"{ranks[1]}+embeddings"] = f"sft_lora_r{ranks[1]}_embeddings"
     if missing := st.missing("sft", *names.values()):
         return not_run(s, missing)
     full = st.state("sft")
@@ -318,17 +320,18 @@ def lora(st: Study, ranks) -> Section:
                          "trainable_parameters": state["trainable_parameters"], "trainable_share": share,
                          "step_ms": step_ms(name), "best_eval_loss": state.get("best_eval_loss"),
                          "lr": state["config"]["lr"], "alpha": state["config"]["lora_alpha"]}
-        s.findings.append(Finding(comparison_finding("full fine-tuning", f"LoRA rank {rank}", "held-out exact match",
-                                                     *e), e.p))
-        rows.append(f"| LoRA rank {rank} | {state['trainable_parameters']:,} ({share:.1%}) | {step_ms(name):.1f} | "
+        label = f"LoRA rank {rank}".replace("+embeddings", " with the embeddings trained")
+        s.findings.append(Finding(comparison_finding("full fine-tuning", label, "held-out exact match", *e), e.p))
+        rows.append(f"| {label} | {state['trainable_parameters']:,} ({share:.1%}) | {step_ms(name):.1f} | "
                     f"{_fmt(state.get('best_eval_loss'))} | {st.row(name)['exact_match']:.3f} | {interval(*e)} | "
                     f"{st.row(name)['partial_credit']:.3f} | {interval(*p)} |")
     first = st.state(names[ranks[0]])["config"]
     s.body = "\n".join([
         f"Every run from the pretrained model with the same data, steps ({full['step']}) and batch. Full fine-tuning at "
         f"lr {full['config']['lr']:g}; LoRA with the defaults of `sftrl sft --lora-rank` (adapters on every linear layer "
-        f"of each block, lr {first['lr']:g}, alpha {first['lora_alpha']:g}), the embeddings and the LM head frozen. "
-        "Step time: the run's training seconds (its evaluations included) per step. One seed: intervals over prompts.", "",
+        f"of each block, lr {first['lr']:g}, alpha {first['lora_alpha']:g}), the embeddings and the (tied) LM head "
+        "frozen -- and once more at the middle rank with `--lora-embeddings`, the embeddings trained in full. Step "
+        "time: the run's training seconds (its evaluations included) per step. One seed: intervals over prompts.", "",
         "| | trainable parameters | ms per step | held-out loss | exact match | − full [95% CI] | partial credit | "
         "− full [95% CI] |", "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
         f"| full fine-tuning | {full['trainable_parameters']:,} (100%) | {step_ms('sft'):.1f} | "
@@ -904,8 +907,8 @@ def headline_table(summary: dict) -> str:
                      "; RL " + ", ".join(ci(arch["rl_exact_match_vs_bert"][a]) for a in ("gpt2", "llama"))))
     if lora := get("LoRA"):
         rows.append(("LoRA (§2.2.3)", "LoRA − full fine-tuning, exact match, same steps",
-                     ", ".join(f"rank {r} ({v['trainable_share']:.0%} trainable) {ci(v['exact_match_difference'])}"
-                               for r, v in lora["ranks"].items())))
+                     ", ".join(f"rank {r.replace('+', ' + ')} ({v['trainable_share']:.0%} trainable) "
+                               f"{ci(v['exact_match_difference'])}" for r, v in lora["ranks"].items())))
     if multi := get("One multi-task model"):
         rows.append(("multi-task (§2.2.2, §3.1.4)", "one model per task − one for all, same steps",
                      ", ".join(f"{t} {ci(v['difference'])}" for t, v in multi.items())))
