@@ -161,6 +161,42 @@ def test_rl_with_lora_embeddings_trains_adapters_value_head_and_embeddings(sft_d
         np.testing.assert_allclose(after[f"{t}.weight"], merged, atol=1e-6, rtol=0, err_msg=t)
 
 
+@pytest.mark.parametrize("architecture,tied", [("bert", True), ("gpt2", True), ("gpt2", False), ("llama", False),
+                                               ("llama", True)])
+def test_lora_embeddings_train_the_same_tensors_in_both_frameworks(architecture, tied):
+    """`add_lora(..., embeddings=True)` (peft) and `enable_lora(..., embeddings=True)` (Keras) leave
+    the same tensors trainable, by Hugging Face name: the adapters of every target layer, the
+    embedding layer(s) of LORA_EMBEDDINGS_BY_ARCHITECTURE and an untied LM head; a tied one is the
+    token table (one tensor). Without the switch, the adapters only (Keras: and the value head)."""
+    from shared.config import GPT2Config, LlamaConfig, ModelConfig
+    from tf_impl.architectures import build_model as keras_build_model
+    from tf_impl.convert import hf_name
+    from torch_impl.architectures import build_model as torch_build_model
+    from torch_impl.sft import add_lora
+
+    config = {"bert": ModelConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=32, attention_type="causal"),
+              "gpt2": GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                 tie_word_embeddings=tied),
+              "llama": LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, max_position_embeddings=32, tie_word_embeddings=tied),
+              }[architecture]
+    embeddings = {"bert": {f"bert.embeddings.{t}" for t in ("word_embeddings.weight", "position_embeddings.weight",
+                                                            "token_type_embeddings.weight", "LayerNorm.weight",
+                                                            "LayerNorm.bias")},
+                  "gpt2": {"transformer.wte.weight", "transformer.wpe.weight"},
+                  "llama": {"model.embed_tokens.weight"}}[architecture] | (set() if tied else {"lm_head.weight"})
+    for switch in (False, True):
+        torch_model = add_lora(torch_build_model(config), RANK, ALPHA, embeddings=switch)
+        in_torch = {name.removeprefix("model.").replace(".default.", ".")
+                    for name, p in torch_model.named_parameters() if p.requires_grad}
+        keras_model = keras_build_model(config)
+        tf_lora.enable_lora(keras_model, RANK, ALPHA, embeddings=switch)
+        in_keras = {hf_name(v, keras_model)[0] for v in keras_model.trainable_variables}
+        adapters = {f"{name}.lora_{m}.weight" for name in lora_module_names(torch_model.model) for m in "AB"}
+        assert in_torch == in_keras == adapters | (embeddings if switch else set()), (switch, in_torch ^ in_keras)
+
+
 # ----------------------------------------------------------------------------- LoRA SFT: learns, and exports merged
 
 STEPS = 40
