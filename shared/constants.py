@@ -56,11 +56,6 @@ LORA_TARGETS_BY_ARCHITECTURE = {
     "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
 }
-# LoRA's defaults (Schulman et al. 2025): the scale is alpha / rank with alpha fixed, so the best
-# learning rate hardly depends on the rank. They find it about 10x full fine-tuning's on models
-# thousands wide; LoRA's step relative to full fine-tuning's grows like alpha / sqrt(rank * width),
-# and at this project's width (128) 10x diverged (SFT, rank 4 and 16: the loss spiked to ~8 within
-# 40 steps) while 3x trained to the same loss at rank 4 and 16 -- so 3x, for SFT and RL alike.
 # --lora-embeddings: what trains in full beside the adapters (as peft's `modules_to_save` does), as
 # Hugging Face module paths -- each architecture's embedding layer(s): BERT's whole `bert.embeddings`
 # (word, position and token-type tables and their LayerNorm), GPT-2's token and position tables,
@@ -68,12 +63,17 @@ LORA_TARGETS_BY_ARCHITECTURE = {
 # project's default) the token table is the head's matrix, so it trains both roles; an untied head
 # trains too, or the switch would train what tokens mean on the way in and not on the way out --
 # the SFT layout's new role (answers after [SEP]) is in both. BERT's head transform and bias stay
-# frozen. A listed module the model does not have (a tied `lm_head` is the token table) adds nothing.
+# frozen. A tied `lm_head` is the token table itself, so it adds nothing.
 LORA_EMBEDDINGS_BY_ARCHITECTURE = {
     "bert": ("bert.embeddings",),
     "gpt2": ("transformer.wte", "transformer.wpe", "lm_head"),
     "llama": ("model.embed_tokens", "lm_head"),
 }
+# LoRA's defaults (Schulman et al. 2025): the scale is alpha / rank with alpha fixed, so the best
+# learning rate hardly depends on the rank. They find it about 10x full fine-tuning's on models
+# thousands wide; LoRA's step relative to full fine-tuning's grows like alpha / sqrt(rank * width),
+# and at this project's width (128) 10x diverged (SFT, rank 4 and 16: the loss spiked to ~8 within
+# 40 steps) while 3x trained to the same loss at rank 4 and 16 -- so 3x, for SFT and RL alike.
 LORA_ALPHA = 32.0
 LORA_LR_MULTIPLIER = 3.0
 # Where each architecture's backbone keeps its list of blocks.

@@ -65,6 +65,16 @@ def test_an_unset_lr_is_full_fine_tunings_or_three_times_that_with_lora(config_c
     assert lr_of("--lr", "3e-3") == lr_of("--lr", "3e-3", "--lora-rank", "16") == 3e-3
 
 
+@pytest.mark.parametrize("config_class", [SFTConfig, DPOConfig, PPOConfig])
+def test_lora_embeddings_needs_lora_rank(config_class):
+    """--lora-embeddings trains the embeddings beside the adapters: alone it is an error naming it."""
+    p = parser_with(config_class, ["lora_rank", "lora_embeddings"])
+    assert config_from_args(config_class, p.parse_args(["--lora-rank", "4", "--lora-embeddings"])).lora_embeddings
+    assert not config_from_args(config_class, p.parse_args(["--lora-rank", "4"])).lora_embeddings
+    with pytest.raises(SftrlError, match=r"^--lora-embeddings: needs --lora-rank > 0"):
+        config_from_args(config_class, p.parse_args(["--lora-embeddings"]))
+
+
 def test_boolean_fields_are_switches_away_from_their_default():
     p = parser_with(PPOConfig, ["whiten_rewards", "xla"])
     assert "--whiten-rewards" in p._option_string_actions and "--no-xla" in p._option_string_actions

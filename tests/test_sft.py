@@ -122,9 +122,12 @@ def test_lora_trains_adapters_only_and_merges_exactly(tokenizer, sft_examples, t
     np.testing.assert_allclose(exported(ids).detach().numpy(), model(ids).detach().numpy(), atol=1e-5, rtol=0)
 
 
-def test_interrupted_and_resumed_run_is_bitwise_identical(tokenizer, sft_examples, tmp_path):
+@pytest.mark.parametrize("lora", [{}, {"lora_rank": 4, "lora_embeddings": True}], ids=["full", "lora_embeddings"])
+def test_interrupted_and_resumed_run_is_bitwise_identical(tokenizer, sft_examples, tmp_path, lora):
+    """Full fine-tuning, and LoRA with the embeddings trained in full (adapters, embeddings and their
+    optimizer state all in the checkpoint), resume bit for bit."""
     config = SFTConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=5, save_every=10, eval_every=10,
-                       early_stopping_patience=5, seed=3)
+                       early_stopping_patience=5, seed=3, **lora)
     eval_examples = sft_examples[40:56]
 
     def fresh():

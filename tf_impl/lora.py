@@ -81,5 +81,7 @@ def merged_state_dict(model) -> dict[str, np.ndarray]:
         if layer.lora_enabled:
             name, transpose = hf_name(layer._kernel, model)
             kernel = np.asarray(layer.kernel)                               # the merged kernel, (in, out)
-            state[name] = kernel.T if transpose else kernel                 # in file layout
+            # in file layout, contiguous: safetensors' numpy `save` writes an array's buffer as it
+            # lies in memory, so a transposed view would be written untransposed
+            state[name] = np.ascontiguousarray(kernel.T if transpose else kernel)
     return state
