@@ -46,25 +46,10 @@ from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
 from shared.tasks import TASKS
+from sftrl.pipeline.study_design import FAMILY, family_runs, seed_suffix
 
 DECODERS = ("gpt2", "llama")  # the architectures compared with the BERT-style model from scratch
 LORA_RANKS = (4, 16, 64)      # the LoRA sweep, each at the SFT run's steps and LoRA's default lr
-
-# The RL family's settings, declared before any run and shared by every seed: the project's PPO defaults
-# (`sftrl rl --help`) for what the algorithms share -- learning rate, iterations, completions per rollout,
-# KL coefficient -- and, for what each algorithm chooses, its paper's (or TRL's) setting. Nothing here was
-# tuned on this study's results.
-FAMILY = {
-    "ppo": ([], "Schulman et al. 2017 / TRL PPOTrainer: 4 epochs of minibatches per rollout, clip 0.2, value head, GAE"),
-    "grpo": (["--algorithm", "grpo", "--ppo-epochs", "1", "--kl-coef", "0.04"],
-             "Shao et al. 2024: one pass per rollout (μ = 1, TRL's num_iterations), β = 0.04 in the loss, "
-             "groups of 4"),
-    "rloo": (["--algorithm", "rloo"], "Ahmadian et al. 2024: k = 4 samples per prompt, leave-one-out baseline, one "
-             "step per rollout"),
-    "reinforce": (["--algorithm", "reinforce"], "Williams 1992: moving-average baseline (decay 0.9), one step per "
-                  "rollout"),
-}
-
 
 @dataclass
 class StudySize:
@@ -134,11 +119,6 @@ class Run:
 
 def _data(out, name) -> Path:
     return Path(out) / "data" / name
-
-
-def seed_suffix(k: int) -> str:
-    """Run names of the repeats: `sft`, `sft_seed1`, `sft_seed2`; `rl_grpo`, `rl_grpo_seed1`, ..."""
-    return f"_seed{k}" if k else ""
 
 
 class _Plan:
@@ -238,13 +218,6 @@ def lora_embeddings_run(size: StudySize) -> str:
 def evaluated(runs) -> list[str]:
     """The model folders `eval` compares, the main SFT model first (the baseline of its KL)."""
     return [r.name for r in runs if r.name.startswith(("sft", "rl_", "dpo"))]
-
-
-def family_runs(seeds) -> dict:
-    """algorithm label -> its run names, one per seed (DPO among them)."""
-    names = {a.upper(): [f"rl_{a}{seed_suffix(k)}" for k in seeds] for a in FAMILY}
-    names["DPO"] = [f"dpo{seed_suffix(k)}" for k in seeds]
-    return names
 
 
 def compute_matched_steps(out) -> int:

@@ -124,8 +124,10 @@ def _save(fig, path):
 # ----------------------------------------------------------------------------- sections
 
 def _seed_names(base: str, seeds) -> list[str]:
-    """`sft`, `sft_seed1`, ...: the run of each seed (sftrl.pipeline.study.seed_suffix)."""
-    return [f"{base}_seed{k}" if k else base for k in seeds]
+    """`sft`, `sft_seed1`, ...: the run of each seed."""
+    from sftrl.pipeline.study_design import seed_suffix
+
+    return [f"{base}{seed_suffix(k)}" for k in seeds]
 
 
 def main_comparison(st: Study, seeds) -> Section:
@@ -159,7 +161,7 @@ def main_comparison(st: Study, seeds) -> Section:
 
 
 def rl_family(st: Study, seeds, figure) -> Section:
-    from sftrl.pipeline.study import FAMILY as DECLARED, family_runs
+    from sftrl.pipeline.study_design import FAMILY as DECLARED, family_runs
 
     s = Section("The RL family against SFT: PPO, GRPO, RLOO, REINFORCE, DPO", "§3.2, §9.1")
     sft = _seed_names("sft", seeds)
@@ -881,13 +883,11 @@ def headline_table(summary: dict) -> str:
     """The README's table of the study's answers, from a study's summary.json (never typed by hand:
     tests/test_study.py checks the README holds exactly this for docs/results/study/summary.json).
     Intervals are 95 %; each finding's Holm-adjusted verdict is in the report."""
-    sec = summary["sections"]
-
     def ci(e):
         return interval(e["diff"], e["low"], e["high"])
 
     def get(title):
-        return next((v for k, v in sec.items() if k.startswith(title)), None)
+        return next((v for k, v in summary["sections"].items() if k.startswith(title)), None)
     rows = []
     if main := get("SFT against RL"):
         seeds = len(main["seeds"])
