@@ -49,7 +49,11 @@ def test_the_plan_runs_what_each_section_compares(tmp_path):
         assert lora[-2:] == ["--lora-rank", str(rank)] and "--lr" not in lora
     for task in TASKS:
         assert argv_of(runs, f"sft_task_{task}", out)[-2:] == ["--tasks", task]
-    assert str(out / "data" / "sft.rl_prompts.jsonl") in argv_of(runs, "sft_labels", out)
+    (out / "sft_compute").mkdir()
+    (out / "sft_compute" / "trainer_state.json").write_text(json.dumps({"step": 1860}))
+    labels = argv_of(runs, "sft_labels", out)  # every RL prompt labelled, at the RL model's FLOPs' steps
+    assert str(out / "data" / "sft.rl_prompts.jsonl") in labels and labels[-2:] == ["--steps", "1860"]
+    assert names.index("sft_labels") > names.index("sft_compute")
     low = argv_of(runs, "rl_rm_beta_low", out)
     assert f"model:{out / 'reward_model'}" in low and low[low.index("--kl-coef") + 1] == "0.005"
     assert argv_of(runs, "rl_reward_exact", out)[-1] == "task-exact"
@@ -68,7 +72,7 @@ def test_the_plan_runs_what_each_section_compares(tmp_path):
     assert {Path(m).name for m in models} == {n for n in names if n.startswith(("sft", "rl_", "dpo"))}
     # each run comes after the runs it reads
     order = {n: i for i, n in enumerate(names)}
-    for r in (r for r in runs if r.name not in ("sft_compute", "human_eval")):  # (their argv reads finished runs)
+    for r in (r for r in runs if r.name not in ("sft_compute", "sft_labels", "human_eval")):  # (these read runs)
         for a in r.argv(out):
             if isinstance(a, Path) and a.parent == out and a.name in order and a.name != r.name:
                 assert order[a.name] < order[r.name], (r.name, a.name)
@@ -147,7 +151,7 @@ def test_a_failed_run_leaves_the_report_of_what_finished_and_the_command_that_re
         study.run(out, again, size="tiny", quiet=True, resume=True, log=lambda *a: None)
     assert stop.value.code == EXIT_INTERRUPTED
     assert [a[a.index("--out") + 1].split("/")[-1] for a in again.calls] == [
-        "rl_ppo", "sft_compute", "rl_grpo", "rl_rloo", "rl_reinforce", "dpo", "sft_seed1"]
+        "rl_ppo", "sft_compute", "sft_labels", "rl_grpo", "rl_rloo", "rl_reinforce", "dpo", "sft_seed1"]
     assert again.calls[0][-1] == "--resume" and "--resume" not in again.calls[1]
     compute = again.calls[1]
     assert [compute[i + 1] for i, a in enumerate(compute) if a == "--steps"][-1] == "9"  # the last --steps wins
@@ -213,7 +217,7 @@ def test_each_finding_follows_its_numbers_and_flips_with_them(files):
     design = study_report.reward_design(st)
     assert design.findings[0].text.startswith("the shaped reward beat the sparse reward on held-out exact match: +0.250")
     # same FLOPs: sft_compute was given the RL model's FLOPs; the table shows what each side spent
-    for name, steps in (("sft", 600), ("sft_compute", 2900)):
+    for name, steps in (("sft", 600), ("sft_compute", 2900), ("sft_labels", 2900)):
         (files / name).mkdir(exist_ok=True)
         (files / name / "trainer_state.json").write_text(json.dumps({"step": steps}))
     flops = {"sft": 1e12, "sft_compute": 4.8e12, "rl_ppo": 3.9e12, "sft_labels": 1e12}

@@ -12,9 +12,10 @@ can be re-rendered at any time and holds no number a run did not write.
     sft_lora_r<rank>[_embeddings]       LoRA SFT from the pretrained model, ranks LORA_RANKS, same steps;
                                         at the middle rank also with the embeddings trained
     sft_task_<task>                     one model per task, each with the multi-task model's steps
-    sft_labels                          SFT on the RL prompts' references (the label-rich bound)
     reward_model, rl_ppo                the main chain; rl_ppo against SFT is the main comparison
     sft_compute                         SFT given the RL model's FLOPs (its SFT and its PPO run)
+    sft_labels                          SFT on the RL prompts' references (every prompt labelled), the
+                                        same steps as sft_compute
     sft_seed<k>                         SFT again, seeds 1 and 2
     rl_<algorithm>[_seed<k>], dpo[_seed<k>]
                                         the RL family (PPO, GRPO, RLOO, REINFORCE) and DPO, each from
@@ -86,10 +87,10 @@ SIZES = {
         rl=[],
         short_rl=["--iterations", "60"],
         dpo=["--pairs-from-samples", "4", "--steps", "600"], dpo_pairs="samples",
-        # the longest run of each kind in the full study of 2026-12-02 on this project's 2-core machine
-        # (957 s in all), x 1.5: the earlier AVX2 EPYC machine took about 1.8x as long per run
-        seconds={"data": 1, "pretrain": 53, "sft": 46, "lora": 46, "reward_model": 39, "ppo": 94, "short_rl": 69,
-                 "family": 51, "dpo": 47, "compute": 120, "eval": 60, "human_eval": 1, "report": 10}),
+        # the longest run of each kind in the full study of 2026-12-04 on this project's 2-core machine
+        # (1,496 s of runs before sft_labels took sft_compute's steps), rounded up
+        seconds={"data": 1, "pretrain": 28, "sft": 20, "lora": 22, "reward_model": 31, "ppo": 81, "short_rl": 56,
+                 "family": 42, "dpo": 40, "compute": 65, "eval": 62, "human_eval": 1, "report": 5}),
     "tiny": StudySize(
         sizes={"sft.train": 48, "sft.eval": 16, "prompt.train": 64, "prompt.eval": 24, "preference.train": 32,
                "preference.eval": 16, "text.train": 200, "text.eval": 16, "text_contaminated.train": 200,
@@ -168,12 +169,14 @@ def plan(size: StudySize, seed: int = 0) -> list[Run]:
     p.sft(lora_embeddings_run(s), "--lora-rank", s.lora_ranks[1], "--lora-embeddings", kind="lora")
     for task in TASKS:
         p.sft(f"sft_task_{task}", "--tasks", task)
-    p.sft("sft_labels", data="sft.rl_prompts.jsonl")
     p.add("reward_model", "reward_model", lambda o: [
         "reward-model", "--data", _data(o, "preference.train.jsonl"), "--eval-data", _data(o, "preference.eval.jsonl"),
         "--init", o / "sft", "--out", o / "reward_model", "--seed", seed, *s.reward_model])
     p.rl("rl_ppo", "sft", s.rl)
     p.sft("sft_compute", "--steps", lambda o: compute_matched_steps(o), kind="compute")
+    # every RL prompt labelled, given the same FLOPs: ten times the data needs more than SFT's 600 steps
+    p.sft("sft_labels", "--steps", lambda o: json.loads((o / "sft_compute" / "trainer_state.json").read_text())["step"],
+          data="sft.rl_prompts.jsonl", kind="compute")
     dpo_data = "prompt.train.jsonl" if s.dpo_pairs == "samples" else "preference.train.jsonl"
     for k in s.seeds:
         sft = f"sft{seed_suffix(k)}"

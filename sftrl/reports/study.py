@@ -491,7 +491,8 @@ def same_budget(st: Study, flops=None) -> Section:
     describe = {"sft": f"SFT, {st.state('sft')['step']} steps",
                 "sft_compute": f"SFT, {st.state('sft_compute')['step']} steps (the RL model's FLOPs)",
                 "rl_ppo": "SFT then RL (PPO) on unlabelled prompts with a verifier",
-                "sft_labels": "SFT on the RL prompts' references (every prompt labelled)"}
+                "sft_labels": f"SFT on the RL prompts' references (every prompt labelled), {st.state('sft_labels')['step']} "
+                              "steps (the RL model's FLOPs)"}
     rows = []
     for name in names:
         d = st.compare("rl_ppo", name) if name != "rl_ppo" else None
@@ -507,7 +508,8 @@ def same_budget(st: Study, flops=None) -> Section:
         "RL needs prompts and a verifier, not labels. Given the same compute, is more SFT on the same labels as good? "
         "`sft_compute` trains as many steps as make its FLOPs equal the RL model's: its SFT run plus its PPO run, both "
         "counted by the cost section's counter (pretraining, which both start from, is left out of both). And SFT "
-        "with every RL prompt labelled (the label-rich upper bound) against RL. One seed: intervals over prompts.", "",
+        "with every RL prompt labelled, given the same steps as `sft_compute` (ten times the data needs more than "
+        "SFT's steps), against RL. One seed: intervals over prompts.", "",
         "| model | labelled examples | FLOPs (est.) | exact match | − RL [95% CI] |", "| --- | ---: | ---: | ---: | --- |",
         *rows])
     s.numbers = {"rl_minus_sft_same_flops": compute, "sft_labels_minus_rl": labels, "flops": spent}
