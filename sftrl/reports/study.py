@@ -928,8 +928,8 @@ def headline_table(summary: dict) -> str:
         rows.append(("over-optimisation (§3.2.2)", "against the reward model, β = 0.005 (test: p < 0.05 fires "
                      "≤ 5 % on a flat gold curve)", over["test"]["verdict"] + fit))
     if budget := get("When to pick SFT or RL"):
-        rows.append(("same FLOPs, same labels (§9.1)", "SFT given the RL model's FLOPs − RL; SFT on every RL prompt's "
-                     "label − RL", f"{ci(budget['rl_minus_sft_same_flops'])} (as RL − SFT); "
+        rows.append(("same FLOPs, same labels (§9.1)", "RL − SFT given the RL model's FLOPs; SFT on every RL prompt's "
+                     "label, same FLOPs, − RL", f"{ci(budget['rl_minus_sft_same_flops'])}; "
                      f"{ci(budget['sft_labels_minus_rl'])}"))
     if cal := get("Calibration"):
         rows.append(("calibration (§8.3.2)", "ECE after − before temperature scaling (fitted on the other half)",
