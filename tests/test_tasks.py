@@ -96,7 +96,9 @@ def test_builtin_data_sizes_balance_and_disjointness():
 
 
 def test_eval_splits_do_not_depend_on_training_sizes():
+    """(The clean text.eval may differ on a line whose drawn prompt a training file holds: it is
+    redrawn; tests/test_corpus.py checks that it differs nowhere else.)"""
     small = make_builtin_data(seed=0, sizes={"sft.train": 10, "prompt.train": 10})
     full = make_builtin_data(seed=0)
-    for name in ("sft.eval", "prompt.eval", "preference.eval", "text_contaminated.eval", "text.eval"):
+    for name in ("sft.eval", "prompt.eval", "preference.eval", "text_contaminated.eval"):
         assert small[name] == full[name]

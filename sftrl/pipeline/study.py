@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.algorithms import ALGORITHMS
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
@@ -185,7 +186,7 @@ def plan(size: StudySize, seed: int = 0) -> list[Run]:
         for algorithm, (flags, _) in FAMILY.items():
             name = f"rl_{algorithm}{seed_suffix(k)}"
             if name != "rl_ppo":
-                p.rl(name, sft, [*s.rl, *flags], repeat=k, kind="ppo" if algorithm == "ppo" else "family")
+                p.rl(name, sft, [*s.rl, *flags], repeat=k, kind="ppo" if ALGORITHMS[algorithm].critic else "family")
         p.add(f"dpo{seed_suffix(k)}", "dpo", lambda o, sft=sft, k=k: [
             "dpo", "--policy", o / sft, "--data", _data(o, dpo_data), "--out", o / f"dpo{seed_suffix(k)}",
             "--seed", seed + k, *s.dpo])
