@@ -41,8 +41,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from shared.algorithms import ALGORITHMS
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
@@ -241,18 +239,13 @@ def best_rl_model(out, sheet_prompts: int) -> str:
     """The RL run of seed 0 (any algorithm, DPO too) with the highest exact match on the held-out
     prompts that are NOT on the human-evaluation sheet (the sheet takes the first `sheet_prompts`):
     choosing on the sheet's own prompts would favour the model that was lucky on them."""
-    from shared.data import load_jsonl
-    from shared.tasks import task_scores
+    from sftrl.reports.study import Study
 
-    evaluation = json.loads((Path(out) / "eval" / "eval.json").read_text())
-    prompts = [r["prompt"] for r in load_jsonl(_data(out, "prompt.eval.jsonl"), "prompt")][sheet_prompts:]
-    candidates = [names[0] for names in family_runs((0,)).values()]
-
-    def selection_score(model):
-        exact, partial = task_scores(prompts, evaluation["completions"][model][sheet_prompts:])
-        return float(np.mean(exact)), float(np.mean(partial))
-    rl = [m for m in evaluation["completions"] if Path(m).name in candidates]
-    return Path(max(rl, key=selection_score)).name
+    st = Study(out)  # per-prompt scores from eval.json's completions, as the report reads them
+    completed = {Path(m).name for m in st.evaluation["completions"]}
+    rl = [n for names in family_runs((0,)).values() for n in names if n in completed]
+    return max(rl, key=lambda n: tuple(float(st.scores(n, m)[sheet_prompts:].mean())
+                                       for m in ("exact_match", "partial_credit")))
 
 
 def write_study_data(out, seed, size: StudySize):
