@@ -9,7 +9,7 @@ SFTRL  := $(VENV)/bin/sftrl
 STAMP  := $(VENV)/.installed-stamp
 RUN    ?= runs/main
 
-.PHONY: run test test-slow test-cpus install lock clean
+.PHONY: run test test-slow test-cpus docs results install lock clean
 
 # The main job on the built-in data: data -> SFT (PyTorch) -> reward model, PPO (TensorFlow) ->
 # evaluation -> $(RUN)/report.md (about 3 minutes on 2 cores).
@@ -28,6 +28,11 @@ test-slow: $(STAMP)
 test-cpus: $(STAMP)
 	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -m "not slow"
 	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -m "not slow"
+
+# The teaching site, offline: docs/ -> site/ (mkdocs-material; `--strict` fails on any broken link,
+# missing source function or missing generated file). Open site/index.html.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 install: $(STAMP)
 
