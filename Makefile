@@ -29,10 +29,21 @@ test-cpus: $(STAMP)
 	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -m "not slow"
 	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -m "not slow"
 
+# The docs' results, generated from run folders (never typed): the parity suite is run again (about a
+# minute; docs/results/parity.json and the side-by-side page parity.html), then
+# docs/results/generated/ is written from it, the `make run` and study folders and the benchmark
+# results. To show a new run: `make results MAIN=runs/main` (STUDY=..., BENCH=.../results.json).
+MAIN   ?= docs/results/main
+STUDY  ?= docs/results/study
+BENCH  ?= benchmarks/results/results.json
+results: $(STAMP)
+	$(SFTRL) parity --dtype all --quiet --json docs/results/parity.json --html docs/results/parity.html
+	$(PY) -m sftrl.reports.results --main $(MAIN) --study $(STUDY) --bench $(BENCH) --parity docs/results/parity.json
+
 # The teaching site, offline: docs/ -> site/ (mkdocs-material; `--strict` fails on any broken link,
 # missing source function or missing generated file). Open site/index.html.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 install: $(STAMP)
 

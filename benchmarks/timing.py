@@ -50,6 +50,7 @@ def cpu_vector_isa() -> str:
 def environment(device: str) -> dict:
     import numpy
     import tensorflow as tf
+    from shared.provenance import provenance
     import torch
 
     import keras
@@ -62,6 +63,7 @@ def environment(device: str) -> dict:
         "numpy": numpy.__version__, "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "device": device, "dtype": "float32",
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else None,
+        **provenance(),
     }
 
 

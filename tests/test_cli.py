@@ -85,7 +85,9 @@ def test_parity_command_prints_table_and_json(tmp_path):
                      "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| loss.ppo_clip_loss | losses | float64 |" in result.stdout
-    records = json.loads((tmp_path / "p.json").read_text())
+    written = json.loads((tmp_path / "p.json").read_text())
+    records = written["results"]
+    assert written["versions"]["cpu"] and written["versions"]["torch"].startswith("2.13")
     assert {r["level"] for r in records} == {"losses"} and all(r["dtype"] == "float64" for r in records)
     assert all(r["passed"] for r in records) and len(records) >= 14
     assert result.stdout.strip().endswith(f"{len(records)} passed, 0 failed")

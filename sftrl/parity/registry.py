@@ -144,7 +144,10 @@ def format_table(results) -> str:
 
 
 def results_json(results) -> str:
-    return json.dumps([r.as_dict() for r in results], indent=2)
+    """The results with the versions, CPU and commit they were measured with (the docs' parity
+    tables are generated from this file)."""
+    from sftrl.reports.common import versions
+    return json.dumps({"versions": versions(), "results": [r.as_dict() for r in results]}, indent=2)
 
 
 def show(case: Case) -> str:

@@ -30,7 +30,7 @@ def markdown_cell(text) -> str:
 
 
 def versions() -> dict:
-    """The versions a report's numbers were measured with."""
+    """The versions a report's numbers were measured with, and where: the CPU, the commit, the day."""
     import platform
 
     import keras
@@ -40,6 +40,7 @@ def versions() -> dict:
     import transformers
 
     from shared import __version__
+    from shared.provenance import provenance
     return {"sftrl": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "tensorflow": tf.__version__, "keras": keras.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+            "numpy": np.__version__, "platform": platform.platform(), **provenance()}

@@ -184,8 +184,8 @@ def write_report(out, commands, preset):
 
 
 def readme_table(summary: dict) -> str:
-    """The README's table of `make run`, from its summary.json (never typed by hand:
-    tests/test_pipeline.py checks the README holds exactly this for docs/results/main/summary.json)."""
+    """The headline table of `make run`, from its summary.json: `make results` writes it to
+    docs/results/generated/main/headline.md, which the docs' home page includes."""
     def diff(m):
         return f"{m['difference']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]"
     e, p, kl = summary["exact_match"], summary["partial_credit"], summary["sequence_kl_to_sft"]
@@ -217,6 +217,6 @@ def readme_table(summary: dict) -> str:
                       *[f"| {a} | {b} | {c} |" for a, b, c in rows]])
 
 
-if __name__ == "__main__":  # python -m sftrl.reports.pipeline DIR: the README's table of DIR/summary.json
+if __name__ == "__main__":  # python -m sftrl.reports.pipeline DIR: the headline table of DIR/summary.json
     import sys
     print(readme_table(json.loads((Path(sys.argv[1]) / "summary.json").read_text())))

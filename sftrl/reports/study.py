@@ -879,11 +879,11 @@ def write_study_report(out, commands, size, seeds, betas, lora_ranks=(4, 16, 64)
             "sections": {sec.title: _plain(sec.numbers) for sec in done}, "versions": versions()}
 
 
-# ----------------------------------------------------------------------------- the README's table
+# ----------------------------------------------------------------------------- the headline table
 
 def headline_table(summary: dict) -> str:
-    """The README's table of the study's answers, from a study's summary.json (never typed by hand:
-    tests/test_study.py checks the README holds exactly this for docs/results/study/summary.json).
+    """The table of the study's answers, from a study's summary.json: `make results` writes it to
+    docs/results/generated/study/headline.md, which the docs' study page includes.
     Intervals are 95 %; each finding's Holm-adjusted verdict is in the report."""
     def ci(e):
         return interval(e["diff"], e["low"], e["high"])
@@ -943,6 +943,6 @@ def headline_table(summary: dict) -> str:
                       *[f"| {q} | {c} | {r} |" for q, c, r in rows]])
 
 
-if __name__ == "__main__":  # python -m sftrl.reports.study DIR: the README's table of DIR/summary.json
+if __name__ == "__main__":  # python -m sftrl.reports.study DIR: the headline table of DIR/summary.json
     import sys
     print(headline_table(json.loads((Path(sys.argv[1]) / "summary.json").read_text())))
