@@ -21,6 +21,7 @@ from shared.constants import REWARD_MODEL_ADAM_EPS
 from shared.data import collate, encode_sft
 from shared.errors import CheckpointError, SftrlError
 from shared.io import atomic_write_bytes, atomic_write_text
+from shared.progress import progress_bar
 from shared.random_streams import generator
 from tf_impl import losses
 from tf_impl.convert import assign_numpy_state_dict, read_model_weights, to_numpy_state_dict
@@ -122,8 +123,6 @@ def train_reward_model(model, tokenizer, records, eval_records, config: RewardMo
     Dropout is on while training; for repeatable runs call `keras.utils.set_random_seed(seed)`
     before building the model (Keras layers take their dropout seeds when they are created).
     """
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     max_length = model.config.max_position_embeddings
@@ -133,7 +132,7 @@ def train_reward_model(model, tokenizer, records, eval_records, config: RewardMo
 
     started = time.perf_counter()
     total = config.epochs * ((len(records) + config.batch_size - 1) // config.batch_size)
-    bar = tqdm(total=total, disable=quiet, desc="reward model", unit="step", dynamic_ncols=True)
+    bar = progress_bar(total, "reward model", "step", quiet=quiet)
     lines = []
     for epoch in range(config.epochs):
         order = generator("preference_order", config.seed, epoch).permutation(len(records))  # the epoch's shuffle

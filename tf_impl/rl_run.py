@@ -24,6 +24,7 @@ from shared.errors import CheckpointError, SftrlError
 from shared.interrupt import StopRequest
 from shared.io import append_jsonl, atomic_write_bytes, atomic_write_text, latest_checkpoint, truncate_jsonl, \
     write_checkpoint
+from shared.progress import progress_bar
 from shared.random_streams import generator
 from shared.tensorboard import SummaryWriter
 from tf_impl.architectures import build_model
@@ -175,15 +176,12 @@ def train(trainer: PPOTrainer, records, out_dir, *, resume=False, quiet=False, s
     SftrlError naming the last good checkpoint; nothing is written after it. is_chief=False
     (another worker of a multi-worker run) trains but writes nothing.
     """
-    from tqdm import tqdm
-
     config = trainer.config
     if trainer.prompt_length is None:
         trainer.prompt_length = prompt_length_of(records, trainer.tokenizer, trainer.policy.config, config)
     run = RLRun(trainer, out_dir, is_chief)
     start = run.start(resume)
-    bar = tqdm(total=config.iterations, initial=start, disable=quiet, desc=config.algorithm, unit="iter",
-               dynamic_ncols=True)
+    bar = progress_bar(config.iterations, config.algorithm, "iter", initial=start, quiet=quiet)
     try:
         with StopRequest() as stop:
             for iteration in range(start + 1, config.iterations + 1):

@@ -500,9 +500,8 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
 def run_loop(run: SFTRun, resume: bool, stop_after, desc: str) -> dict:
     """The loop of `train`, for any run with SFTRun's phases (DPO's too): resume, then step, log,
     evaluate, checkpoint until the last step, a stop request or early stopping; then finish."""
-    from tqdm import tqdm
-
     from shared.interrupt import StopRequest
+    from shared.progress import progress_bar
 
     if resume:
         run.resume()
@@ -510,8 +509,7 @@ def run_loop(run: SFTRun, resume: bool, stop_after, desc: str) -> dict:
     run.open_data()
     run.wrap_ddp()
     state, config, interrupted = run.state, run.config, None
-    bar = tqdm(total=run.total_steps, initial=state["step"], disable=run.quiet, desc=desc, unit="step",
-               dynamic_ncols=True)
+    bar = progress_bar(run.total_steps, desc, "step", initial=state["step"], quiet=run.quiet)
     started, tokens_at_start = time.perf_counter(), state["tokens"]
     with StopRequest() as stop:
         while state["step"] < run.total_steps:

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import sys
-
 from shared.errors import SftrlError
+from shared.progress import progress_bar
 
 
 def add_arguments(p) -> None:
@@ -22,14 +21,6 @@ def add_arguments(p) -> None:
                    "TensorFlow source, side by side, and exit")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def progress(total: int, desc: str, quiet: bool):
-    """A tqdm progress bar on stderr (silent with --quiet or when stderr is not a terminal)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), file=sys.stderr,
-                leave=False)
 
 
 def run(args) -> int:
@@ -54,7 +45,7 @@ def run(args) -> int:
     dtypes = DTYPES if args.dtype == "all" else (args.dtype,)
     jobs = [(case, dtype) for case in cases for dtype in dtypes]
     results = []
-    with progress(len(jobs), "parity", args.quiet) as bar:
+    with progress_bar(len(jobs), "parity", "case", quiet=args.quiet, leave=False) as bar:
         for case, dtype in jobs:
             results.append(run_case(case, dtype))
             bar.update(1)

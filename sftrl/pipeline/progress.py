@@ -1,5 +1,5 @@
 """The time a pipeline or a study has left, for its progress lines: each stage's estimate, scaled by
-the pace of the stages that finished."""
+the pace of the stages that finished (the lines say it with `shared.progress.duration`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,3 @@ def time_left(estimates: dict, finished: dict) -> float:
     pace = min(max(sum(finished[name] for name in paced) / estimated, 0.25), 4.0) if estimated > 0 else 1.0
     return pace * sum(seconds for name, seconds in estimates.items() if name not in finished)
 
-
-def duration(seconds: float) -> str:
-    """Seconds for a progress line: `42 s` under a minute and a half, else `7 min`."""
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

@@ -17,7 +17,8 @@ from pathlib import Path
 from shared.errors import SftrlError
 from shared.interrupt import EXIT_INTERRUPTED
 from shared.io import atomic_write_text
-from sftrl.pipeline.progress import duration, time_left
+from shared.progress import duration
+from sftrl.pipeline.progress import time_left
 
 PRESETS = {
     # under a minute on 2 cores: SFT from scratch on the 400 labelled examples, a few PPO

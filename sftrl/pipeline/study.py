@@ -291,7 +291,8 @@ def _stop(out, name: str, code: int, resume: str):
 def run(out, run_command, size: str = "full", seed: int = 0, quiet: bool = False, resume: bool = False, log=print):
     """Every run of the plan not finished yet, then the report. On a failed or interrupted run:
     the report of what finished, and the command that resumes."""
-    from sftrl.pipeline.progress import duration, time_left
+    from shared.progress import duration
+    from sftrl.pipeline.progress import time_left
     from sftrl.reports.study import write_study_report
 
     study = SIZES[size]
