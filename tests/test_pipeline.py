@@ -144,17 +144,3 @@ def test_the_default_pipeline_pretrains_and_starts_sft_from_the_pretrained_model
     texts = (tmp_path / "run" / "data" / "text.train.jsonl").read_text().splitlines()
     assert len(texts) == DEFAULT_SIZES["text.train"] == max(DEFAULT_SIZES.values())
     assert "to finish it run: sftrl reward-model" in capsys.readouterr().err
-
-
-def test_the_readmes_make_run_table_is_generated_from_the_committed_run():
-    """README.md quotes `make run` only through the table `readme_table` writes from the committed
-    run's summary.json (docs/results/main/): regenerate both together, never type a figure."""
-    from sftrl.reports.pipeline import readme_table
-
-    summary = json.loads((REPO / "docs" / "results" / "main" / "summary.json").read_text())
-    readme = (REPO / "README.md").read_text()
-    start, end = "<!-- make-run table: generated, do not edit -->\n", "\n<!-- end of the make-run table -->"
-    assert readme[readme.index(start) + len(start):readme.index(end)] == readme_table(summary)
-    report = (REPO / "docs" / "results" / "main" / "report.md").read_text()
-    e = summary["exact_match"]
-    assert f"{e['difference']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]" in report  # the same run
