@@ -309,6 +309,12 @@ def llama_logits(p, input_ids, mask, config, position_ids=None, return_hidden_st
     return (logits, hidden_states) if return_hidden_states else logits
 
 
+def lora_merge(weight, lora_A, lora_B, alpha, rank):
+    """A LoRA-adapted weight (Hu et al. 2021) merged: W + (alpha / r) B A, with W (out, in),
+    A (r, in), B (out, r). The adapted layer computes x W^T + (alpha / r) (x A^T) B^T, the same map."""
+    return weight + (alpha / rank) * lora_B @ lora_A
+
+
 # ----------------------------------------------------------------------------- language-model losses
 
 def masked_mean(x, mask=None):

@@ -12,7 +12,7 @@ from shared.errors import SftrlError
 def add_arguments(p) -> None:
     p.add_argument("--preset", choices=("quick", "default", "study"), default="default",
                    help="quick: under a minute, SFT against a few PPO iterations; default: pretraining, SFT, "
-                   "reward model, PPO, the README's figures (under 5 min on 2 cores); study: every question of the "
+                   "reward model, PPO, the figures of the docs' home page (under 5 min on 2 cores); study: every question of the "
                    "seed document, each a report section (under 30 min on 2 cores)")
     p.add_argument("--size", choices=("full", "tiny"), default="full",
                    help="study only: tiny checks the machinery in a few minutes, not the quality")

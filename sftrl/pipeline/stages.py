@@ -30,7 +30,7 @@ PRESETS = {
                   sft=["--steps", "300", "--eval-every", "150", "--lr", "2e-3"],
                   ppo=["--iterations", "8", "--batch-size", "32", "--minibatch-size", "16", "--ppo-epochs", "2",
                        "--lr", "3e-4", "--no-xla"]),  # a few iterations do not pay back XLA's compile
-    # the figures of the README: under 5 minutes on 2 cores
+    # `make run`, the figures of the docs' home page: under 5 minutes on 2 cores
     "default": dict(sizes=None, pretrain=["--steps", "1000", "--eval-every", "250"], sft=[], reward_model=[], ppo=[]),
 }
 

@@ -176,23 +176,34 @@ def parity_fragments(parity_json: Path, out: Path) -> dict:
 
 
 def bench_fragments(results_json: Path, out: Path) -> dict:
-    """`bench/<suite>.md`: each suite's comparisons (ratios, targets) and `bench/all.md`."""
+    """`bench/<suite>.md`: each suite's comparisons (ratios, targets) and measurements (median time,
+    and the value where a row has one: MFU, MiB, tokens/s), and `bench/all.md`."""
     data = json.loads(results_json.read_text())
     row = provenance_of("sftrl bench", results_json, data.get("environment", {}))
-    written, everything = [], []
+    peak = f"Matmul peak measured on this CPU: {data['matmul_peak_gflops']:.1f} GFLOP/s (MFU is a fraction of it)."
+    written, everything = [], [peak, ""]
     for suite, result in data["suites"].items():
         if result.get("skipped"):
             body = f"skipped: {result['skipped']}"
         else:
-            lines = ["| comparison | ratio | target | met |", "| --- | ---: | ---: | :---: |"]
-            for c in result["comparisons"]:
-                target = "" if c.get("target") is None else f"{c['target']:g}"
-                met = "" if c.get("met") is None else ("yes" if c["met"] else "no")
-                note = f" ({c['note']})" if c.get("note") else ""
-                lines.append(f"| {c['comparison']}{note} | {c['ratio']:.2f} | {target} | {met} |")
-            body = "\n".join(lines) if result["comparisons"] else "(measurements only: see benchmarks/results/results.md)"
+            lines = []
+            if result["comparisons"]:
+                lines += ["| comparison | ratio | target | met |", "| --- | ---: | ---: | :---: |"]
+                for c in result["comparisons"]:
+                    target = "" if c.get("target") is None else f"{c['target']:g}"
+                    met = "" if c.get("met") is None else ("yes" if c["met"] else "no")
+                    note = f" ({c['note']})" if c.get("note") else ""
+                    lines.append(f"| {c['comparison']}{note} | {c['ratio']:.2f} | {target} | {met} |")
+                lines.append("")
+            lines += ["| case | side | median ms | IQR ms | value | unit |", "| --- | --- | ---: | ---: | ---: | --- |"]
+            for r in result["rows"]:
+                value = "" if r["value"] is None else (f"{r['value']:,}" if isinstance(r["value"], int) else f"{r['value']:.4g}")
+                lines.append(f"| {r['case']} | {r['side']} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} | {value} | "
+                             f"{r['unit'] or ''} |")
+            body = "\n".join(lines)
         everything += [f"### {suite}", "", body, ""]
-        written.append(write(out, f"bench/{suite}.md", f"{provenance_line(row)}\n\n{body}", row["path"]))
+        text = f"{provenance_line(row)}\n\n" + (f"{peak}\n\n" if suite == "train" else "") + body
+        written.append(write(out, f"bench/{suite}.md", text, row["path"]))
     written.append(write(out, "bench/all.md", f"{provenance_line(row)}\n\n" + "\n".join(everything), row["path"]))
     return {"provenance": row, "files": written}
 

@@ -57,6 +57,8 @@ def source_of(ref: str) -> tuple[str, int, int, str]:
 
 
 def label_of(path: str) -> str:
+    if path.startswith("sftrl/parity/"):
+        return "parity case"
     return LABELS.get(path.split("/", 1)[0], path)
 
 

@@ -152,7 +152,7 @@ def lora_merged(d, alpha=LORA_ALPHA):
         if name.endswith(".lora_A.weight"):
             layer = name.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
             B, A = d["adapters"][name.replace(".lora_A.", ".lora_B.")], d["adapters"][name]
-            state[f"{layer}.weight"] = state[f"{layer}.weight"] + (alpha / LORA_RANK) * B @ A    # (out, in)
+            state[f"{layer}.weight"] = ref.lora_merge(state[f"{layer}.weight"], A, B, alpha, LORA_RANK)  # (out, in)
     mask = build_attention_mask(d["attention_mask"], causal=True)
     return {"logits": ref.model_logits(state, d["input_ids"], mask, tiny_config("causal"))}
 
