@@ -69,8 +69,8 @@ print(f"unpaired: RL − SFT {paired.diff:+.3f} ± {1.96 * se_unpaired:.3f} (as 
 print(f"smallest p of 2000 flips: (1 + 0) / (1 + 2000) = {1 / 2001:.4f}")
 
 # %% [markdown]
-# The paired interval is much narrower. And p = 0.0005 is the floor of a test with 2000 random
-# flips (none reached the observed mean): it is why so many of the study's p-values are 0.0005.
+# The paired interval is much narrower. And `p = 1 / 2001` is the floor of a test with 2000 random
+# flips (none reached the observed mean): it is why so many of the study's p-values are that value.
 
 # %% [markdown]
 # ## 2. The right unit over seeds: seeds *and* prompts
