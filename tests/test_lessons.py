@@ -117,6 +117,8 @@ def test_sft_to_grpo(kernel_environment, tmp_path):
 def test_reading_the_study(kernel_environment):
     printed = run_lesson("reading_the_study", kernel_environment)
     summary = json.loads((REPO / "docs" / "results" / "study" / "summary.json").read_text())
+    seed0 = summary["sections"]["SFT against RL, 3 seeds"]["seeds"][0]
+    assert numbers(r"made up: +SFT (\S+), RL (\S+)", printed) == [(round(seed0["sft"], 3), round(seed0["rl"], 3))]
     # the intervals and p-values rebuilt from summary.json's per-seed numbers are the stored ones
     rebuilt = numbers(r"rebuilt: \[(\S+), (\S+)\], p = (\S+)", printed)
     stored = numbers(r"stored:  \[(\S+), (\S+)\], p = (\S+)", printed)

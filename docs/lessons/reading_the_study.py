@@ -2,8 +2,9 @@
 # # Reading the study
 #
 # The study (`sftrl pipeline --preset study`) ends in findings such as "RL (PPO) beat SFT on
-# held-out exact match over 3 seeds: +0.094 [+0.067, +0.122]; p = 0.002, Holm-adjusted p =
-# 0.038: significant after adjustment". You will see how each part of such a line is computed —
+# held-out exact match over 3 seeds: +Δ [low, high] (RL (PPO) - SFT); p = …, Holm-adjusted p = …:
+# significant after adjustment" (the committed run's own lines are printed below). You will see
+# how each part of such a line is computed —
 # the paired difference over prompts, the interval over seeds *and* prompts (the right unit),
 # the p-value, and Holm's adjustment across all the findings — from the committed run in
 # `docs/results/study/summary.json` and the functions of `shared/inference.py` and
@@ -39,15 +40,18 @@ for line in summary["findings"][:3]:
 # interval is much narrower than if the two models had answered different prompts.
 #
 # The committed files keep each model's mean, not its 400 answers, so here are made-up outcomes
-# with seed 0's two accuracies (SFT 0.230, RL 0.315): 80 prompts both solve, 46 only RL, 12 only
-# SFT, 262 neither.
+# with seed 0's two accuracies: 80 prompts both solve, and the others split so that each model
+# keeps its committed accuracy.
 
 # %%
 seed0 = summary["sections"]["SFT against RL, 3 seeds"]["seeds"][0]
 print(f"committed seed 0: SFT {seed0['sft']:.3f}, RL {seed0['rl']:.3f}, "
       f"RL − SFT {seed0['difference'][0]:+.3f} [{seed0['difference'][1]:+.3f}, {seed0['difference'][2]:+.3f}]")
 
-both, only_rl, only_sft, neither = 80, 46, 12, 262
+n, both = 400, 80
+only_rl, only_sft = round(n * seed0["rl"]) - both, round(n * seed0["sft"]) - both
+neither = n - both - only_rl - only_sft
+print(f"made-up counts: both {both}, only RL {only_rl}, only SFT {only_sft}, neither {neither}")
 sft = np.array([1] * both + [0] * only_rl + [1] * only_sft + [0] * neither, dtype=float)
 rl = np.array([1] * both + [1] * only_rl + [0] * only_sft + [0] * neither, dtype=float)
 order = np.random.default_rng(0).permutation(len(sft))              # prompts in no particular order
