@@ -76,6 +76,9 @@ def test_generation_stops_at_eos_and_pads_after(models, prompts):
     eos = int(values[np.argmax(counts)])  # a token that does occur, so rows really stop
     stopped = torch_generate.generate(model, input_ids, attention_mask, NEW, eos_id=eos).numpy()
     tf_stopped = tf_generate.generate(keras_model, input_ids, attention_mask, NEW, eos_id=eos).numpy()
+    tf_xla_stopped = tf_generate.generate(keras_model, input_ids, attention_mask, NEW, eos_id=eos,
+                                          jit_compile=True).numpy()
+    np.testing.assert_array_equal(tf_xla_stopped, tf_stopped)
     np.testing.assert_array_equal(stopped, tf_stopped)
     rows_that_stop = 0
     for row_free, row in zip(free, stopped):
@@ -108,18 +111,43 @@ def test_sampling_is_seeded(models, prompts):
         np.testing.assert_array_equal(a, b)
         assert (a != c).mean() > 0.2
         np.testing.assert_array_equal(top1, greedy)
+    # The compiled loop's seeded samples are reproducible, but XLA's stateless generator is not
+    # TensorFlow's kernel (other numbers for the same seed): the same samples on both paths need
+    # `noise`, as PPO's rollouts and the parity cases pass it.
+    xla = [np.asarray(tf_generate.generate(keras_model, input_ids, attention_mask, NEW, do_sample=True, seed=s,
+                                           jit_compile=True)) for s in (1, 1, 2)]
+    np.testing.assert_array_equal(xla[0], xla[1])
+    assert (xla[0] != xla[2]).mean() > 0.2
+    noise = np.random.default_rng(0).gumbel(size=(len(input_ids), NEW, keras_model.config.vocab_size))
+    stepwise, compiled = (np.asarray(tf_generate.generate(keras_model, input_ids, attention_mask, NEW, do_sample=True,
+                                                          top_k=5, temperature=0.7, noise=noise, jit_compile=j))
+                          for j in (False, True))
+    np.testing.assert_array_equal(compiled, stepwise)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["tf.function", "xla"])
-def test_tf_decoding_step_is_traced_once_not_per_step(models, prompts, jit_compile):
+def test_tf_decoding_step_is_traced_once_not_per_step(models, prompts):
     _, keras_model, _ = models
     input_ids, attention_mask = prompts
-    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW, jit_compile=jit_compile)
-    step = tf_generate._step_function(keras_model, jit_compile)
+    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW)
+    step = tf_generate._step_function(keras_model)
     traces = step.experimental_get_tracing_count()
-    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW, jit_compile=jit_compile)
+    tf_generate.generate(keras_model, input_ids[:8], attention_mask[:8], NEW)
     assert step.experimental_get_tracing_count() == traces  # same shapes: no new trace
     assert traces <= 4  # prefill and decode step (per batch shape), not one per token
+
+
+def test_tf_compiled_loop_is_traced_for_shapes_not_per_step(models, prompts):
+    """The whole-loop XLA decode traces once for every batch size, prompt length and number of new
+    tokens (XLA still compiles each shape) and gives the tokens of the step-by-step path."""
+    _, keras_model, _ = models
+    input_ids, attention_mask = prompts
+    shapes = [(8, 0, NEW), (5, 1, NEW - 1), (7, 2, NEW)]   # rows, prompt columns dropped, new tokens
+    loop = tf_generate._loop_function(keras_model, False, 0, False, None)
+    for rows, cut, new in shapes:
+        ids, mask = input_ids[:rows, cut:], attention_mask[:rows, cut:]
+        compiled = tf_generate.generate(keras_model, ids, mask, new, jit_compile=True)
+        np.testing.assert_array_equal(compiled, tf_generate.generate(keras_model, ids, mask, new))
+        assert loop.experimental_get_tracing_count() == 1   # whatever shapes earlier tests decoded
 
 
 @pytest.mark.parametrize("module", [torch_generate, tf_generate])

@@ -5,9 +5,14 @@ written at the same position P + t for the whole batch. Position ids count real 
 (cumsum of the attention mask - 1), so a padded prompt is read as its unpadded self -- the rule
 `transformers`' `generate()` uses too.
 
-The decoding step runs inside one `tf.function` whose inputs keep their shapes from step to
-step (the cache is fixed-size, the step index is a tensor), so it is traced once per batch
-shape, not once per step.
+Two ways to run the cached decode, the same tokens either way:
+
+* `jit_compile=True`: the whole decode -- prefill, every step's sampling, cache write and the stop
+  at `eos_id` -- is one XLA program around a `tf.while_loop` (as keras-hub compiles its
+  `generate`), so no token pays a round trip to Python. Compiled once per batch shape.
+* `jit_compile=False`: a Python loop around one `tf.function` step whose inputs keep their shapes
+  from step to step (the cache is fixed-size, the step index is a tensor), traced once per batch
+  shape; each token is visible to Python (the gymnasium env steps this way).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import tensorflow as tf
 from shared.generation import check_generation_inputs, completion_ids, prompt_batches
 
 _STEP_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOOP_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def next_token(logits, do_sample, temperature, top_k, seed=None, noise=None):
@@ -44,17 +50,75 @@ def next_token(logits, do_sample, temperature, top_k, seed=None, noise=None):
                                                       dtype=tf.int32), 1)
 
 
-def _step_function(model, jit_compile):
-    """The model's decoding step as a tf.function, XLA-compiled or not (one of each per model,
-    kept while the model lives)."""
-    steps = _STEP_FUNCTIONS.setdefault(model, {})
-    if jit_compile not in steps:
-        @tf.function(reduce_retracing=True, jit_compile=jit_compile)
+def _step_function(model):
+    """The model's decoding step as a tf.function (one per model, kept while the model lives)."""
+    if model not in _STEP_FUNCTIONS:
+        @tf.function(reduce_retracing=True)
         def step(input_ids, mask, cache, cache_index, position_ids):
             logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, cache_index, position_ids)
             return logits[:, -1], cache                                     # (B, V), the last position's
-        steps[jit_compile] = step
-    return steps[jit_compile]
+        _STEP_FUNCTIONS[model] = step
+    return _STEP_FUNCTIONS[model]
+
+
+def noise_dtype(model):
+    """The dtype Gumbel noise is added in: the logits' (float64 for a float64 model, else float32)."""
+    return tf.float64 if model.compute_dtype == "float64" else tf.float32
+
+
+def _loop_function(model, do_sample, top_k, has_noise, eos_id):
+    """The whole cached decode as one XLA-compiled tf.function (one per model and setting of the
+    Python-level choices; each traces once per batch shape)."""
+    loops = _LOOP_FUNCTIONS.setdefault(model, {})
+    key = (do_sample, top_k, has_noise, eos_id)
+    if key in loops:
+        return loops[key]
+    pad_id = model.config.pad_token_id
+    # One trace for every batch size, prompt length and number of new tokens (XLA still compiles
+    # each shape): the inputs' sizes are left open, the cache's heads and head size are the model's.
+    ids = tf.TensorSpec([None, None], tf.int32)
+    cache_spec = [tuple(tf.TensorSpec([None, t.shape[1], None, t.shape[3]], t.dtype) for t in layer)
+                  for layer in model.backbone.init_cache(1, 1)]
+    signature = [ids, ids, ids, cache_spec, tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+                 tf.TensorSpec([None, None, None], noise_dtype(model))]
+
+    @tf.function(input_signature=signature, jit_compile=True)
+    def decode(input_ids, mask, position_ids, cache, temperature, seed_base, noise):
+        B, P = tf.shape(input_ids)[0], tf.shape(input_ids)[1]              # dynamic: one trace for every shape
+        N = tf.shape(mask)[1] - P                                           # max_new_tokens
+
+        def choose(last_logits, t, finished):
+            step_noise = noise[:, t] if has_noise else None
+            token = next_token(last_logits, do_sample, temperature, top_k, tf.stack([seed_base, t]), step_noise)
+            return tf.where(finished, tf.fill([B], pad_id), token)          # (B,)
+
+        # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
+        logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, tf.constant(0), position_ids[:, :P])
+        tokens = tf.fill([B, N], pad_id)                                    # (B, N)
+        finished = tf.zeros([B], tf.bool)
+
+        def not_done(t, last_logits, cache, mask, tokens, finished):
+            return (t < N - 1) & ~tf.reduce_all(finished)
+
+        def decode_one(t, last_logits, cache, mask, tokens, finished):
+            token = choose(last_logits, t, finished)
+            tokens = tf.where(tf.range(N)[None, :] == t, token[:, None], tokens)
+            if eos_id is not None:
+                finished = finished | (token == eos_id)
+            # One new token at position P + t, attending to everything written so far.
+            mask = tf.maximum(mask, tf.one_hot(P + t, P + N, dtype=mask.dtype)[None, :])
+            position = position_ids[:, P - 1:P] + t + 1                     # (B, 1)
+            logits, cache, _ = model.forward_with_cache(token[:, None], mask, cache, P + t, position)
+            return t + 1, logits[:, -1], cache, mask, tokens, finished
+
+        t, last_logits, cache, mask, tokens, finished = tf.while_loop(
+            not_done, decode_one, (tf.constant(0), logits[:, -1], cache, mask, tokens, finished))
+        # The last token needs no forward pass after it (rows all finished: it is padding).
+        token = choose(last_logits, t, finished)
+        return tf.where(tf.range(N)[None, :] == t, token[:, None], tokens)
+
+    loops[key] = decode
+    return decode
 
 
 def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
@@ -64,8 +128,10 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
     use_cache=False recomputes the whole sequence at every step (the slow reference path).
     noise: Gumbel noise (B, max_new_tokens, V) that fixes the samples (see `next_token`).
-    jit_compile: XLA-compile the cached decoding step (one compile for the prefill's shape, one
-    for the one-token step's; worth it when many tokens are decoded at one shape).
+    jit_compile: decode in one XLA-compiled loop (with the cache; see the module's docstring):
+    one compile per batch shape, worth it when many tokens are decoded at one shape. Greedy tokens
+    and samples drawn with `noise` are those of the step-by-step path; samples drawn from `seed`
+    alone are reproducible but not the same (XLA's stateless generator is not TensorFlow's kernel).
     """
     config = model.config
     input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
@@ -80,8 +146,13 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     mask = tf.concat([attention_mask, tf.zeros([B, max_new_tokens], tf.int32)], 1)  # (B, Tmax)
     position_ids = tf.maximum(tf.cumsum(mask, -1) - 1, 0)                  # (B, Tmax) for the prompt part
     finished = tf.zeros([B], tf.bool)
-    step = _step_function(model, jit_compile)
     cache = model.backbone.init_cache(B, Tmax) if use_cache else None
+    if use_cache and jit_compile:
+        decode = _loop_function(model, do_sample, int(top_k), noise is not None, eos_id)
+        noise = tf.zeros([B, 0, 0], noise_dtype(model)) if noise is None else tf.cast(noise, noise_dtype(model))
+        return decode(input_ids, mask, position_ids, cache, tf.constant(temperature, tf.float32),
+                      tf.constant(seed_base, tf.int32), noise)
+    step = _step_function(model)
     new_tokens = []
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
