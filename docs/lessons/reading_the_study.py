@@ -133,8 +133,8 @@ for measure, (key, per_seed_key) in MEASURES.items():
 # %% [markdown]
 # Against the right unit, two wrong ones: the seeds alone (a t-interval over the three per-seed
 # means), and the prompts alone (the 1200 (seed, prompt) pairs as if independent: each seed's
-# bootstrap half-width / 1.96 is about its standard error, and the mean of three independent
-# means has √(Σ se²) / 3).
+# bootstrap half-width divided by `1.96` (the normal distribution's two-sided 95 % point) is about
+# its standard error, and the mean of three independent means has √(Σ se²) / 3).
 
 # %%
 for measure, (key, per_seed_key) in MEASURES.items():
