@@ -61,7 +61,7 @@ def _step_function(model):
     return _STEP_FUNCTIONS[model]
 
 
-def noise_dtype(model):
+def _noise_dtype(model):
     """The dtype Gumbel noise is added in: the logits' (float64 for a float64 model, else float32)."""
     return tf.float64 if model.compute_dtype == "float64" else tf.float32
 
@@ -80,7 +80,7 @@ def _loop_function(model, do_sample, top_k, has_noise, eos_id):
     cache_spec = [tuple(tf.TensorSpec([None, t.shape[1], None, t.shape[3]], t.dtype) for t in layer)
                   for layer in model.backbone.init_cache(1, 1)]
     signature = [ids, ids, ids, cache_spec, tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
-                 tf.TensorSpec([None, None, None], noise_dtype(model))]
+                 tf.TensorSpec([None, None, None], _noise_dtype(model))]
 
     @tf.function(input_signature=signature, jit_compile=True)
     def decode(input_ids, mask, position_ids, cache, temperature, seed_base, noise):
@@ -121,6 +121,16 @@ def _loop_function(model, do_sample, top_k, has_noise, eos_id):
     return decode
 
 
+def _generate_compiled(model, input_ids, mask, position_ids, do_sample, temperature, top_k, seed_base, eos_id,
+                       noise):
+    """`generate` with jit_compile=True: the whole decode in the model's compiled loop."""
+    B, Tmax = mask.shape
+    decode = _loop_function(model, do_sample, int(top_k), noise is not None, eos_id)
+    noise = tf.zeros([B, 0, 0], _noise_dtype(model)) if noise is None else tf.cast(noise, _noise_dtype(model))
+    return decode(input_ids, mask, position_ids, model.backbone.init_cache(B, Tmax),
+                  tf.constant(temperature, tf.float32), tf.constant(seed_base, tf.int32), noise)
+
+
 def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
              top_k=0, seed=None, eos_id=None, use_cache=True, noise=None, jit_compile=False):
     """New tokens (B, max_new_tokens) continuing left-padded prompts (B, P).
@@ -128,10 +138,9 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
     use_cache=False recomputes the whole sequence at every step (the slow reference path).
     noise: Gumbel noise (B, max_new_tokens, V) that fixes the samples (see `next_token`).
-    jit_compile: decode in one XLA-compiled loop (with the cache; see the module's docstring):
-    one compile per batch shape, worth it when many tokens are decoded at one shape. Greedy tokens
-    and samples drawn with `noise` are those of the step-by-step path; samples drawn from `seed`
-    alone are reproducible but not the same (XLA's stateless generator is not TensorFlow's kernel).
+    jit_compile: decode in one XLA-compiled loop (with the cache; see the module's docstring), one
+    compile per batch shape. Greedy tokens and samples drawn with `noise` are the step path's;
+    samples from `seed` alone are reproducible but others (XLA's generator is not TF's kernel).
     """
     config = model.config
     input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
@@ -145,13 +154,11 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
 
     mask = tf.concat([attention_mask, tf.zeros([B, max_new_tokens], tf.int32)], 1)  # (B, Tmax)
     position_ids = tf.maximum(tf.cumsum(mask, -1) - 1, 0)                  # (B, Tmax) for the prompt part
+    if use_cache and jit_compile:
+        return _generate_compiled(model, input_ids, mask, position_ids, do_sample, temperature, top_k, seed_base,
+                                  eos_id, noise)
     finished = tf.zeros([B], tf.bool)
     cache = model.backbone.init_cache(B, Tmax) if use_cache else None
-    if use_cache and jit_compile:
-        decode = _loop_function(model, do_sample, int(top_k), noise is not None, eos_id)
-        noise = tf.zeros([B, 0, 0], noise_dtype(model)) if noise is None else tf.cast(noise, noise_dtype(model))
-        return decode(input_ids, mask, position_ids, cache, tf.constant(temperature, tf.float32),
-                      tf.constant(seed_base, tf.int32), noise)
     step = _step_function(model)
     new_tokens = []
 

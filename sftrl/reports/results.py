@@ -201,6 +201,11 @@ def bench_fragments(results_json: Path, out: Path) -> dict:
                 lines.append(f"| {r['case']} | {r['side']} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} | {value} | "
                              f"{r['unit'] or ''} |")
             body = "\n".join(lines)
+        chart = results_json.parent / f"{suite}.png"
+        if chart.exists():                         # the runner's chart of the suite, beside its table
+            (out / "bench").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(chart, out / "bench" / chart.name)
+            body += f"\n\n![{suite}](/results/generated/bench/{chart.name})"
         everything += [f"### {suite}", "", body, ""]
         text = f"{provenance_line(row)}\n\n" + (f"{peak}\n\n" if suite == "train" else "") + body
         written.append(write(out, f"bench/{suite}.md", text, row["path"]))
