@@ -136,9 +136,9 @@ def lesson_markdown(source_path: Path) -> str:
         elif cell.source.strip():
             parts.append("```python\n" + cell.source + "\n```")
     title, rest = parts[0], parts[1:]
-    run_it = (f'!!! note "Run it"\n    The source is `{rel}`. Open it as a notebook with '
-              f"`jupytext --to notebook {rel}` (then Jupyter), or run it whole with "
-              f"`python {rel}`; `make test` runs it at a tiny size (`SFTRL_LESSON_SIZE=tiny`).")
+    run_it = (f'!!! note "Run it"\n    The source is `{rel}`, a jupytext notebook: run it whole with '
+              f"`python {rel}`, or open it in Jupyter after `jupytext --to notebook {rel}`; "
+              f"`make test` runs it at a tiny size (`SFTRL_LESSON_SIZE=tiny`).")
     return "\n\n".join([title, run_it, *rest]) + "\n"
 
 
