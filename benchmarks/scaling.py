@@ -44,8 +44,11 @@ def reset_peak_memory(framework, device) -> bool:
         import tensorflow as tf
         tf.config.experimental.reset_memory_stats("GPU:0")
     else:
+        try:  # glibc: hand the heap's freed pages (the compile's, the warm-up's) back to the OS first
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # another C library: nothing to trim
+            pass
         try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc: hand freed heap pages (the compile's) back first
             with open("/proc/self/clear_refs", "w") as clear_refs:
                 clear_refs.write("5")                    # Linux: VmHWM := the current RSS
         except OSError:
@@ -179,6 +182,7 @@ def attention_share(point, params) -> float:
 
 
 def point_key(point) -> str:
+    """A point's key in the measured results (its JSON: a dict is not hashable)."""
     return json.dumps(point, sort_keys=True)
 
 
@@ -241,7 +245,8 @@ def suite_scaling(s, device):
         for p in points:
             for framework, side in FRAMEWORKS.items():
                 m = results[point_key(p)][framework]
-                case = f"{sweep}: C {p['hidden']}, L {p['layers']}, {m['params']:,} params, T {p['seq']}, B {p['batch']}"
+                case = (f"{sweep}: C {p['hidden']}, L {p['layers']}, {m['params']:,} params, "
+                        f"T {p['seq']}, B {p['batch']}")
                 extra = {"sweep": sweep, "framework": framework, "params": m["params"], "hidden": p["hidden"],
                          "layers": p["layers"], "seq": p["seq"], "batch": p["batch"]}
                 tokens_per_s = p["batch"] * p["seq"] / m["median_s"]

@@ -34,7 +34,7 @@ SIZES = {
                     large=dict(vocab=8000, hidden=256, layers=4, heads=4, seq=128, batch=16, train_repeat=9),
                     # the scaling sweeps: (C, L) models, then at the mid model T and batch (benchmarks/scaling.py)
                     scaling=dict(vocab=8000, batch=8, seq=128, models=((64, 2), (128, 4), (256, 6), (512, 8)),
-                                 mid=(256, 6), seqs=(64, 128, 256, 512), batches=(1, 4, 16), repeat=7, warmup=1)),
+                                 mid=(256, 6), seqs=(64, 128, 256, 512), batches=(1, 4, 16), repeat=5, warmup=1)),
     # compile=False: torch.compile's first compile (about a minute on 2 cores) is left out of the smoke test
     "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1, train_repeat=2,
                  gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64, compile=False,

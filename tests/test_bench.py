@@ -94,6 +94,8 @@ def test_scaling_exponents_are_the_least_squares_slopes_and_the_note_says_where_
 
 @pytest.mark.slow  # a process per framework and point: 8 framework start-ups and 4 XLA compiles, ~45 s on 2 cores
 def test_scaling_suite_measures_every_point_in_both_frameworks(tmp_path):
+    from benchmarks.scaling import FRAMEWORKS
+
     result = run_cli("bench", "--suite", "scaling", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
@@ -102,7 +104,7 @@ def test_scaling_suite_measures_every_point_in_both_frameworks(tmp_path):
     # tiny: 2 models, 2 lengths, 2 batches; per point and framework a tokens/s row and a memory row
     expected = {("model size", 16, 8, 2), ("model size", 32, 8, 2), ("sequence length", 16, 8, 2),
                 ("sequence length", 16, 16, 2), ("batch", 16, 8, 1), ("batch", 16, 8, 2)}
-    for framework in ("pytorch", "keras"):
+    for framework in FRAMEWORKS:
         for quantity in ("tokens/s", "memory"):
             mine = [r for r in rows if (r["framework"], r["quantity"]) == (framework, quantity)]
             assert {(r["sweep"], r["hidden"], r["seq"], r["batch"]) for r in mine} == expected
@@ -114,8 +116,8 @@ def test_scaling_suite_measures_every_point_in_both_frameworks(tmp_path):
         else:  # a step with AdamW holds at least weights, gradients and two moments: 16 bytes a parameter
             assert r["unit"] == "MiB peak RSS above the imports"
             assert 16 * r["params"] / 2 ** 20 < r["value"] < 5_000
-    by_size = {f: [r["params"] for r in rows if (r["sweep"], r["framework"], r["quantity"]) == ("model size", f, "memory")]
-               for f in ("pytorch", "keras")}
+    sizes = [r for r in rows if (r["sweep"], r["quantity"]) == ("model size", "memory")]
+    by_size = {framework: [r["params"] for r in sizes if r["framework"] == framework] for framework in FRAMEWORKS}
     assert by_size["pytorch"] == by_size["keras"]  # the twins have the same parameters
     assert by_size["pytorch"][0] < by_size["pytorch"][1]
     assert [c["comparison"].split(": ")[1].split(" (")[0] for c in comparisons] == [
