@@ -32,7 +32,8 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
         assert peers["skipped"] == "TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)"
         assert "### peers\n\nskipped: TRL is not installed" in result.stdout  # the table says so
     else:
-        assert [c["comparison"] for c in peers["comparisons"]] == ["TRL GRPOTrainer / our PPO iteration time"]
+        assert [c["comparison"] for c in peers["comparisons"]] == [
+            f"TRL GRPOTrainer / our {name} (tensorflow, XLA) iteration time" for name in ("GRPO", "PPO")]
     assert data["matmul_peak_gflops"] > 0
     for key in ("torch", "tensorflow", "torch_threads", "device", "dtype"):
         assert key in data["environment"]
