@@ -1,4 +1,5 @@
-"""Run benchmark suites; write a Markdown table and a bar chart (PNG) per suite, and JSON."""
+"""Run benchmark suites; write a Markdown table and a chart (PNG: bars, or the scaling suite's
+log-log curves) per suite, and JSON."""
 
 from __future__ import annotations
 
@@ -54,6 +55,47 @@ def bar_chart(suite, rows, path):
     plt.close(fig)
 
 
+def scaling_chart(suite, rows, path):
+    """Three log-log panels of the scaling suite, one line per framework: tokens/s against the
+    parameters (model-size sweep) and against T (sequence-length sweep), peak memory against the
+    parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    memory_unit = next(r["unit"] for r in rows if r["quantity"] == "memory")
+    panels = [("tokens/s vs parameters", "model size", "params", "tokens/s", "parameters", "tokens/s"),
+              ("tokens/s vs sequence length", "sequence length", "seq", "tokens/s", "sequence length T", "tokens/s"),
+              ("peak memory vs parameters", "model size", "params", "memory", "parameters", memory_unit)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    for ax, (title, sweep, x, quantity, xlabel, ylabel) in zip(axes, panels):
+        for framework in dict.fromkeys(r["framework"] for r in rows):
+            points = [r for r in rows if (r["sweep"], r["quantity"], r["framework"]) == (sweep, quantity, framework)]
+            ax.plot([r[x] for r in points], [r["value"] for r in points], marker="o",
+                    label=points[0]["side"].split(":")[0])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if x == "seq":  # the lengths themselves as ticks: 64, 128, ...
+            ax.set_xticks([r["seq"] for r in points])
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"sftrl bench: {suite}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+CHARTS = {"scaling": scaling_chart}  # the other suites: bar_chart
+
+
 def run(suites, size="default", device="cpu", out_dir="benchmarks/results", json_path=None, log=print):
     from benchmarks import suites as available
     from benchmarks.peers import SuiteSkipped
@@ -78,7 +120,7 @@ def run(suites, size="default", device="cpu", out_dir="benchmarks/results", json
             continue
         results["suites"][name] = {"rows": rows, "comparisons": comparisons,
                                    "seconds": round(time.perf_counter() - started, 1)}
-        bar_chart(name, rows, out_dir / f"{name}.png")
+        CHARTS.get(name, bar_chart)(name, rows, out_dir / f"{name}.png")
     markdown = format_markdown(results)
     atomic_write_text(out_dir / "results.md", markdown + "\n")
     atomic_write_text(Path(json_path) if json_path else out_dir / "results.json", json.dumps(results, indent=2) + "\n")

@@ -16,10 +16,11 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
+from benchmarks.steps import keras_train_step, mlm_batch, model_config, torch_train_step
 from benchmarks.timing import comparison, interleaved, row
 from shared.algorithms import ALGORITHMS
 from shared.config import ModelConfig
-from shared.data import build_attention_mask, collate, mask_tokens, plan_epoch
+from shared.data import build_attention_mask, collate, plan_epoch
 from shared.tasks import make_builtin_data
 from shared.tokenizer import Tokenizer
 
@@ -30,20 +31,18 @@ SIZES = {
                     gen_batches=(1, 16), gen_tokens=(32, 128), gen_repeat=3, matmul=1024, compile=True,
                     ppo_batch=64, ppo_new_tokens=16,
                     # the SFT steps again at a realistic vocabulary, where the LM head is a large share
-                    large=dict(vocab=8000, hidden=256, layers=4, heads=4, seq=128, batch=16, train_repeat=9)),
+                    large=dict(vocab=8000, hidden=256, layers=4, heads=4, seq=128, batch=16, train_repeat=9),
+                    # the scaling sweeps: (C, L) models, then at the mid model T and batch (benchmarks/scaling.py)
+                    scaling=dict(vocab=8000, batch=8, seq=128, models=((64, 2), (128, 4), (256, 6), (512, 8)),
+                                 mid=(256, 6), seqs=(64, 128, 256, 512), batches=(1, 4, 16), repeat=5, warmup=1)),
     # compile=False: torch.compile's first compile (about a minute on 2 cores) is left out of the smoke test
     "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1, train_repeat=2,
                  gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64, compile=False,
                  ppo_batch=4, ppo_new_tokens=4,
-                 large=dict(vocab=400, hidden=16, layers=1, heads=2, seq=8, batch=2, train_repeat=2)),
+                 large=dict(vocab=400, hidden=16, layers=1, heads=2, seq=8, batch=2, train_repeat=2),
+                 scaling=dict(vocab=300, batch=2, seq=8, models=((16, 1), (32, 2)), mid=(16, 1), seqs=(8, 16),
+                              batches=(1, 2), repeat=2, warmup=1)),
 }
-
-
-def model_config(s, attention_type="bidirectional", positions=None):
-    return ModelConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
-                       num_attention_heads=s["heads"], intermediate_size=4 * s["hidden"],
-                       max_position_embeddings=positions or max(2 * s["seq"], 64), attention_type=attention_type,
-                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 def matmul_peak_gflops(s, device):
@@ -139,12 +138,6 @@ def train_flops(config, tokens, seq):
     return 6 * n_params * tokens + 12 * config.num_hidden_layers * seq * config.hidden_size * tokens
 
 
-def mlm_batch(s, rng):
-    ids = rng.integers(5, s["vocab"], size=(s["batch"], s["seq"]))
-    masked, labels = mask_tokens(ids, np.ones_like(ids), {0, 1, 2, 3, 4}, 4, s["vocab"], rng)
-    return masked, np.ones_like(ids), labels
-
-
 def keras_mha_model(config, seq):
     """The same shape of model built the Keras way: keras.layers.MultiHeadAttention blocks."""
     ids = keras.Input((seq,), dtype="int32")
@@ -159,34 +152,6 @@ def keras_mha_model(config, seq):
         x = keras.layers.LayerNormalization(epsilon=1e-12)(x + ff)
     x = keras.layers.LayerNormalization(epsilon=1e-12)(keras.layers.Dense(config.hidden_size, activation="gelu")(x))
     return keras.Model(ids, keras.layers.Dense(config.vocab_size)(x))
-
-
-def keras_train_step(model, loss_fn, jit_compile=False):
-    """One AdamW step of a Keras model on (ids, mask, labels), as a tf.function (XLA-compiled with
-    jit_compile=True), for timing."""
-    optimizer = keras.optimizers.AdamW(learning_rate=1e-4)
-    optimizer.build(model.trainable_variables)
-
-    @tf.function(jit_compile=jit_compile)
-    def step(ids, mask, labels):
-        with tf.GradientTape() as tape:
-            logits = model(ids, mask, training=True) if mask is not None else model(ids, training=True)
-            loss = loss_fn(logits, labels)
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-    return step
-
-
-def torch_train_step(model, loss):
-    """One AdamW step of `loss()` (a closure over the model and its batch), for timing."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss().backward()
-        optimizer.step()
-    return step
 
 
 def mlm_steps(s, device, config, batch):
@@ -483,5 +448,11 @@ def suite_peers(s, device):
     return peers(s, device)
 
 
+def suite_scaling(s, device):
+    from benchmarks.scaling import suite_scaling as scaling
+
+    return scaling(s, device)
+
+
 SUITES = {"ops": suite_ops, "train": suite_train, "generate": suite_generate, "ppo": suite_ppo,
-          "memory": suite_memory, "peers": suite_peers}
+          "memory": suite_memory, "peers": suite_peers, "scaling": suite_scaling}

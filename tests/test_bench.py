@@ -3,6 +3,7 @@
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -20,18 +21,19 @@ def test_one_suite_runs_and_writes_table_chart_and_json(tmp_path):
     assert "| attention forward | pytorch |" in (tmp_path / "results.md").read_text()
 
 
-@pytest.mark.slow  # every suite at the tiny size: ~2 min on 2 cores (XLA and subprocess start-ups)
+@pytest.mark.slow  # every suite at the tiny size: ~3 min on 2 cores (XLA and subprocess start-ups)
 def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers"}
+    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers", "scaling"}
     peers = data["suites"].pop("peers")  # TRL: an optional extra
     if importlib.util.find_spec("trl") is None:
         assert peers["skipped"] == "TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)"
         assert "### peers\n\nskipped: TRL is not installed" in result.stdout  # the table says so
     else:
-        assert [c["comparison"] for c in peers["comparisons"]] == ["TRL GRPOTrainer / our PPO iteration time"]
+        assert [c["comparison"] for c in peers["comparisons"]] == [
+            f"TRL GRPOTrainer / our {name} (tensorflow, XLA) iteration time" for name in ("GRPO", "PPO")]
     assert data["matmul_peak_gflops"] > 0
     for key in ("torch", "tensorflow", "torch_threads", "device", "dtype"):
         assert key in data["environment"]
@@ -61,3 +63,67 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "### generate" in table and "| comparison | ratio | target | met | note |" in table
     assert "| batch 1, 4 new tokens | tensorflow, KV cache |" in result.stdout
+
+
+def test_scaling_exponents_are_the_least_squares_slopes_and_the_note_says_where_t_squared_shows():
+    """fitted_exponents on made-up step times whose exponents are known: time ∝ params¹ · batch^0.5,
+    and in T either linear (no rise) or T (1 + T / 256), whose local slope rises from log2 2.4 to log2 3."""
+    from benchmarks.scaling import fitted_exponents, point_key, sweeps
+
+    plan = sweeps(dict(vocab=8000, batch=8, seq=128, models=((64, 2), (128, 4), (256, 6)), mid=(128, 4),
+                       seqs=(64, 128, 256, 512), batches=(1, 4, 16)))
+    for growth, t_exponent, verdict in ((lambda T: T, 1.0, "no rise at the long end"),
+                                        (lambda T: T * (1 + T / 256), None, "attention's T² shows")):
+        results = {}
+        for points in plan.values():
+            for p in points:
+                params = 12 * p["layers"] * p["hidden"] ** 2 + p["vocab"] * p["hidden"]
+                results[point_key(p)] = {"pytorch": {"params": params,
+                                                     "median_s": 1e-9 * params * growth(p["seq"]) * p["batch"] ** 0.5}}
+        by_params, by_t, by_batch = fitted_exponents(plan, results, "pytorch")
+        assert by_params["comparison"] == "pytorch (SFTModel, eager): time ∝ params^k (T 128, B 8)"
+        assert by_params["ratio"] == pytest.approx(1.0) and by_batch["ratio"] == pytest.approx(0.5)
+        assert by_t["comparison"] == "pytorch (SFTModel, eager): time ∝ T^k (C 128, L 4, B 8 fixed)"
+        assert verdict in by_t["note"]
+        if t_exponent is not None:
+            assert by_t["ratio"] == pytest.approx(t_exponent)
+            assert "local slope 1.00 at T 64→128, 1.00 at T 256→512" in by_t["note"]
+        else:
+            assert "local slope 1.26 at T 64→128, 1.58 at T 256→512" in by_t["note"]
+            assert 1.26 < by_t["ratio"] < 1.59
+
+
+@pytest.mark.slow  # a process per framework and point: 8 framework start-ups and 4 XLA compiles, ~45 s on 2 cores
+def test_scaling_suite_measures_every_point_in_both_frameworks(tmp_path):
+    from benchmarks.scaling import FRAMEWORKS
+
+    result = run_cli("bench", "--suite", "scaling", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data["suites"]) == {"scaling"}
+    rows, comparisons = data["suites"]["scaling"]["rows"], data["suites"]["scaling"]["comparisons"]
+    # tiny: 2 models, 2 lengths, 2 batches; per point and framework a tokens/s row and a memory row
+    expected = {("model size", 16, 8, 2), ("model size", 32, 8, 2), ("sequence length", 16, 8, 2),
+                ("sequence length", 16, 16, 2), ("batch", 16, 8, 1), ("batch", 16, 8, 2)}
+    for framework in FRAMEWORKS:
+        for quantity in ("tokens/s", "memory"):
+            mine = [r for r in rows if (r["framework"], r["quantity"]) == (framework, quantity)]
+            assert {(r["sweep"], r["hidden"], r["seq"], r["batch"]) for r in mine} == expected
+            assert len(mine) == len(expected)
+    for r in rows:
+        assert r["median_ms"] > 0
+        if r["quantity"] == "tokens/s":
+            assert r["value"] == pytest.approx(r["batch"] * r["seq"] * 1e3 / r["median_ms"], abs=1)
+        else:  # a step with AdamW holds at least weights, gradients and two moments: 16 bytes a parameter
+            assert r["unit"] == "MiB peak RSS above the imports"
+            assert 16 * r["params"] / 2 ** 20 < r["value"] < 5_000
+    sizes = [r for r in rows if (r["sweep"], r["quantity"]) == ("model size", "memory")]
+    by_size = {framework: [r["params"] for r in sizes if r["framework"] == framework] for framework in FRAMEWORKS}
+    assert by_size["pytorch"] == by_size["keras"]  # the twins have the same parameters
+    assert by_size["pytorch"][0] < by_size["pytorch"][1]
+    assert [c["comparison"].split(": ")[1].split(" (")[0] for c in comparisons] == [
+        "time ∝ params^k", "time ∝ T^k", "time ∝ batch^k"] * 2
+    for c in comparisons:
+        assert np.isfinite(c["ratio"]) and c["target"] is None
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
+    assert "| keras (PolicyModel, XLA): time ∝ T^k (C 16, L 1, B 2 fixed) |" in (tmp_path / "results.md").read_text()

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from shared.errors import SftrlError
 
-SUITES = ("ops", "train", "generate", "ppo", "memory", "peers")
+SUITES = ("ops", "train", "generate", "ppo", "memory", "peers", "scaling")
 
 
 def add_arguments(p) -> None:
     p.add_argument("--suite", choices=(*SUITES, "all"), default="all",
                    help="peers: TRL's GRPOTrainer on the same RL job, if `pip install \".[peers]\"` added TRL "
-                   "(skipped with a line otherwise)")
+                   "(skipped with a line otherwise); scaling: step time, tokens/s and peak memory against "
+                   "model size, sequence length and batch, with fitted exponents")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--size", choices=("default", "tiny"), default="default",
                    help="tiny: a smoke run that checks the machinery, not the speed")
