@@ -102,7 +102,7 @@ def test_the_generated_results_are_what_make_results_writes_from_the_committed_r
     from sftrl.reports.results import generate
 
     generate(DOCS / "results" / "main", DOCS / "results" / "study", REPO / "benchmarks" / "results" / "results.json",
-             DOCS / "results" / "parity.json", tmp_path)
+             DOCS / "results" / "parity.json", tmp_path, REPO / "benchmarks" / "results" / "scaling" / "results.json")
     fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.md")}
     committed = {p.relative_to(GENERATED): p.read_text() for p in GENERATED.rglob("*.md")}
     assert fresh.keys() == committed.keys()

@@ -175,11 +175,11 @@ def parity_fragments(parity_json: Path, out: Path) -> dict:
     return {"provenance": row, "files": written}
 
 
-def bench_fragments(results_json: Path, out: Path) -> dict:
+def bench_fragments(results_json: Path, out: Path, kind: str = "sftrl bench", whole: str | None = "all") -> dict:
     """`bench/<suite>.md`: each suite's comparisons (ratios, targets) and measurements (median time,
     and the value where a row has one: MFU, MiB, tokens/s), and `bench/all.md`."""
     data = json.loads(results_json.read_text())
-    row = provenance_of("sftrl bench", results_json, data.get("environment", {}))
+    row = provenance_of(kind, results_json, data.get("environment", {}))
     peak = f"Matmul peak measured on this CPU: {data['matmul_peak_gflops']:.1f} GFLOP/s (MFU is a fraction of it)."
     written, everything = [], [peak, ""]
     for suite, result in data["suites"].items():
@@ -209,17 +209,23 @@ def bench_fragments(results_json: Path, out: Path) -> dict:
         everything += [f"### {suite}", "", body, ""]
         text = f"{provenance_line(row)}\n\n" + (f"{peak}\n\n" if suite == "train" else "") + body
         written.append(write(out, f"bench/{suite}.md", text, row["path"]))
-    written.append(write(out, "bench/all.md", f"{provenance_line(row)}\n\n" + "\n".join(everything), row["path"]))
+    if whole:
+        written.append(write(out, f"bench/{whole}.md", f"{provenance_line(row)}\n\n" + "\n".join(everything),
+                             row["path"]))
     return {"provenance": row, "files": written}
 
 
-def generate(main: Path, study: Path, bench: Path, parity: Path, out: Path) -> list[Path]:
+def generate(main: Path, study: Path, bench: Path, parity: Path, out: Path, scaling: Path | None = None) -> list[Path]:
+    """Every fragment; `scaling`: a separate `sftrl bench --suite scaling` run's results.json (its own
+    provenance), written as bench/scaling.md."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     parts = [report_fragments("make run", main, out, "main"),
              report_fragments("sftrl pipeline --preset study", study, out, "study"),
              bench_fragments(bench, out), parity_fragments(parity, out)]
+    if scaling is not None and scaling.exists():
+        parts.append(bench_fragments(scaling, out, "sftrl bench --suite scaling", whole=None))
     files = [headline("make run", main, out, "main"), headline("sftrl pipeline --preset study", study, out, "study")]
     from sftrl.reports.pipeline import readme_table
     from sftrl.reports.study import headline_table
@@ -241,10 +247,12 @@ def main(argv=None) -> int:
     parser.add_argument("--study", type=Path, default=ROOT / "docs/results/study", help="a study folder")
     parser.add_argument("--bench", type=Path, default=ROOT / "benchmarks/results/results.json")
     parser.add_argument("--parity", type=Path, default=ROOT / "docs/results/parity.json")
+    parser.add_argument("--scaling", type=Path, default=ROOT / "benchmarks/results/scaling/results.json",
+                        help="a `sftrl bench --suite scaling` run's results.json, if the bench run above has none")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/generated")
     args = parser.parse_args(argv)
     files = generate(args.main.resolve(), args.study.resolve(), args.bench.resolve(), args.parity.resolve(),
-                     args.out.resolve())
+                     args.out.resolve(), args.scaling.resolve())
     print(f"wrote {len(files)} files under {args.out}")
     return 0
 
