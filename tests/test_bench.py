@@ -21,12 +21,12 @@ def test_one_suite_runs_and_writes_table_chart_and_json(tmp_path):
     assert "| attention forward | pytorch |" in (tmp_path / "results.md").read_text()
 
 
-@pytest.mark.slow  # every suite at the tiny size: ~3 min on 2 cores (XLA and subprocess start-ups)
+@pytest.mark.slow  # every suite at the tiny size: ~3.5 min on 2 cores (XLA and subprocess start-ups)
 def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers", "scaling"}
+    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers", "scaling", "decoders"}
     peers = data["suites"].pop("peers")  # TRL: an optional extra
     if importlib.util.find_spec("trl") is None:
         assert peers["skipped"] == "TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)"
