@@ -31,7 +31,8 @@ def format_markdown(results) -> str:
             for c in data["comparisons"]:
                 met = "" if c["met"] is None else ("yes" if c["met"] else "**no**")
                 target = "" if c["target"] is None else f"≥ {c['target']:g}"
-                lines.append(f"| {c['comparison']} | {c['ratio']:.2f} | {target} | {met} | {c.get('note', '')} |")
+                ratio = "" if c["ratio"] is None else f"{c['ratio']:.2f}"  # None: a side that could not run
+                lines.append(f"| {c['comparison']} | {ratio} | {target} | {met} | {c.get('note', '')} |")
         lines.append("")
     return "\n".join(lines)
 

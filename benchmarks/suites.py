@@ -34,14 +34,20 @@ SIZES = {
                     large=dict(vocab=8000, hidden=256, layers=4, heads=4, seq=128, batch=16, train_repeat=9),
                     # the scaling sweeps: (C, L) models, then at the mid model T and batch (benchmarks/scaling.py)
                     scaling=dict(vocab=8000, batch=8, seq=128, models=((64, 2), (128, 4), (256, 6), (512, 8)),
-                                 mid=(256, 6), seqs=(64, 128, 256, 512), batches=(1, 4, 16), repeat=5, warmup=1)),
+                                 mid=(256, 6), seqs=(64, 128, 256, 512), batches=(1, 4, 16), repeat=5, warmup=1),
+                    # our decoders against transformers' and keras-hub's (benchmarks/decoders.py)
+                    decoders=dict(vocab=8000, hidden=256, layers=4, heads=4, kv_heads=2, positions=256, batch=8,
+                                  seq=128, train_repeat=7, gen_batch=16, prompt=16, new_tokens=64, gen_repeat=3,
+                                  warmup=1)),
     # compile=False: torch.compile's first compile (about a minute on 2 cores) is left out of the smoke test
     "tiny": dict(batch=2, seq=8, hidden=16, layers=1, heads=2, vocab=300, repeat=2, warmup=1, train_repeat=2,
                  gen_batches=(1, 2), gen_tokens=(4,), gen_repeat=1, matmul=64, compile=False,
                  ppo_batch=4, ppo_new_tokens=4,
                  large=dict(vocab=400, hidden=16, layers=1, heads=2, seq=8, batch=2, train_repeat=2),
                  scaling=dict(vocab=300, batch=2, seq=8, models=((16, 1), (32, 2)), mid=(16, 1), seqs=(8, 16),
-                              batches=(1, 2), repeat=2, warmup=1)),
+                              batches=(1, 2), repeat=2, warmup=1),
+                 decoders=dict(vocab=300, hidden=16, layers=1, heads=2, kv_heads=1, positions=32, batch=2, seq=8,
+                               train_repeat=2, gen_batch=2, prompt=4, new_tokens=4, gen_repeat=2, warmup=1)),
 }
 
 
@@ -448,6 +454,12 @@ def suite_peers(s, device):
     return peers(s, device)
 
 
+def suite_decoders(s, device):
+    from benchmarks.decoders import suite_decoders as decoders
+
+    return decoders(s, device)
+
+
 def suite_scaling(s, device):
     from benchmarks.scaling import suite_scaling as scaling
 
@@ -455,4 +467,5 @@ def suite_scaling(s, device):
 
 
 SUITES = {"ops": suite_ops, "train": suite_train, "generate": suite_generate, "ppo": suite_ppo,
-          "memory": suite_memory, "peers": suite_peers, "scaling": suite_scaling}
+          "memory": suite_memory, "peers": suite_peers, "scaling": suite_scaling,
+          "decoders": suite_decoders}

@@ -21,12 +21,12 @@ def test_one_suite_runs_and_writes_table_chart_and_json(tmp_path):
     assert "| attention forward | pytorch |" in (tmp_path / "results.md").read_text()
 
 
-@pytest.mark.slow  # every suite at the tiny size: ~3 min on 2 cores (XLA and subprocess start-ups)
+@pytest.mark.slow  # every suite at the tiny size: ~3.5 min on 2 cores (XLA and subprocess start-ups)
 def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers", "scaling"}
+    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers", "scaling", "decoders"}
     peers = data["suites"].pop("peers")  # TRL: an optional extra
     if importlib.util.find_spec("trl") is None:
         assert peers["skipped"] == "TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)"
@@ -127,3 +127,43 @@ def test_scaling_suite_measures_every_point_in_both_frameworks(tmp_path):
         assert np.isfinite(c["ratio"]) and c["target"] is None
     assert (tmp_path / "scaling.png").stat().st_size > 1000
     assert "| keras (PolicyModel, XLA): time ∝ T^k (C 16, L 1, B 2 fixed) |" in (tmp_path / "results.md").read_text()
+
+
+def test_decoders_suite_times_ours_against_the_library_peers(tmp_path):
+    """The decoders suite at the tiny size: per model and job a row for each side that ran (keras-hub's
+    only where it is installed), tokens/s = tokens / median, each comparison the ratio of two rows."""
+    result = run_cli("bench", "--suite", "decoders", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "results.json").read_text())["suites"]["decoders"]
+    has_hub = importlib.util.find_spec("keras_hub") is not None
+    peers = {"gpt2": "keras-hub GPT2CausalLM (keras, XLA)", "llama": "keras-hub Llama3CausalLM (keras, XLA)"}
+    cases = {}
+    for r in data["rows"]:
+        cases.setdefault(r["case"], {})[r["side"]] = r
+    # tiny: C 16, L 1, H 2 (Llama: 1 KV head), V 300; train batch 2 x T 8; generate batch 2, 4 new tokens
+    gpt2, llama = "GPT-2, C 16, L 1, H 2, V 300", "Llama, C 16, L 1, H 2, KV heads 1, V 300"
+    expected = {f"causal-LM train step (fwd+bwd+AdamW), {at}, batch 2, T 8": 2 * 8 for at in (gpt2, llama)}
+    expected.update({f"greedy generate, {at}, batch 2, 4 new tokens from 4-token prompts": 2 * 4 for at in (gpt2, llama)})
+    assert set(cases) == set(expected)
+    for case, tokens in expected.items():
+        peer = peers["gpt2" if "GPT-2" in case else "llama"]
+        assert set(cases[case]) == {"ours (pytorch)", "transformers (pytorch)", "ours (keras, XLA)",
+                                    *([peer] if has_hub else [])}
+        for r in cases[case].values():
+            assert r["unit"] == "tokens/s" and r["median_ms"] > 0
+            assert r["value"] == pytest.approx(tokens * 1e3 / r["median_ms"], abs=1)
+    comparisons = {c["comparison"]: c for c in data["comparisons"]}
+    assert len(comparisons) == 8
+    for name, at, peer in (("GPT-2", gpt2, peers["gpt2"]), ("Llama", llama, peers["llama"])):
+        for job, case in (("train step", f"causal-LM train step (fwd+bwd+AdamW), {at}, batch 2, T 8"),
+                          ("generate", f"greedy generate, {at}, batch 2, 4 new tokens from 4-token prompts")):
+            ms = {side: r["median_ms"] for side, r in cases[case].items()}
+            torch_side = comparisons[f"{name}: transformers / ours {job} time"]
+            assert torch_side["ratio"] == pytest.approx(ms["transformers (pytorch)"] / ms["ours (pytorch)"])
+            assert torch_side["target"] == 1.0 and torch_side["met"] == (torch_side["ratio"] >= 1.0)
+            keras_side = comparisons[f"{name}: keras-hub / ours {job} time"]
+            if has_hub:
+                assert keras_side["ratio"] == pytest.approx(ms[peer] / ms["ours (keras, XLA)"])
+            else:
+                assert keras_side["ratio"] is None and keras_side["note"].startswith("skipped: keras-hub is not")
+    assert "| GPT-2: transformers / ours generate time |" in (tmp_path / "results.md").read_text()

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from shared.errors import SftrlError
 
-SUITES = ("ops", "train", "generate", "ppo", "memory", "peers", "scaling")
+SUITES = ("ops", "train", "generate", "ppo", "memory", "peers", "scaling", "decoders")
 
 
 def add_arguments(p) -> None:
     p.add_argument("--suite", choices=(*SUITES, "all"), default="all",
                    help="peers: TRL's GRPOTrainer on the same RL job, if `pip install \".[peers]\"` added TRL "
                    "(skipped with a line otherwise); scaling: step time, tokens/s and peak memory against "
-                   "model size, sequence length and batch, with fitted exponents")
+                   "model size, sequence length and batch, with fitted exponents; decoders: our GPT-2 and Llama "
+                   "train step and greedy generate against transformers' and keras-hub's (keras-hub rows skipped "
+                   "without it)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--size", choices=("default", "tiny"), default="default",
                    help="tiny: a smoke run that checks the machinery, not the speed")
