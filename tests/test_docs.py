@@ -102,7 +102,8 @@ def test_the_generated_results_are_what_make_results_writes_from_the_committed_r
     from sftrl.reports.results import generate
 
     generate(DOCS / "results" / "main", DOCS / "results" / "study", REPO / "benchmarks" / "results" / "results.json",
-             DOCS / "results" / "parity.json", tmp_path, REPO / "benchmarks" / "results" / "scaling" / "results.json")
+             DOCS / "results" / "parity.json", tmp_path,
+             [REPO / "benchmarks" / "results" / name / "results.json" for name in ("scaling", "decoders")])
     fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.md")}
     committed = {p.relative_to(GENERATED): p.read_text() for p in GENERATED.rglob("*.md")}
     assert fresh.keys() == committed.keys()

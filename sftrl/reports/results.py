@@ -215,17 +215,18 @@ def bench_fragments(results_json: Path, out: Path, kind: str = "sftrl bench", wh
     return {"provenance": row, "files": written}
 
 
-def generate(main: Path, study: Path, bench: Path, parity: Path, out: Path, scaling: Path | None = None) -> list[Path]:
-    """Every fragment; `scaling`: a separate `sftrl bench --suite scaling` run's results.json (its own
-    provenance), written as bench/scaling.md."""
+def generate(main: Path, study: Path, bench: Path, parity: Path, out: Path, extra_bench=()) -> list[Path]:
+    """Every fragment; `extra_bench`: results.json files of separate `sftrl bench --suite NAME` runs
+    (the scaling and decoder suites), each written as bench/NAME.md with its own provenance."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     parts = [report_fragments("make run", main, out, "main"),
              report_fragments("sftrl pipeline --preset study", study, out, "study"),
              bench_fragments(bench, out), parity_fragments(parity, out)]
-    if scaling is not None and scaling.exists():
-        parts.append(bench_fragments(scaling, out, "sftrl bench --suite scaling", whole=None))
+    for extra in extra_bench:
+        suites = ",".join(json.loads(extra.read_text())["suites"])
+        parts.append(bench_fragments(extra, out, f"sftrl bench --suite {suites}", whole=None))
     files = [headline("make run", main, out, "main"), headline("sftrl pipeline --preset study", study, out, "study")]
     from sftrl.reports.pipeline import readme_table
     from sftrl.reports.study import headline_table
@@ -247,12 +248,14 @@ def main(argv=None) -> int:
     parser.add_argument("--study", type=Path, default=ROOT / "docs/results/study", help="a study folder")
     parser.add_argument("--bench", type=Path, default=ROOT / "benchmarks/results/results.json")
     parser.add_argument("--parity", type=Path, default=ROOT / "docs/results/parity.json")
-    parser.add_argument("--scaling", type=Path, default=ROOT / "benchmarks/results/scaling/results.json",
-                        help="a `sftrl bench --suite scaling` run's results.json, if the bench run above has none")
+    parser.add_argument("--extra-bench", type=Path, nargs="*",
+                        default=[ROOT / "benchmarks/results/scaling/results.json",
+                                 ROOT / "benchmarks/results/decoders/results.json"],
+                        help="results.json of separate `sftrl bench --suite NAME` runs (default: scaling, decoders)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/generated")
     args = parser.parse_args(argv)
     files = generate(args.main.resolve(), args.study.resolve(), args.bench.resolve(), args.parity.resolve(),
-                     args.out.resolve(), args.scaling.resolve())
+                     args.out.resolve(), [path.resolve() for path in args.extra_bench])
     print(f"wrote {len(files)} files under {args.out}")
     return 0
 
