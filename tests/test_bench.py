@@ -129,6 +129,7 @@ def test_scaling_suite_measures_every_point_in_both_frameworks(tmp_path):
     assert "| keras (PolicyModel, XLA): time ∝ T^k (C 16, L 1, B 2 fixed) |" in (tmp_path / "results.md").read_text()
 
 
+@pytest.mark.slow  # two decoders, four sides, XLA compiles: ~25 s on 2 cores (make test stays near its budget)
 def test_decoders_suite_times_ours_against_the_library_peers(tmp_path):
     """The decoders suite at the tiny size: per model and job a row for each side that ran (keras-hub's
     only where it is installed), tokens/s = tokens / median, each comparison the ratio of two rows."""
