@@ -50,11 +50,12 @@ def cpu_vector_isa() -> str:
 def environment(device: str) -> dict:
     import numpy
     import tensorflow as tf
-    from shared.provenance import provenance
     import torch
 
     import keras
     import transformers
+
+    from shared.provenance import provenance
 
     return {
         "python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor(),

@@ -78,18 +78,13 @@ def committed_in(path: Path) -> str:
 def provenance_of(kind: str, path: Path, recorded: dict) -> dict:
     """Where a source was measured: its recorded CPU and commit, or, for a run made before they were
     recorded, the commit that added it to the repository."""
-    if not recorded.get("cpu") and recorded.get("cpu_vector_isa"):
-        recorded = {**recorded, "cpu": f"a CPU with {recorded['cpu_vector_isa'].upper()} (its name not recorded)"}
-    row = {"source": kind, "path": path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)}
-    if recorded.get("commit"):
-        row.update(cpu=recorded.get("cpu") or "not recorded", cores=recorded.get("cpu_count"),
-                   measured_at=f"commit {recorded['commit']}, {recorded.get('date', '')}".rstrip(", "))
-    else:
-        row.update(cpu=recorded.get("cpu") or "not recorded", cores=recorded.get("cpu_count"),
-                   measured_at=f"before provenance was recorded; committed in {committed_in(path)}")
+    cpu = recorded.get("cpu") or (f"a CPU with {recorded['cpu_vector_isa'].upper()} (its name not recorded)"
+                                  if recorded.get("cpu_vector_isa") else "not recorded")
+    measured_at = (f"commit {recorded['commit']}, {recorded.get('date', '')}".rstrip(", ") if recorded.get("commit")
+                   else f"before provenance was recorded; committed in {committed_in(path)}")
     versions = [f"{k} {recorded[k]}" for k in ("torch", "tensorflow", "keras", "transformers") if recorded.get(k)]
-    row["versions"] = ", ".join(versions)
-    return row
+    return {"source": kind, "path": path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path),
+            "cpu": cpu, "cores": recorded.get("cpu_count"), "measured_at": measured_at, "versions": ", ".join(versions)}
 
 
 def provenance_line(row: dict) -> str:
@@ -112,7 +107,8 @@ def write(out: Path, name: str, text: str, source: str) -> Path:
 
 
 def report_fragments(kind: str, run: Path, out: Path, prefix: str) -> dict:
-    """Every section of a run's report.md as `prefix/<slug>.md`, its figures copied beside them."""
+    """A run's report.md as `prefix/overview.md` (its opening paragraph) and one `prefix/<slug>.md` per
+    section, its figures copied beside them."""
     summary = json.loads((run / "summary.json").read_text())
     row = provenance_of(kind, run / "summary.json", summary.get("versions", {}))
     figures = {}
@@ -121,20 +117,13 @@ def report_fragments(kind: str, run: Path, out: Path, prefix: str) -> dict:
         shutil.copyfile(png, out / prefix / png.name)
         # from the docs root (mkdocs.yml: absolute links are relative to docs/), whatever page includes it
         figures[png.name] = f"/results/generated/{prefix}/{png.name}"
-    written = []
-    for title, body in sections((run / "report.md").read_text()).items():
+    report = (run / "report.md").read_text()
+    intro = report.split("\n## ", 1)[0].split("\n", 1)[1].strip()     # what was run, before the first section
+    written = [write(out, f"{prefix}/overview.md", f"{provenance_line(row)}\n\n{intro}", row["path"])]
+    for title, body in sections(report).items():
         text = f"{provenance_line(row)}\n\n{demoted(body, figures)}"
         written.append(write(out, f"{prefix}/{slug(title)}.md", text, row["path"]))
     return {"provenance": row, "files": written, "summary": summary}
-
-
-def headline(kind: str, run: Path, out: Path, prefix: str) -> Path:
-    """The report's opening paragraph (what was run) as `prefix/overview.md`."""
-    report = (run / "report.md").read_text()
-    intro = report.split("\n## ", 1)[0].split("\n", 1)[1].strip()
-    summary = json.loads((run / "summary.json").read_text())
-    row = provenance_of(kind, run / "summary.json", summary.get("versions", {}))
-    return write(out, f"{prefix}/overview.md", f"{provenance_line(row)}\n\n{intro}", row["path"])
 
 
 def parity_fragments(parity_json: Path, out: Path) -> dict:
@@ -227,9 +216,10 @@ def generate(main: Path, study: Path, bench: Path, parity: Path, out: Path, extr
     for extra in extra_bench:
         suites = ",".join(json.loads(extra.read_text())["suites"])
         parts.append(bench_fragments(extra, out, f"sftrl bench --suite {suites}", whole=None))
-    files = [headline("make run", main, out, "main"), headline("sftrl pipeline --preset study", study, out, "study")]
     from sftrl.reports.pipeline import readme_table
     from sftrl.reports.study import headline_table
+
+    files = []
     for part, prefix, table in ((parts[0], "main", readme_table), (parts[1], "study", headline_table)):
         row = part["provenance"]
         files.append(write(out, f"{prefix}/headline.md", f"{provenance_line(row)}\n\n{table(part['summary'])}",
