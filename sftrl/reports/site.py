@@ -13,7 +13,6 @@ these): source tabs read from the code, formulas turned into MathML, the lessons
 from __future__ import annotations
 
 import ast
-import html
 import re
 from pathlib import Path
 
@@ -140,7 +139,3 @@ def lesson_markdown(source_path: Path) -> str:
               f"`python {rel}`, or open it in Jupyter after `jupytext --to notebook {rel}`; "
               f"`make test` runs it at a tiny size (`SFTRL_LESSON_SIZE=tiny`).")
     return "\n\n".join([title, run_it, *rest]) + "\n"
-
-
-def escape(text: str) -> str:
-    return html.escape(text, quote=True)
