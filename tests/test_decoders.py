@@ -154,3 +154,29 @@ def test_a_base_model_folder_without_the_backbone_prefix_loads_in_both_framework
     assert (got - expected).abs().max().item() <= 1e-5
     keras_got = keras_load_pretrained(tmp_path)(ids.numpy()).numpy()
     assert np.abs(keras_got - expected.numpy()).max() <= 1e-5
+
+
+def test_the_fused_gqa_kernel_equals_the_written_out_attention_in_values_and_gradients(folders):
+    """Llama's "sdpa" path hands the Hkv key/value heads to the kernel (enable_gqa) instead of
+    repeating them; its logits and every gradient equal the "eager" path's, which repeats them.
+    float64: the two orders of summation differ by a few ulps (1e-16 relative) per layer."""
+    fused = load_pretrained(folders["llama"]).double()
+    eager = load_pretrained(folders["llama"]).double()
+    eager.config.attn_implementation = "eager"
+    for module in eager.modules():
+        if hasattr(module, "attn_implementation"):
+            module.attn_implementation = "eager"
+    assert fused.config.num_key_value_heads < fused.config.num_attention_heads  # grouped
+    tokenizer = Tokenizer.load(folders["llama"])
+    ids, mask, positions = left_padded(tokenizer, TEXTS)
+    losses = []
+    for model in (fused, eager):
+        logits = model(ids, mask, position_ids=positions)
+        loss = (logits.log_softmax(-1)[mask.bool()] ** 2).mean()
+        loss.backward()
+        losses.append((logits.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (fused_logits, fused_grads), (eager_logits, eager_grads) = losses
+    real = mask.bool()  # a left pad's own row differs by design (`fused_attention`); no real token reads it
+    assert torch.allclose(fused_logits[real], eager_logits[real], rtol=0, atol=1e-12)
+    for name, grad in fused_grads.items():
+        assert torch.allclose(grad, eager_grads[name], rtol=0, atol=1e-12), name

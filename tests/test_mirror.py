@@ -247,6 +247,9 @@ MODEL = {
     "embedding: initializer": INIT_IN_PLACE,
     "Output.__init__(input_size)": KERAS_INFERS_WIDTH,
     "fused_attention(dropout_p)": "keras.ops.dot_product_attention has no dropout (SelfAttention.call: dropout_on)",
+    **{f"write_cache: {name}": "torch writes the new rows in place; TensorFlow places them by a gather XLA turns into an in-place update"
+       for name in ("T", "Tmax", "position", "spread", "written")},
+    "fused_attention(enable_gqa)": "keras.ops.dot_product_attention repeats the key/value heads itself; torch's kernel can share them",
     "fused_attention: scale": "Keras' op takes the scale as a tensor of the logits' dtype (float64 parity)",
     "fused_attention: context": "Keras' op works in the (B, T, H, hs) layout: its output is transposed back",
     "SelfAttention.call: dropout_p": "torch's fused kernel takes the dropout probability",

@@ -133,11 +133,11 @@ class LlamaAttention(nn.Module):
             k = write_cache(cache[0], k, cache_index)                       # (B, Hkv, Tk, hs)
             v = write_cache(cache[1], v, cache_index)
         n_rep = self.num_heads // self.num_key_value_heads
-        k_all, v_all = repeat_kv(k, n_rep), repeat_kv(v, n_rep)            # (B, H, Tk, hs)
-        if self.attn_implementation == "sdpa" and not output_attentions:
+        if self.attn_implementation == "sdpa" and not output_attentions:  # the kernel shares the Hkv heads
             dropout_p = self.attention_dropout.p if self.training else 0.0
-            context, weights = fused_attention(q, k_all, v_all, mask, dropout_p), None
+            context, weights = fused_attention(q, k, v, mask, dropout_p, enable_gqa=n_rep > 1), None
         else:
+            k_all, v_all = repeat_kv(k, n_rep), repeat_kv(v, n_rep)        # (B, H, Tk, hs)
             context, weights = scaled_dot_product_attention(q, k_all, v_all, mask, self.attention_dropout)
         B, T = context.shape[0], context.shape[2]
         context = context.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, H hs)
