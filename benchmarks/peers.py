@@ -1,7 +1,9 @@
-"""The RL job against TRL's own trainer, in the same process: TRL's GRPOTrainer (PyTorch) on a
-`transformers.BertLMHeadModel` of the PPO suite's size, the same prompts, reward and batch, and our
-GRPO -- the same algorithm -- and PPO (TensorFlow, sparse heads + XLA). Optional: needs `pip install ".[peers]"` (trl, datasets);
-without it the suite is skipped with one line saying so.
+"""The RL job against TRL's own trainer, in the same process: TRL's GRPOTrainer (PyTorch) and our
+GRPO -- the same algorithm -- and PPO (TensorFlow, sparse heads + XLA), on the same weights, prompts,
+reward and batch. Twice: on a `transformers.BertLMHeadModel` folder of the PPO suite's causal model,
+and on a `GPT2LMHeadModel` folder of the same size (`ppo_setup.decoder_folder`), the decoder TRL is
+built for. Our trainers load the folder TRL trains. Optional: needs `pip install ".[peers]"` (trl,
+datasets); without it the suite is skipped with one line saying so.
 
 One iteration is one rollout and its updates, alike on both sides: `ppo_batch` completions of
 `ppo_new_tokens` tokens, then `ppo_epochs` passes of minibatches of 16 -- GRPO's
@@ -16,6 +18,9 @@ import tempfile
 import time
 
 import numpy as np
+
+from benchmarks.ppo_setup import decoder_folder, ppo_trainer
+from benchmarks.timing import comparison, row
 
 MEASURED = 3  # iterations timed on each side, after one that warms up (traces, compiles)
 
@@ -63,42 +68,60 @@ def trl_iteration_seconds(s, folder, tokenizer, data, config, iterations):
 def suite_peers(s, device):
     try:
         import datasets  # noqa: F401
-        import trl  # noqa: F401
+        import trl
     except ImportError:
         raise SuiteSkipped("TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)") from None
+    if device != "cpu":
+        raise SuiteSkipped("the TRL comparison runs on the CPU only")
+    rows, comparisons = [], []
+    for model, builder in (("BERT", bert_folder), ("GPT-2", decoder_folder)):
+        with tempfile.TemporaryDirectory() as folder:
+            timings = iteration_timings(s, builder(s, folder), with_ppo=model == "BERT")
+        case = (f"one RL iteration of a {model} (batch {s['ppo_batch']}, {s['ppo_new_tokens']} new tokens, "
+                "rollout + updates)")
+        rows += [row("peers", case, side, t) for side, t in timings.items()]
+        trl_ms = 1e3 * timings["TRL GRPOTrainer (pytorch)"]["median_s"]
+        comparisons += [comparison("peers", f"{model}: TRL GRPOTrainer / {name} iteration time", trl_ms,
+                                   1e3 * t["median_s"], note=f"trl {trl.__version__}; "
+                                   f"{'the same algorithm' if 'GRPO' in name else 'GRPO has no value head'}"
+                                   "; run one after the other")
+                        for name, t in timings.items() if name.startswith("our")]
+    return rows, comparisons
+
+
+def bert_folder(s, directory):
+    """A `transformers.BertLMHeadModel` folder of the PPO suite's causal model and tokenizer."""
     import torch
     import transformers
 
-    from benchmarks.ppo_setup import ppo_trainer
-    from benchmarks.timing import comparison, row
+    ours, _ = ppo_trainer(s, xla=True, sparse_head=True)
+    torch.manual_seed(0)
+    transformers.BertLMHeadModel(transformers.BertConfig.from_dict(ours.policy.config.to_dict())).save_pretrained(
+        directory)
+    ours.tokenizer.save_pretrained(directory, ours.policy.config.max_position_embeddings, generates=True)
+    return directory
+
+
+def iteration_timings(s, folder, with_ppo: bool) -> dict:
+    """{side: {"median_s", "iqr_s"}} of one iteration: TRL's GRPOTrainer on `folder`, then our
+    GRPO (and PPO) on the same weights in Keras, loaded from it."""
+    import transformers
+
     from shared.tasks import make_builtin_data
 
-    if device != "cpu":
-        raise SuiteSkipped("the TRL comparison runs on the CPU only")
-    ours, records = ppo_trainer(s, xla=True, sparse_head=True)
-    ours_grpo, grpo_records = ppo_trainer(s, xla=True, sparse_head=True, algorithm="grpo")
-    torch.manual_seed(0)
-    model = transformers.BertLMHeadModel(transformers.BertConfig.from_dict(ours.policy.config.to_dict()))
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder)  # TRL loads its policy and reference from a folder
-        ours.tokenizer.save_pretrained(folder, ours.policy.config.max_position_embeddings, generates=True)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-        tokenizer.eos_token = "[SEP]"  # a completion ends at [SEP], as in our rollouts
-        data = make_builtin_data(0, {"prompt.train": 256})["prompt.train"]
-        trl_times = trl_iteration_seconds(s, folder, tokenizer, data, ours.config, 1 + MEASURED)
-    our_times = {"our GRPO (tensorflow, XLA)": [], "our PPO (tensorflow, XLA)": []}
+    ours = {"our GRPO (tensorflow, XLA)": ppo_trainer(s, xla=True, sparse_head=True, algorithm="grpo", folder=folder)}
+    if with_ppo:
+        ours["our PPO (tensorflow, XLA)"] = ppo_trainer(s, xla=True, sparse_head=True, folder=folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    tokenizer.eos_token = "[SEP]"  # a completion ends at [SEP], as in our rollouts
+    data = make_builtin_data(0, {"prompt.train": 256})["prompt.train"]
+    config = next(iter(ours.values()))[0].config
+    times = {"TRL GRPOTrainer (pytorch)": trl_iteration_seconds(s, folder, tokenizer, data, config, 1 + MEASURED)}
+    times.update({name: [] for name in ours})
     for iteration in range(1, 2 + MEASURED):
-        for name, trainer, batch in (("our GRPO (tensorflow, XLA)", ours_grpo, grpo_records),
-                                     ("our PPO (tensorflow, XLA)", ours, records)):
-            metrics, _ = trainer.iteration(batch(iteration), iteration)
+        for name, (trainer, records) in ours.items():
+            metrics, _ = trainer.iteration(records(iteration), iteration)
             if iteration > 1:
-                our_times[name].append(sum(metrics[f"time/{phase}"] for phase in ("rollout", "reward", "update")))
-    case = f"one RL iteration (batch {s['ppo_batch']}, {s['ppo_new_tokens']} new tokens, rollout + updates)"
-    timings = {name: {"median_s": float(np.median(t)), "iqr_s": float(np.subtract(*np.percentile(t, [75, 25])))}
-               for name, t in (("TRL GRPOTrainer (pytorch)", trl_times), *our_times.items())}
-    rows = [row("peers", case, side, t) for side, t in timings.items()]
-    trl_ms = 1e3 * timings["TRL GRPOTrainer (pytorch)"]["median_s"]
-    return rows, [comparison("peers", f"TRL GRPOTrainer / {name} iteration time", trl_ms,
-                             1e3 * timings[name]["median_s"],
-                             note=f"trl {trl.__version__}; {'the same algorithm' if 'GRPO' in name else 'GRPO has no value head'}"
-                             "; run one after the other") for name in our_times]
+                times[name].append(sum(metrics[f"time/{phase}"] for phase in ("rollout", "reward", "update")))
+    return {name: {"median_s": float(np.median(t)), "iqr_s": float(np.subtract(*np.percentile(t, [75, 25])))}
+            for name, t in times.items()}

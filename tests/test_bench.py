@@ -33,7 +33,9 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
         assert "### peers\n\nskipped: TRL is not installed" in result.stdout  # the table says so
     else:
         assert [c["comparison"] for c in peers["comparisons"]] == [
-            f"TRL GRPOTrainer / our {name} (tensorflow, XLA) iteration time" for name in ("GRPO", "PPO")]
+            f"{model}: TRL GRPOTrainer / our {name} (tensorflow, XLA) iteration time"
+            for model, name in (("BERT", "GRPO"), ("BERT", "PPO"), ("GPT-2", "GRPO"))]
+        assert all(c["ratio"] > 0 for c in peers["comparisons"])
     assert data["matmul_peak_gflops"] > 0
     for key in ("torch", "tensorflow", "torch_threads", "device", "dtype"):
         assert key in data["environment"]

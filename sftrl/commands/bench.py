@@ -11,7 +11,7 @@ SUITES = ("ops", "train", "generate", "ppo", "memory", "peers", "scaling", "deco
 
 def add_arguments(p) -> None:
     p.add_argument("--suite", choices=(*SUITES, "all"), default="all",
-                   help="peers: TRL's GRPOTrainer on the same RL job, if `pip install \".[peers]\"` added TRL "
+                   help="peers: TRL's GRPOTrainer on the same RL job (a BERT and a GPT-2), if `pip install \".[peers]\"` added TRL "
                    "(skipped with a line otherwise); scaling: step time, tokens/s and peak memory against "
                    "model size, sequence length and batch, with fitted exponents; decoders: our GPT-2 and Llama "
                    "train step and greedy generate against transformers' and keras-hub's (keras-hub rows skipped "
