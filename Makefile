@@ -17,17 +17,22 @@ run: $(STAMP)
 	rm -rf $(RUN)
 	$(SFTRL) pipeline --preset default --out $(RUN)
 
+# The tests run in $(TEST_WORKERS) processes (pytest-xdist), each test file's tests kept together
+# where the load allows (worksteal); TEST_WORKERS=1 runs them in this process, one after another.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
+
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" $(XDIST)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow $(XDIST)
 
 # The suite as other x86-64 CPUs compute: oneDNN and ATen held to AVX2 (an AVX2-only AMD or Intel
 # CPU), then TensorFlow without its oneDNN ops. Every tolerance must hold under both (and natively).
 test-cpus: $(STAMP)
-	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -m "not slow"
-	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -m "not slow"
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -m "not slow" $(XDIST)
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -m "not slow" $(XDIST)
 
 # The docs' results, generated from run folders (never typed): the parity suite is run again (about a
 # minute; docs/results/parity.json and the side-by-side page parity.html), then

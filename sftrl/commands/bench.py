@@ -10,9 +10,10 @@ SUITES = ("ops", "train", "generate", "ppo", "memory", "peers", "scaling", "deco
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--suite", choices=(*SUITES, "all"), default="all",
-                   help="peers: TRL's GRPOTrainer on the same RL job (a BERT and a GPT-2), if `pip install \".[peers]\"` added TRL "
-                   "(skipped with a line otherwise); scaling: step time, tokens/s and peak memory against "
+    p.add_argument("--suite", nargs="+", choices=(*SUITES, "all"), default=["all"], metavar="SUITE",
+                   help=f"one or more of {', '.join(SUITES)}, or all (the default). "
+                   "peers: TRL's GRPOTrainer on the same RL job (a BERT and a GPT-2), if `pip install \".[peers]\"` "
+                   "added TRL (skipped with a line otherwise); scaling: step time, tokens/s and peak memory against "
                    "model size, sequence length and batch, with fitted exponents; decoders: our GPT-2 and Llama "
                    "train step and greedy generate against transformers' and keras-hub's (keras-hub rows skipped "
                    "without it)")
@@ -33,7 +34,7 @@ def run(args) -> int:
             raise SftrlError("--device cuda: no CUDA device is available here")
     from benchmarks.runner import run as run_suites
 
-    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    suites = list(SUITES) if "all" in args.suite else list(dict.fromkeys(args.suite))  # in the order given
     _, markdown = run_suites(suites, size=args.size, device=args.device, out_dir=args.out, json_path=args.json,
                              log=(lambda *a: None) if args.quiet else print)
     print(markdown)
