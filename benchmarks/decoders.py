@@ -10,7 +10,9 @@ Per model, two jobs:
     same folder (tf.function + XLA too);
   - greedy generation with a KV cache from unpadded prompts: our torch `generate` against
     `transformers`' `generate(use_cache=True)`, our Keras `generate(jit_compile=True)` against
-    keras-hub's `CausalLM.generate` compiled as keras-hub compiles it by default (XLA), greedy.
+    keras-hub's `CausalLM.generate` compiled as keras-hub compiles it by default (XLA), greedy;
+    at the default size also our torch `generate(jit_compile=True)` (the cached forward compiled
+    by torch.compile), against our eager one.
 keras-hub is optional (the `peers` extra): without it the Keras peer rows are left out and one
 comparison row per model says why. Dropout is 0 in every config, so no side does extra work.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +54,9 @@ def make_folder(kind, d, directory) -> Path:
     return Path(directory)
 
 
-def torch_sides(folder, d, device):
-    """{side: (train step, generate)} for our PyTorch model and transformers', loaded from `folder`."""
+def torch_sides(folder, d, device, compile_decode=False):
+    """{side: (train step, generate)} for our PyTorch model and transformers', loaded from `folder`;
+    compile_decode adds our generate with the cached forward compiled (no train step: None)."""
     import torch
     import transformers
 
@@ -76,7 +80,7 @@ def torch_sides(folder, d, device):
             assert new.shape == (d["gen_batch"], d["new_tokens"])  # every row ran its full length
         return generate
 
-    return {
+    sides = {
         "ours (pytorch)": (torch_train_step(ours, lambda: ours(ids, labels=ids)), generate_with(
             ours, lambda: torch_generate.generate(ours, prompts, prompt_mask, d["new_tokens"]))),
         "transformers (pytorch)": (torch_train_step(theirs, lambda: theirs(input_ids=ids, labels=ids).loss),
@@ -84,6 +88,10 @@ def torch_sides(folder, d, device):
                                        prompts, attention_mask=prompt_mask, max_new_tokens=d["new_tokens"],
                                        do_sample=False, use_cache=True, pad_token_id=0)[:, d["prompt"]:])),
     }
+    if compile_decode:  # the cached forward compiled by torch.compile: a generate side only
+        sides["ours (pytorch, torch.compile)"] = (None, generate_with(ours, lambda: torch_generate.generate(
+            ours, prompts, prompt_mask, d["new_tokens"], jit_compile=True)))
+    return sides
 
 
 def keras_causal_lm_step(variables, logits_of, jit_compile=True):
@@ -157,18 +165,27 @@ def suite_decoders(s, device):
         at = f"{name}, C {d['hidden']}, L {d['layers']}, {heads}, V {d['vocab']}"
         with tempfile.TemporaryDirectory() as directory:
             folder = make_folder(kind, d, directory)
-            sides = {**torch_sides(folder, d, device), **keras_sides(folder, d)}
+            sides = {**torch_sides(folder, d, device, compile_decode=s["compile"]), **keras_sides(folder, d)}
+        compile_started = time.perf_counter()
+        for _, generate in (fns for side, fns in sides.items() if "torch.compile" in side):
+            generate()  # the compile, outside the timing
+        compile_s = time.perf_counter() - compile_started
         jobs = (("train step", f"causal-LM train step (fwd+bwd+AdamW), {at}, batch {d['batch']}, T {d['seq']}",
                  0, d["batch"] * d["seq"], d["train_repeat"]),
                 ("generate", f"greedy generate, {at}, batch {d['gen_batch']}, {d['new_tokens']} new tokens "
                  f"from {d['prompt']}-token prompts", 1, d["gen_batch"] * d["new_tokens"], d["gen_repeat"]))
         for job, case, which, tokens, repeat in jobs:
-            timings = interleaved({side: fns[which] for side, fns in sides.items()}, repeat, d["warmup"], sync)
+            timings = interleaved({side: fns[which] for side, fns in sides.items() if fns[which] is not None},
+                                  repeat, d["warmup"], sync)
             rows += [row("decoders", case, side, t, round(tokens / t["median_s"]), "tokens/s")
                      for side, t in timings.items()]
             ms = {side: 1e3 * t["median_s"] for side, t in timings.items()}
             comparisons.append(comparison("decoders", f"{name}: transformers / ours {job} time",
                                           ms["transformers (pytorch)"], ms["ours (pytorch)"], target=1.0))
+            if "ours (pytorch, torch.compile)" in ms:
+                comparisons.append(comparison("decoders", f"{name}: ours eager / torch.compile {job} time",
+                                              ms["ours (pytorch)"], ms["ours (pytorch, torch.compile)"],
+                                              note=f"> 1: jit_compile=True pays; its first call compiled in {compile_s:.0f} s"))
             peer = next((side for side in ms if side.startswith("keras-hub")), None)
             if peer is None:
                 comparisons.append({"suite": "decoders", "comparison": f"{name}: keras-hub / ours {job} time",

@@ -202,3 +202,22 @@ def test_gumbel_noise_is_numpys_gumbel_draw_for_draw():
         ours = gumbel_noise(np.random.default_rng(seed), (64, 512), "float64")
         theirs = np.random.default_rng(seed).gumbel(size=(64, 512))
         assert np.all(np.abs(ours - theirs) <= 2.0 ** -51 + 2 * np.spacing(np.abs(theirs)))
+
+
+@pytest.mark.slow  # torch.compile's first compile: about half a minute on 2 cores
+def test_torch_jit_compile_decodes_the_eager_tokens(models, prompts):
+    """generate(jit_compile=True) runs the cached forward compiled by torch.compile: greedy tokens
+    (with a stop at eos) and noise-driven samples are the eager path's; it compiles once per model."""
+    model, _, _ = models
+    input_ids, attention_mask = prompts
+    eager = torch_generate.generate(model, input_ids, attention_mask, NEW, eos_id=7).numpy()
+    compiled = torch_generate.generate(model, input_ids, attention_mask, NEW, eos_id=7, jit_compile=True).numpy()
+    np.testing.assert_array_equal(compiled, eager)
+    noise = np.random.default_rng(1).gumbel(size=(len(input_ids), NEW, model.config.vocab_size))
+    sampled = [torch_generate.generate(model, input_ids, attention_mask, NEW, do_sample=True, noise=noise,
+                                       jit_compile=flag).numpy() for flag in (False, True)]
+    np.testing.assert_array_equal(sampled[1], sampled[0])
+    assert (sampled[0] != eager).any()  # sampling chose other tokens: two different checks
+    first = model._compiled_forward_with_cache
+    torch_generate.generate(model, input_ids[:7], attention_mask[:7], NEW, jit_compile=True)
+    assert model._compiled_forward_with_cache is first

@@ -34,12 +34,15 @@ def next_token(logits, do_sample, temperature, top_k, generator=None, noise=None
 
 @torch.no_grad()
 def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, temperature=1.0,
-             top_k=0, seed=None, eos_id=None, use_cache=True, noise=None):
+             top_k=0, seed=None, eos_id=None, use_cache=True, noise=None, jit_compile=False):
     """New tokens (B, max_new_tokens) continuing left-padded prompts (B, P).
 
     A row stops at `eos_id` (kept) and is padded with the model's pad id after it.
     use_cache=False recomputes the whole sequence at every step (the slow reference path).
     noise: Gumbel noise (B, max_new_tokens, V) that fixes the samples (see `next_token`).
+    jit_compile: run the cached forward (prefill and each step) compiled by `torch.compile`,
+    once per model, with dynamic shapes (the cache index, batch and lengths do not recompile).
+    The first call compiles (tens of seconds on a CPU); the tokens are the eager path's.
     """
     config = model.config
     device = next(model.parameters()).device
@@ -59,10 +62,11 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)                      # (B, Tmax) for the prompt part
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     cache = model.backbone.init_cache(B, Tmax) if use_cache else None
+    forward_with_cache = _compiled_forward(model) if jit_compile else model.forward_with_cache
 
     # Prefill: the whole prompt in one pass fills the cache at positions 0 .. P-1.
     if use_cache:
-        logits, cache, _ = model.forward_with_cache(input_ids, mask, cache, 0, position_ids[:, :P])  # (B, P, V)
+        logits, cache, _ = forward_with_cache(input_ids, mask, cache, 0, position_ids[:, :P])  # (B, P, V)
     else:
         logits = model(input_ids, attention_mask, position_ids=position_ids[:, :P])  # (B, P, V)
     for t in range(max_new_tokens):
@@ -80,13 +84,20 @@ def generate(model, input_ids, attention_mask, max_new_tokens, do_sample=False, 
         mask[:, P + t] = 1
         position = position_ids[:, P - 1:P] + t + 1                         # (B, 1)
         if use_cache:
-            logits, cache, _ = model.forward_with_cache(token[:, None], mask, cache, P + t, position)
+            logits, cache, _ = forward_with_cache(token[:, None], mask, cache, P + t, position)
         else:
             positions = torch.cat([position_ids[:, :P], position_ids[:, P - 1:P] + torch.arange(1, t + 2, device=device)], 1)
             logits = model(ids[:, :P + t + 1], mask[:, :P + t + 1], position_ids=positions)
     if was_training:
         model.train()
     return ids[:, P:]
+
+
+def _compiled_forward(model):
+    """model.forward_with_cache compiled by torch.compile, kept on the model: compiled once."""
+    if getattr(model, "_compiled_forward_with_cache", None) is None:
+        model._compiled_forward_with_cache = torch.compile(model.forward_with_cache, dynamic=True)
+    return model._compiled_forward_with_cache
 
 
 @torch.no_grad()
