@@ -37,12 +37,13 @@ test-cpus: $(STAMP)
 # The docs' results, generated from run folders (never typed): the parity suite is run again (about a
 # minute; docs/results/parity.json and the side-by-side page parity.html), then
 # docs/results/generated/ is written from it, the `make run` and study folders and the benchmark
-# results (and separate `sftrl bench --suite scaling` and `--suite decoders` runs'). To show a new
+# results (and separate `sftrl bench --suite scaling`, `--suite decoders` and `--suite profile` runs'). To show a new
 # run: `make results MAIN=runs/main` (STUDY=..., BENCH=.../results.json, EXTRA_BENCH="a.json b.json").
 MAIN   ?= docs/results/main
 STUDY  ?= docs/results/study
 BENCH  ?= benchmarks/results/results.json
-EXTRA_BENCH ?= benchmarks/results/scaling/results.json benchmarks/results/decoders/results.json
+EXTRA_BENCH ?= benchmarks/results/scaling/results.json benchmarks/results/decoders/results.json \
+               benchmarks/results/profile/results.json
 results: $(STAMP)
 	$(SFTRL) parity --dtype all --quiet --json docs/results/parity.json --html docs/results/parity.html
 	$(PY) -m sftrl.reports.results --main $(MAIN) --study $(STUDY) --bench $(BENCH) --parity docs/results/parity.json --extra-bench $(EXTRA_BENCH)

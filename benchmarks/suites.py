@@ -466,6 +466,12 @@ def suite_scaling(s, device):
     return scaling(s, device)
 
 
+def suite_profile(s, device):
+    from benchmarks.profile import suite_profile as profile
+
+    return profile(s, device)
+
+
 SUITES = {"ops": suite_ops, "train": suite_train, "generate": suite_generate, "ppo": suite_ppo,
           "memory": suite_memory, "peers": suite_peers, "scaling": suite_scaling,
-          "decoders": suite_decoders}
+          "decoders": suite_decoders, "profile": suite_profile}

@@ -26,7 +26,8 @@ def test_every_suite_runs_and_writes_table_chart_and_json(tmp_path):
     result = run_cli("bench", "--size", "tiny", "--out", tmp_path, "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers", "scaling", "decoders"}
+    assert set(data["suites"]) == {"ops", "train", "generate", "ppo", "memory", "peers", "scaling", "decoders",
+                                    "profile"}
     peers = data["suites"].pop("peers")  # TRL: an optional extra
     if importlib.util.find_spec("trl") is None:
         assert peers["skipped"] == "TRL is not installed; pip install \".[peers]\" adds it (trl, datasets)"
@@ -170,3 +171,26 @@ def test_decoders_suite_times_ours_against_the_library_peers(tmp_path):
             else:
                 assert keras_side["ratio"] is None and keras_side["note"].startswith("skipped: keras-hub is not")
     assert "| GPT-2: transformers / ours generate time |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_profile_suites_products_are_every_linear_layer_of_the_model_forward_and_backward():
+    """The "matmuls alone" part multiplies what the MLM step does: per weight matrix (K, N) of the
+    model (each one counted from the built PyTorch model), Y = X W, dX = dY W^T and dW = X^T dY with
+    M = batch x T rows, 6 M K N FLOPs in all."""
+    from benchmarks.profile import linear_shapes, matmul_operands
+    from benchmarks.steps import model_config
+    import torch
+
+    from torch_impl.model import SFTModel
+
+    s = dict(batch=2, seq=8, hidden=16, layers=2, heads=2, vocab=50)
+    model = SFTModel(model_config(s))
+    weights = sorted(tuple(m.weight.shape) for m in model.modules()  # (N, K); the tied vocabulary projection too
+                     if isinstance(m, torch.nn.Linear) and m.weight.shape[0] > 1)  # not the scalar heads
+    assert sorted((n, k) for k, n in linear_shapes(s)) == weights
+    pairs = matmul_operands(s, np.random.default_rng(0))
+    M = s["batch"] * s["seq"]
+    assert len(pairs) == 3 * len(weights)
+    for (x, w), (dy, wt), (xt, dy2) in zip(pairs[0::3], pairs[1::3], pairs[2::3]):
+        assert x.shape[0] == dy.shape[0] == M and x.shape[1] == w.shape[0] and dy.shape[1] == w.shape[1]
+        assert wt.shape == w.shape[::-1] and xt.shape == x.shape[::-1] and dy2.shape == dy.shape

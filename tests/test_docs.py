@@ -103,7 +103,7 @@ def test_the_generated_results_are_what_make_results_writes_from_the_committed_r
 
     generate(DOCS / "results" / "main", DOCS / "results" / "study", REPO / "benchmarks" / "results" / "results.json",
              DOCS / "results" / "parity.json", tmp_path,
-             [REPO / "benchmarks" / "results" / name / "results.json" for name in ("scaling", "decoders")])
+             [REPO / "benchmarks" / "results" / name / "results.json" for name in ("scaling", "decoders", "profile")])
     fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.md")}
     committed = {p.relative_to(GENERATED): p.read_text() for p in GENERATED.rglob("*.md")}
     assert fresh.keys() == committed.keys()

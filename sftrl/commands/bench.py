@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from shared.errors import SftrlError
 
-SUITES = ("ops", "train", "generate", "ppo", "memory", "peers", "scaling", "decoders")
+SUITES = ("ops", "train", "generate", "ppo", "memory", "peers", "scaling", "decoders", "profile")
 
 
 def add_arguments(p) -> None:
@@ -16,7 +16,8 @@ def add_arguments(p) -> None:
                    "added TRL (skipped with a line otherwise); scaling: step time, tokens/s and peak memory against "
                    "model size, sequence length and batch, with fitted exponents; decoders: our GPT-2 and Llama "
                    "train step and greedy generate against transformers' and keras-hub's (keras-hub rows skipped "
-                   "without it)")
+                   "without it); profile: the Keras and PyTorch train steps split into forward, backward, "
+                   "optimizer and the matmuls alone")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--size", choices=("default", "tiny"), default="default",
                    help="tiny: a smoke run that checks the machinery, not the speed")

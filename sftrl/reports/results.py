@@ -206,7 +206,7 @@ def bench_fragments(results_json: Path, out: Path, kind: str = "sftrl bench", wh
 
 def generate(main: Path, study: Path, bench: Path, parity: Path, out: Path, extra_bench=()) -> list[Path]:
     """Every fragment; `extra_bench`: results.json files of separate `sftrl bench --suite NAME` runs
-    (the scaling and decoder suites), each written as bench/NAME.md with its own provenance."""
+    (the scaling, decoder and profile suites), each written as bench/NAME.md with its own provenance."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -239,9 +239,10 @@ def main(argv=None) -> int:
     parser.add_argument("--bench", type=Path, default=ROOT / "benchmarks/results/results.json")
     parser.add_argument("--parity", type=Path, default=ROOT / "docs/results/parity.json")
     parser.add_argument("--extra-bench", type=Path, nargs="*",
-                        default=[ROOT / "benchmarks/results/scaling/results.json",
-                                 ROOT / "benchmarks/results/decoders/results.json"],
-                        help="results.json of separate `sftrl bench --suite NAME` runs (default: scaling, decoders)")
+                        default=[ROOT / f"benchmarks/results/{name}/results.json"
+                                 for name in ("scaling", "decoders", "profile")],
+                        help="results.json of separate `sftrl bench --suite NAME` runs (default: scaling, decoders, "
+                        "profile)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/generated")
     args = parser.parse_args(argv)
     files = generate(args.main.resolve(), args.study.resolve(), args.bench.resolve(), args.parity.resolve(),
