@@ -182,7 +182,8 @@ def bench_fragments(results_json: Path, out: Path, kind: str = "sftrl bench", wh
                     target = "" if c.get("target") is None else f"{c['target']:g}"
                     met = "" if c.get("met") is None else ("yes" if c["met"] else "no")
                     note = f" ({c['note']})" if c.get("note") else ""
-                    lines.append(f"| {c['comparison']}{note} | {c['ratio']:.2f} | {target} | {met} |")
+                    ratio = "" if c["ratio"] is None else f"{c['ratio']:.2f}"  # None: a side that could not run
+                    lines.append(f"| {c['comparison']}{note} | {ratio} | {target} | {met} |")
                 lines.append("")
             lines += ["| case | side | median ms | IQR ms | value | unit |", "| --- | --- | ---: | ---: | ---: | --- |"]
             for r in result["rows"]:
