@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.ppo_setup import decoder_folder, ppo_trainer
+from benchmarks.ppo_setup import bert_folder, decoder_folder, ppo_trainer, prompt_records
 from benchmarks.timing import comparison, row
 
 MEASURED = 3  # iterations timed on each side, after one that warms up (traces, compiles)
@@ -89,32 +89,17 @@ def suite_peers(s, device):
     return rows, comparisons
 
 
-def bert_folder(s, directory):
-    """A `transformers.BertLMHeadModel` folder of the PPO suite's causal model and tokenizer."""
-    import torch
-    import transformers
-
-    ours, _ = ppo_trainer(s, xla=True, sparse_head=True)
-    torch.manual_seed(0)
-    transformers.BertLMHeadModel(transformers.BertConfig.from_dict(ours.policy.config.to_dict())).save_pretrained(
-        directory)
-    ours.tokenizer.save_pretrained(directory, ours.policy.config.max_position_embeddings, generates=True)
-    return directory
-
-
 def iteration_timings(s, folder, with_ppo: bool) -> dict:
     """{side: {"median_s", "iqr_s"}} of one iteration: TRL's GRPOTrainer on `folder`, then our
     GRPO (and PPO) on the same weights in Keras, loaded from it."""
     import transformers
-
-    from shared.tasks import make_builtin_data
 
     ours = {"our GRPO (tensorflow, XLA)": ppo_trainer(s, xla=True, sparse_head=True, algorithm="grpo", folder=folder)}
     if with_ppo:
         ours["our PPO (tensorflow, XLA)"] = ppo_trainer(s, xla=True, sparse_head=True, folder=folder)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     tokenizer.eos_token = "[SEP]"  # a completion ends at [SEP], as in our rollouts
-    data = make_builtin_data(0, {"prompt.train": 256})["prompt.train"]
+    data = prompt_records()
     config = next(iter(ours.values()))[0].config
     times = {"TRL GRPOTrainer (pytorch)": trl_iteration_seconds(s, folder, tokenizer, data, config, 1 + MEASURED)}
     times.update({name: [] for name in ours})
