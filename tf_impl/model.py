@@ -105,7 +105,7 @@ def write_cache(cache, new, index):
     A fixed-size cache: shapes never change while decoding (TensorFlow needs that to trace the
     decoding step once; PyTorch uses the same scheme so the two read alike, but writes in place).
     The new rows are placed by a gather whose indices are data, not by a pad whose widths depend
-    on index: XLA compiles the step once, not once per index, and fuses it into an in-place update.
+    on index: XLA compiles the step once, not once per index.
     """
     T, Tmax = tf.shape(new)[2], tf.shape(cache)[2]  # dynamic: a relaxed trace may not know Tmax
     position = tf.range(Tmax)                                               # (Tmax,)

@@ -96,8 +96,8 @@ def write_cache(cache, new, index):
     A fixed-size cache: shapes never change while decoding (TensorFlow needs that to trace the
     decoding step once; PyTorch uses the same scheme so the two read alike). PyTorch writes the
     T new rows in place, a copy of B*H*T*hs numbers: the cache is a buffer that only `generate`
-    owns, and rebuilding all Tmax rows at every step cost 40 % of a GPT-2 decode. (TensorFlow's
-    functional version compiles to the same in-place update under XLA.)
+    owns, and rebuilding all Tmax rows at every step cost 40 % of a GPT-2 decode. (TensorFlow keeps
+    the functional version: its tensors are immutable, and its decode runs as one XLA program.)
     """
     cache[:, :, index:index + new.shape[2]] = new
     return cache
